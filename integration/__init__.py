@@ -1,0 +1,63 @@
+"""The Attio / Zoho Billing / Braintree integration service: ``create_app()`` builds the web process."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+from .config import Settings
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["Settings", "create_app"]
+
+MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: larger webhook bodies are answered 413
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the Flask app; with no settings, read and check the environment (exit with one line if bad)."""
+    from flask import Flask
+
+    from .auth import require_auth_under
+    from .commands import register_all
+    from .dashboard import init_dashboard
+    from .handlers import register_error_handlers
+    from .observability import init_sentry, setup_logging
+    from .queueing import make_queues, make_redis
+    from .routes import attio, braintree, zoho
+    from .routes import admin, health, pay
+
+    if settings is None:
+        settings = _settings_or_exit()
+    setup_logging(settings.log_level, component="web")
+    init_sentry(settings, component="web")
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_FORM_MEMORY_SIZE"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["settings"] = settings
+    connection = make_redis(settings.redis_url, socket_timeout=3.0)
+    app.extensions["redis"] = connection
+    app.extensions["queues"] = make_queues(connection)
+
+    for blueprint in (attio.bp, zoho.bp, braintree.bp, health.bp, admin.bp, pay.bp):
+        app.register_blueprint(blueprint)
+    require_auth_under(app, "/admin", settings)
+    init_dashboard(app, settings)
+    register_error_handlers(app)
+    register_all(app)
+    return app
+
+
+def _settings_or_exit() -> Settings:
+    from .config import load_dotenv_if_present
+
+    load_dotenv_if_present()
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

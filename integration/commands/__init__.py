@@ -1,0 +1,14 @@
+"""CLI command groups, one module per noun (jobs, attio, sync, audit, webhooks)."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+__all__ = ["register_all"]
+
+
+def register_all(app: Flask) -> None:
+    """Register every command group on the app."""
+    from . import jobs
+
+    app.cli.add_command(jobs.group)

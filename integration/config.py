@@ -1,0 +1,209 @@
+"""Settings: one frozen dataclass, read from the environment and checked at start.
+
+Tests build ``Settings(...)`` directly (or ``Settings.for_tests(...)``); processes call ``Settings.from_env()``,
+which raises ``ConfigError`` naming every missing or malformed variable in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "load_dotenv_if_present"]
+
+_REQUIRED = (
+    "ATTIO_API_KEY",
+    "ATTIO_WEBHOOK_SECRET",
+    "ZOHO_CLIENT_ID",
+    "ZOHO_CLIENT_SECRET",
+    "ZOHO_REFRESH_TOKEN",
+    "ZOHO_ORGANIZATION_ID",
+    "ZOHO_WEBHOOK_SECRET",
+    "BRAINTREE_MERCHANT_ID",
+    "BRAINTREE_PUBLIC_KEY",
+    "BRAINTREE_PRIVATE_KEY",
+    "DASHBOARD_USERNAME",
+    "DASHBOARD_PASSWORD",
+)
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the web and worker processes are configured with."""
+
+    attio_api_key: str = field(repr=False)
+    attio_webhook_secrets: tuple[str, ...] = field(repr=False)
+    zoho_client_id: str = field(repr=False)
+    zoho_client_secret: str = field(repr=False)
+    zoho_refresh_token: str = field(repr=False)
+    zoho_organization_id: str
+    zoho_webhook_secrets: tuple[str, ...] = field(repr=False)
+    braintree_merchant_id: str
+    braintree_public_key: str = field(repr=False)
+    braintree_private_key: str = field(repr=False)
+    dashboard_username: str = field(repr=False)
+    dashboard_password: str = field(repr=False)
+    redis_url: str = "redis://localhost:6379/0"
+    attio_api_url: str = "https://api.attio.com"
+    zoho_accounts_url: str = "https://accounts.zoho.com"
+    zoho_api_url: str | None = None
+    braintree_environment: str = "sandbox"
+    public_base_url: str = "http://localhost:8000"
+    payment_link_secret: str = field(default="", repr=False)
+    payment_link_ttl_days: int = 7
+    sentry_dsn: str | None = field(default=None, repr=False)
+    sentry_environment: str | None = None
+    sentry_release: str | None = None
+    attio_writes_per_second: int = 25
+    attio_reads_per_second: int = 100
+    zoho_requests_per_minute: int = 30
+    zoho_max_concurrent: int = 5
+    catalog_sync_interval_minutes: int = 15
+    retry_schedule_seconds: tuple[int, ...] = (15, 60, 300, 900, 1800)
+    log_level: str = "INFO"
+    http_timeout: tuple[float, float] = (3.05, 20.0)
+
+    @property
+    def is_production(self) -> bool:
+        """Whether money is real (Braintree production)."""
+        return self.braintree_environment == "production"
+
+    @property
+    def braintree_key_pairs(self) -> tuple[tuple[str, str], ...]:
+        """(public, private) key pairs; the first makes API calls, any one verifies a webhook (rotation)."""
+        pubs = [k.strip() for k in self.braintree_public_key.split(",") if k.strip()]
+        privs = [k.strip() for k in self.braintree_private_key.split(",") if k.strip()]
+        return tuple(zip(pubs, privs))
+
+    @property
+    def link_secret(self) -> bytes:
+        """Key that signs payment-page tokens; derived from the Braintree private key unless set."""
+        if self.payment_link_secret:
+            return self.payment_link_secret.encode()
+        return hmac.new(self.braintree_key_pairs[0][1].encode(), b"payment-link-token", hashlib.sha256).digest()
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read and check every variable; raise ConfigError naming each bad one."""
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+
+        def get(name: str, default: str | None = None) -> str | None:
+            value = env.get(name)
+            return value.strip() if value is not None and value.strip() != "" else default
+
+        missing = [name for name in _REQUIRED if get(name) is None]
+        if missing:
+            problems.append("missing required variable(s): " + ", ".join(missing))
+
+        def integer(name: str, default: int, minimum: int = 0) -> int:
+            raw = get(name)
+            if raw is None:
+                return default
+            if not re.fullmatch(r"\d+", raw) or int(raw) < minimum:
+                problems.append(f"{name} must be a whole number >= {minimum}, got {raw!r}")
+                return default
+            return int(raw)
+
+        def secrets(name: str) -> tuple[str, ...]:
+            raw = get(name) or ""
+            values = tuple(s.strip() for s in raw.split(",") if s.strip())
+            if raw and not values:
+                problems.append(f"{name} holds no secret")
+            return values
+
+        def url(name: str, default: str | None) -> str | None:
+            raw = get(name, default)
+            if raw is None:
+                return None
+            parsed = urlparse(raw)
+            if parsed.scheme not in ("http", "https", "redis", "rediss", "unix") or not (parsed.netloc or parsed.path):
+                problems.append(f"{name} must be a URL, got {raw!r}")
+            return raw.rstrip("/")
+
+        schedule_raw = get("RETRY_SCHEDULE_SECONDS", "15,60,300,900,1800") or ""
+        schedule: tuple[int, ...] = ()
+        parts = [p.strip() for p in schedule_raw.split(",")]
+        if not parts or not all(re.fullmatch(r"\d+", p) for p in parts):
+            problems.append(f"RETRY_SCHEDULE_SECONDS must be comma-separated seconds, got {schedule_raw!r}")
+        else:
+            schedule = tuple(int(p) for p in parts)
+
+        bt_env = get("BRAINTREE_ENVIRONMENT", "sandbox") or "sandbox"
+        if bt_env not in ("sandbox", "production") and not re.fullmatch(r"https?://[^/\s:]+:\d+/?", bt_env):
+            problems.append(
+                f"BRAINTREE_ENVIRONMENT must be sandbox, production or http://host:port, got {bt_env!r}"
+            )
+        public_base = url("PUBLIC_BASE_URL", None)
+        if public_base is None and bt_env == "production":
+            problems.append("missing required variable(s): PUBLIC_BASE_URL (required in production)")
+
+        log_level = (get("LOG_LEVEL", "INFO") or "INFO").upper()
+        if log_level not in _LOG_LEVELS:
+            problems.append(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
+
+        values: dict[str, Any] = dict(
+            redis_url=url("REDIS_URL", "redis://localhost:6379/0"),
+            attio_api_url=url("ATTIO_API_URL", "https://api.attio.com"),
+            attio_api_key=get("ATTIO_API_KEY", ""),
+            attio_webhook_secrets=secrets("ATTIO_WEBHOOK_SECRET"),
+            zoho_accounts_url=url("ZOHO_ACCOUNTS_URL", "https://accounts.zoho.com"),
+            zoho_api_url=url("ZOHO_API_URL", None),
+            zoho_client_id=get("ZOHO_CLIENT_ID", ""),
+            zoho_client_secret=get("ZOHO_CLIENT_SECRET", ""),
+            zoho_refresh_token=get("ZOHO_REFRESH_TOKEN", ""),
+            zoho_organization_id=get("ZOHO_ORGANIZATION_ID", ""),
+            zoho_webhook_secrets=secrets("ZOHO_WEBHOOK_SECRET"),
+            braintree_environment=bt_env.rstrip("/"),
+            braintree_merchant_id=get("BRAINTREE_MERCHANT_ID", ""),
+            braintree_public_key=get("BRAINTREE_PUBLIC_KEY", ""),
+            braintree_private_key=get("BRAINTREE_PRIVATE_KEY", ""),
+            public_base_url=public_base or "http://localhost:8000",
+            payment_link_secret=get("PAYMENT_LINK_SECRET", ""),
+            payment_link_ttl_days=integer("PAYMENT_LINK_TTL_DAYS", 7, minimum=1),
+            dashboard_username=get("DASHBOARD_USERNAME", ""),
+            dashboard_password=get("DASHBOARD_PASSWORD", ""),
+            sentry_dsn=get("SENTRY_DSN"),
+            sentry_environment=get("SENTRY_ENVIRONMENT"),
+            sentry_release=get("SENTRY_RELEASE"),
+            attio_writes_per_second=integer("ATTIO_WRITES_PER_SECOND", 25, minimum=1),
+            attio_reads_per_second=integer("ATTIO_READS_PER_SECOND", 100, minimum=1),
+            zoho_requests_per_minute=integer("ZOHO_REQUESTS_PER_MINUTE", 30, minimum=1),
+            catalog_sync_interval_minutes=integer("CATALOG_SYNC_INTERVAL_MINUTES", 15),
+            retry_schedule_seconds=schedule,
+            log_level=log_level,
+        )
+        pubs = (values["braintree_public_key"] or "").split(",")
+        privs = (values["braintree_private_key"] or "").split(",")
+        if len(pubs) != len(privs):
+            problems.append("BRAINTREE_PUBLIC_KEY and BRAINTREE_PRIVATE_KEY must list as many keys each")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return cls(**values)
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests, CLI flags)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of every setting."""
+        return tuple(f.name for f in fields(cls))
+
+
+def load_dotenv_if_present(path: str = ".env") -> None:
+    """Read a development ``.env`` into the environment without overriding what is already set."""
+    if not os.path.exists(path):
+        return
+    from dotenv import load_dotenv
+
+    load_dotenv(path, override=False)

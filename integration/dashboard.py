@@ -1,0 +1,48 @@
+"""rq-dashboard at ``/rq``: basic auth on every path (pages, JSON, static) and no state change by GET.
+
+rq-dashboard 0.9 answers ``GET /requeue/<queue>`` ("requeue all") and reads jobs with the pickle serializer
+by default; both are corrected here. It also imports ``six`` without declaring it (requirements.txt pins it).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from flask import Flask, Response, request
+from rq.serializers import JSONSerializer
+
+from .auth import require_auth_under
+from .config import Settings
+
+__all__ = ["PREFIX", "init_dashboard"]
+
+PREFIX = "/rq"
+
+
+def init_dashboard(app: Flask, settings: Settings) -> None:
+    """Mount rq-dashboard under ``/rq`` behind the operators' credentials."""
+    import rq_dashboard
+    from rq_dashboard import web
+
+    web.config.serializer = JSONSerializer
+    app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
+    app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
+    web.setup_rq_connection(app)  # builds a client; Redis is contacted on the first page load
+    require_auth_under(app, PREFIX, settings)
+
+    @app.before_request
+    def _guard_dashboard() -> Response | None:
+        path = request.path
+        if path != PREFIX and not path.startswith(PREFIX + "/"):
+            return None
+        if request.method not in ("GET", "HEAD", "POST") or (
+            request.method != "POST" and path.startswith(PREFIX + "/requeue/")
+        ):
+            return Response('{"error": "method_not_allowed"}', status=405, mimetype="application/json",
+                            headers={"Allow": "POST"})
+        origin = request.headers.get("Origin")
+        if request.method == "POST" and origin and urlparse(origin).netloc != request.host:
+            # Basic auth is replayed by browsers: refuse a cross-site form posting into the dashboard.
+            return Response('{"error": "cross_origin"}', status=403, mimetype="application/json")
+        return None

@@ -1,0 +1,134 @@
+"""Every exception of the service, under one root, cut by what the caller does next.
+
+::
+
+    IntegrationError
+    ├── ConfigError                 bad or missing setting: the process stops at start
+    ├── WebhookRejected             4xx to the sender, nothing enqueued
+    │   ├── SignatureInvalid        401
+    │   └── PayloadInvalid          400, carries marshmallow's messages
+    ├── QueueUnavailable            Redis unreachable or the enqueue failed: 503, the sender retries
+    ├── ServiceError                raised by clients/: carries provider, status, code, request_id
+    │   ├── ServiceUnavailable      timeout, connection error, 5xx, 429, open circuit, budget spent → retry
+    │   │   └── CircuitOpen         the provider's breaker is open → reschedule
+    │   └── ServiceRejected         any other 4xx, a validation error → fail now, report
+    └── NoHandler                   an event routed to a job that does not exist yet → failed registry
+
+Every ``__init__`` hands its message to ``super().__init__()`` and ``__reduce__`` rebuilds the keyword
+arguments, so the exceptions pickle across RQ's fork and into the failed registry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "CircuitOpen",
+    "ConfigError",
+    "IntegrationError",
+    "NoHandler",
+    "PayloadInvalid",
+    "QueueUnavailable",
+    "ServiceError",
+    "ServiceRejected",
+    "ServiceUnavailable",
+    "SignatureInvalid",
+    "WebhookRejected",
+]
+
+
+class IntegrationError(Exception):
+    """Root of every error the service raises on purpose."""
+
+
+class ConfigError(IntegrationError):
+    """A required setting is missing or malformed."""
+
+
+class WebhookRejected(IntegrationError):
+    """A webhook delivery refused with a 4xx; nothing was enqueued."""
+
+    status = 400
+    error = "rejected"
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON answer for the sender."""
+        return {"error": self.error}
+
+
+class SignatureInvalid(WebhookRejected):
+    """Signature missing, malformed or wrong."""
+
+    status = 401
+    error = "invalid_signature"
+
+
+class PayloadInvalid(WebhookRejected):
+    """Body not parseable or failing its schema."""
+
+    status = 400
+    error = "invalid_payload"
+
+    def __init__(self, message: str = "invalid payload", details: Any = None) -> None:
+        super().__init__(message)
+        self.details = details if details is not None else message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.details))
+
+    def to_body(self) -> dict[str, Any]:
+        """The JSON answer, with what failed."""
+        return {"error": self.error, "details": self.details}
+
+
+class QueueUnavailable(IntegrationError):
+    """Redis could not be reached or the enqueue failed: answer 503 so the sender retries."""
+
+
+class NoHandler(IntegrationError):
+    """The event's job has no handler yet."""
+
+
+class ServiceError(IntegrationError):
+    """A provider call failed; carries what support needs to trace it."""
+
+    def __init__(
+        self,
+        provider: str,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{provider}: {message}" + (f" (HTTP {status})" if status else ""))
+        self.provider = provider
+        self.message = message
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild,
+            (type(self), self.provider, self.message, self.status, self.code, self.request_id, self.retry_after),
+        )
+
+
+def _rebuild(cls: type[ServiceError], provider: str, message: str, *rest: Any) -> ServiceError:
+    status, code, request_id, retry_after = rest
+    return cls(provider, message, status=status, code=code, request_id=request_id, retry_after=retry_after)
+
+
+class ServiceUnavailable(ServiceError):
+    """Transient: the same call may succeed later (timeout, connection, 429, 5xx, open circuit)."""
+
+
+class CircuitOpen(ServiceUnavailable):
+    """The provider's circuit breaker is open; no call was sent."""
+
+
+class ServiceRejected(ServiceError):
+    """Permanent: the provider refused the request (4xx other than 429, validation error)."""

@@ -1,0 +1,1 @@
+"""Blueprints: webhooks (one module per source), health, admin, and the payment-method page."""

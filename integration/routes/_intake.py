@@ -1,0 +1,54 @@
+"""What every webhook route does once an event is verified and validated: route, enqueue, answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from ..extensions import queues, redis_conn, settings
+from ..queueing import EventEnvelope, enqueue_events
+from ..routing import route_for
+
+__all__ = ["Candidate", "accept"]
+
+log = logging.getLogger("integration.intake")
+
+Candidate = tuple[str, str, dict[str, Any]]  # (event_type, dedupe id, validated event)
+
+
+def accept(source: str, candidates: Sequence[Candidate]) -> tuple[dict[str, Any], int]:
+    """Enqueue the routed events of one delivery atomically; answer 202, or 200 duplicate / ignored."""
+    envelopes: list[EventEnvelope] = []
+    ignored: list[str] = []
+    for event_type, dedupe_id, event in candidates:
+        route = route_for(source, event_type)
+        if route is None:
+            ignored.append(event_type)
+            log.info("ignored source=%s event_type=%s event_id=%s", source, event_type, dedupe_id,
+                     extra={"source": source, "event_type": event_type, "event_id": dedupe_id})
+            continue
+        envelopes.append(EventEnvelope(source, event_type, dedupe_id, route, event))
+    if not envelopes:
+        return {"status": "ignored", "event_types": ignored}, 200
+    outcomes = enqueue_events(
+        redis_conn(), queues(), envelopes, retry_schedule=settings().retry_schedule_seconds
+    )
+    new = [o.job_id for o in outcomes if not o.duplicate]
+    dupes = [o.job_id for o in outcomes if o.duplicate]
+    for env, outcome in zip(envelopes, outcomes, strict=True):
+        log.info(
+            "%s source=%s event_type=%s event_id=%s job=%s",
+            "duplicate" if outcome.duplicate else "enqueued", source, env.event_type, env.dedupe_id,
+            outcome.job_id,
+            extra={"source": source, "event_type": env.event_type, "event_id": env.dedupe_id,
+                   "job_id": outcome.job_id},
+        )
+    if not new:
+        return {"status": "duplicate", "jobs": dupes}, 200
+    body: dict[str, Any] = {"status": "accepted", "jobs": new}
+    if dupes:
+        body["duplicates"] = dupes
+    if ignored:
+        body["ignored"] = ignored
+    return body, 202

@@ -1,0 +1,29 @@
+"""``/admin``: operator actions (basic auth is enforced app-wide for the prefix, see ``auth``). ``POST /admin/sync/services`` enqueues a catalog reconcile."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint
+
+from ..extensions import queues, settings
+from ..queueing import enqueue_job
+from ..routing import CATALOG_QUEUE, CATALOG_SYNC
+
+__all__ = ["bp"]
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.post("/sync/services")
+def sync_services() -> tuple[dict[str, Any], int]:
+    """Enqueue a full Zoho → Attio catalog reconcile; 202 with the job id."""
+    job_id = enqueue_job(
+        queues()[CATALOG_QUEUE],
+        CATALOG_SYNC.job,
+        {"trigger": "admin"},
+        retry_schedule=settings().retry_schedule_seconds,
+        meta={"source": "admin", "event_type": "sync_services"},
+        description="admin sync services",
+    )
+    return {"status": "accepted", "jobs": [job_id]}, 202

@@ -1,0 +1,35 @@
+"""``POST /webhooks/zoho``: verify ``X-Zoho-Webhook-Signature``, validate, one job per event."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, request
+
+from ..extensions import settings
+from ..schemas import ZohoEventSchema
+from ..verify import verify_zoho
+from ._intake import accept
+from ._json import load_json
+
+__all__ = ["bp"]
+
+bp = Blueprint("zoho_webhooks", __name__, url_prefix="/webhooks")
+
+
+@bp.post("/zoho")
+def receive() -> tuple[dict[str, Any], int]:
+    """Accept a Zoho Billing event: verify, validate, enqueue, answer."""
+    body = request.get_data(cache=True)  # raw bytes, read before request.form / request.json
+    is_form = request.mimetype == "application/x-www-form-urlencoded"
+    form = list(request.form.items(multi=True)) if is_form else []
+    verify_zoho(
+        body,
+        request.headers,
+        query=list(request.args.items(multi=True)),
+        form=form,
+        secrets=settings().zoho_webhook_secrets,
+    )
+    raw = dict(form) if is_form else load_json(body)
+    event = ZohoEventSchema().load(raw)
+    return accept("zoho", [(event["event_type"], event["event_id"], event)])

@@ -1,0 +1,81 @@
+"""Which job handles which (source, event type): the one table the webhook routes consult.
+
+Jobs are named by dotted path, so web code never imports worker code. Anything not in the table is answered
+``200 ignored`` and logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["CATALOG_QUEUE", "QUEUES", "Route", "WEBHOOK_QUEUE", "route_for", "routed_event_types"]
+
+WEBHOOK_QUEUE = "webhooks"
+CATALOG_QUEUE = "catalog"
+QUEUES = (WEBHOOK_QUEUE, CATALOG_QUEUE)  # the order a worker serves them in
+
+
+@dataclass(frozen=True)
+class Route:
+    """The job for an event: a dotted function path and the queue it runs on."""
+
+    job: str
+    queue: str = WEBHOOK_QUEUE
+
+
+_ATTIO_RECORD = Route("workers.jobs.attio.run_record_event")
+_ZOHO_SUBSCRIPTION = Route("workers.jobs.zoho.run_subscription_event")
+_ZOHO_PAYMENT = Route("workers.jobs.zoho.run_payment_event")
+_BRAINTREE_TRANSACTION = Route("workers.jobs.braintree.run_transaction_event")
+_BRAINTREE_DISPUTE = Route("workers.jobs.braintree.run_dispute_event")
+CATALOG_SYNC = Route("workers.jobs.catalog.run_catalog_sync", queue=CATALOG_QUEUE)
+
+_TABLE: dict[tuple[str, str], Route] = {
+    ("attio", "record.created"): _ATTIO_RECORD,
+    ("attio", "record.updated"): _ATTIO_RECORD,
+    ("zoho", "invoice_created"): Route("workers.jobs.zoho.run_invoice_created"),
+    **{
+        ("zoho", f"subscription_{kind}"): _ZOHO_SUBSCRIPTION
+        for kind in (
+            "created",
+            "activation",
+            "renewed",
+            "upgraded",
+            "downgraded",
+            "unpaid",
+            "cancelled",
+            "reactivated",
+            "cancellation_scheduled",
+            "expired",
+        )
+    },
+    ("zoho", "payment_thankyou"): _ZOHO_PAYMENT,
+    ("zoho", "payment_declined"): _ZOHO_PAYMENT,
+    ("zoho", "payment_refunded"): _ZOHO_PAYMENT,
+    ("braintree", "transaction_settled"): _BRAINTREE_TRANSACTION,
+    ("braintree", "transaction_settlement_declined"): _BRAINTREE_TRANSACTION,
+    ("braintree", "dispute_opened"): _BRAINTREE_DISPUTE,
+    ("braintree", "dispute_won"): _BRAINTREE_DISPUTE,
+    ("braintree", "dispute_lost"): _BRAINTREE_DISPUTE,
+}
+
+# Zoho sends no catalogue events by default; a Zoho workflow can (workflows.md §1).
+_PREFIXES: dict[str, tuple[tuple[str, Route], ...]] = {
+    "zoho": (("plan_", CATALOG_SYNC), ("addon_", CATALOG_SYNC), ("product_", CATALOG_SYNC)),
+}
+
+
+def route_for(source: str, event_type: str) -> Route | None:
+    """The route of an event, or None when the service does not act on it."""
+    route = _TABLE.get((source, event_type))
+    if route is not None:
+        return route
+    for prefix, prefixed in _PREFIXES.get(source, ()):
+        if event_type.startswith(prefix):
+            return prefixed
+    return None
+
+
+def routed_event_types(source: str) -> list[str]:
+    """Every exact event type routed for a source (for ``webhooks send --help``)."""
+    return sorted(event for src, event in _TABLE if src == source)

@@ -1,0 +1,31 @@
+"""The base of every inbound schema: unknown fields are dropped, nested ones too (providers add fields)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
+
+__all__ = ["Identifier", "Inbound"]
+
+_ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
+
+
+class Inbound(Schema):
+    """Subclass this for every inbound schema, nested ones included (``Nested`` does not inherit ``unknown``)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+
+class Identifier(fields.Field):
+    """A provider id: a string or a whole number (Zoho ids are numeric strings, sometimes sent bare)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise ValidationError("must be a string id")
+        text = str(value)
+        if not _ID.match(text):
+            raise ValidationError("is not a valid id")
+        return text

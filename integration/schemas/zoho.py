@@ -1,0 +1,89 @@
+"""Zoho Billing webhook events: ``{"event_id", "event_type", "event_time", "data": {<resource>: {...}}}``.
+
+Only the ids the jobs need are kept: every job re-reads the resource from Zoho before acting. Third-party
+handlers report the resource sometimes at the top level instead of under ``data``, and payments as
+``customerpayment``: both are folded into ``data``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import fields, post_load, pre_load, validate
+
+from .base import Identifier, Inbound
+
+__all__ = ["ZohoEventSchema"]
+
+_RESOURCES = ("invoice", "subscription", "payment", "customer", "plan", "addon", "product")
+
+
+class _InvoiceRef(Inbound):
+    invoice_id = Identifier(required=True)
+    number = fields.String(load_default=None, allow_none=True)
+    customer_id = Identifier(load_default=None, allow_none=True)
+
+
+class _SubscriptionRef(Inbound):
+    subscription_id = Identifier(required=True)
+    customer_id = Identifier(load_default=None, allow_none=True)
+    reference_id = fields.String(load_default=None, allow_none=True)
+
+
+class _PaymentInvoice(Inbound):
+    invoice_id = Identifier(required=True)
+
+
+class _PaymentRef(Inbound):
+    payment_id = Identifier(required=True)
+    reference_number = fields.String(load_default=None, allow_none=True)
+    customer_id = Identifier(load_default=None, allow_none=True)
+    invoices = fields.List(fields.Nested(_PaymentInvoice), load_default=list)
+
+
+class _CustomerRef(Inbound):
+    customer_id = Identifier(required=True)
+
+
+class _CatalogRef(Inbound):
+    plan_code = fields.String(load_default=None, allow_none=True)
+    addon_code = fields.String(load_default=None, allow_none=True)
+    product_id = Identifier(load_default=None, allow_none=True)
+
+
+class _Data(Inbound):
+    invoice = fields.Nested(_InvoiceRef, load_default=None)
+    subscription = fields.Nested(_SubscriptionRef, load_default=None)
+    payment = fields.Nested(_PaymentRef, load_default=None)
+    customer = fields.Nested(_CustomerRef, load_default=None)
+    plan = fields.Nested(_CatalogRef, load_default=None)
+    addon = fields.Nested(_CatalogRef, load_default=None)
+    product = fields.Nested(_CatalogRef, load_default=None)
+
+
+class ZohoEventSchema(Inbound):
+    """A Zoho Billing webhook event."""
+
+    event_id = Identifier(required=True)
+    event_type = fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$"))
+    event_time = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    data = fields.Nested(_Data, load_default=dict)
+
+    @pre_load
+    def _fold_resources(self, raw: Any, **_: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        data = raw.get("data")
+        data = dict(data) if isinstance(data, dict) else {}
+        if "customerpayment" in data and "payment" not in data:
+            data["payment"] = data.pop("customerpayment")
+        for key in (*_RESOURCES, "customerpayment"):
+            target = "payment" if key == "customerpayment" else key
+            if key in raw and target not in data:
+                data[target] = raw[key]
+        return {**raw, "data": data}
+
+    @post_load
+    def _drop_empty(self, event: dict[str, Any], **_: Any) -> dict[str, Any]:
+        event["data"] = {k: v for k, v in (event.get("data") or {}).items() if v is not None}
+        return event

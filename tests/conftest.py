@@ -1,0 +1,170 @@
+"""Shared fixtures: real Redis on loopback (a dedicated DB, flushed), settings, the app, a live HTTP server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+from werkzeug.serving import make_server
+
+from integration import Settings, create_app
+from integration.queueing import make_queues, make_redis
+from workers.failures import handle_job_exception
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+SECRETS = {
+    "attio_api_key": "test-attio-key",
+    "attio_webhook_secret": "attio-whsec-3f9a1c",
+    "zoho_webhook_secret": "zohowhsec7b2e4d81",
+    "braintree_public_key": "test-public",
+    "braintree_private_key": "test-private",
+    "dashboard_password": "dash-pass-91c2",
+}
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for tests: fixed secrets, the test Redis DB, fast retries."""
+    base: dict[str, Any] = dict(
+        attio_api_key=SECRETS["attio_api_key"],
+        attio_webhook_secrets=(SECRETS["attio_webhook_secret"],),
+        zoho_client_id="test-client",
+        zoho_client_secret="test-secret",
+        zoho_refresh_token="1000.test-refresh",
+        zoho_organization_id="10234695",
+        zoho_webhook_secrets=(SECRETS["zoho_webhook_secret"],),
+        braintree_merchant_id="test-merchant",
+        braintree_public_key=SECRETS["braintree_public_key"],
+        braintree_private_key=SECRETS["braintree_private_key"],
+        dashboard_username="operator",
+        dashboard_password=SECRETS["dashboard_password"],
+        redis_url=TEST_REDIS_URL,
+        retry_schedule_seconds=(1, 2, 4),
+        public_base_url="http://127.0.0.1:5000",
+    )
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture
+def redis_conn() -> Iterator[redis.Redis]:
+    """A real Redis connection on the test DB, flushed before and after."""
+    conn = make_redis(TEST_REDIS_URL)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def settings(redis_conn: redis.Redis) -> Settings:
+    """Test settings pointing at the flushed test DB."""
+    return make_settings()
+
+
+@pytest.fixture
+def app(settings: Settings) -> Any:
+    """The Flask app."""
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: Any) -> Any:
+    """Flask's test client."""
+    return app.test_client()
+
+
+@pytest.fixture
+def queues(redis_conn: redis.Redis) -> dict[str, Any]:
+    """The service's queues on the test DB."""
+    return make_queues(redis_conn)
+
+
+class LiveServer:
+    """The app served over real HTTP on loopback, in a thread."""
+
+    def __init__(self, app: Any) -> None:
+        self._server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving."""
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def live_server(app: Any) -> Iterator[LiveServer]:
+    """The app on a real loopback port."""
+    server = LiveServer(app)
+    yield server
+    server.stop()
+
+
+def run_worker(redis_conn: redis.Redis, *, max_jobs: int | None = None) -> SimpleWorker:
+    """Run every queued job in-process (burst), with the service's exception handler."""
+    worker = SimpleWorker(
+        list(make_queues(redis_conn).values()),
+        connection=redis_conn,
+        serializer=JSONSerializer,
+        exception_handlers=[handle_job_exception],
+    )
+    worker.work(burst=True, max_jobs=max_jobs)
+    return worker
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, so a test can stop it (the shared one stays up)."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis.from_url(self.url, socket_connect_timeout=0.2).ping():
+                    return
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("private redis-server did not start")
+
+    def stop(self) -> None:
+        """Stop the server (as an outage would)."""
+        if self._proc.poll() is None:
+            self._proc.terminate()
+            self._proc.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis() -> Iterator[PrivateRedis]:
+    """A disposable redis-server on a free port."""
+    server = PrivateRedis()
+    yield server
+    server.stop()

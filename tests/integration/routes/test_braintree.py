@@ -1,0 +1,124 @@
+"""/webhooks/braintree: the SDK verifies, the payload hash dedupes; GET answers the challenge."""
+
+from __future__ import annotations
+
+import base64
+
+import braintree
+import pytest
+
+from integration.samples import braintree_sign
+
+from ...conftest import SECRETS, make_settings
+from ...helpers import job_count, signed_braintree, test_gateway
+
+
+def post(client, fields):
+    return client.post("/webhooks/braintree", data=fields)
+
+
+@pytest.mark.parametrize(
+    ("kind", "job"),
+    [
+        ("transaction_settled", "workers.jobs.braintree.run_transaction_event"),
+        ("transaction_settlement_declined", "workers.jobs.braintree.run_transaction_event"),
+        ("dispute_opened", "workers.jobs.braintree.run_dispute_event"),
+        ("dispute_won", "workers.jobs.braintree.run_dispute_event"),
+        ("dispute_lost", "workers.jobs.braintree.run_dispute_event"),
+    ],
+)
+def test_sdk_sample_notifications_are_accepted(client, queues, kind, job):
+    resp = post(client, signed_braintree(kind, "txn42"))
+    assert resp.status_code == 202, resp.json
+    queued = queues["webhooks"].fetch_job(resp.json["jobs"][0])
+    assert queued.func_name == job
+    event = queued.args[0]["event"]
+    assert event["kind"] == kind
+    txn = event["transaction"] or event["dispute"]["transaction"]
+    assert txn["id"]
+
+
+def test_same_payload_twice_is_a_duplicate(client, queues):
+    fields = signed_braintree("transaction_settled", "txn1")
+    assert post(client, fields).status_code == 202
+    second = post(client, fields)
+    assert second.status_code == 200 and second.json["status"] == "duplicate"
+    assert job_count(queues) == 1
+
+
+@pytest.mark.parametrize("kind", ["check", "subscription_went_past_due", "disbursement"])
+def test_other_kinds_are_ignored(client, queues, kind):
+    resp = post(client, signed_braintree(kind, "x1"))
+    assert resp.status_code == 200
+    assert resp.json["status"] == "ignored"
+    assert job_count(queues) == 0
+
+
+def _tamper(fields, **changes):
+    return {**fields, **changes}
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda f: {"bt_payload": f["bt_payload"]},
+        lambda f: {"bt_signature": f["bt_signature"]},
+        lambda f: _tamper(f, bt_signature="garbage"),
+        lambda f: _tamper(f, bt_signature="test-public|" + "0" * 40),
+        lambda f: _tamper(f, bt_signature=f["bt_signature"][:-3]),
+        lambda f: _tamper(f, bt_signature="other-public|" + f["bt_signature"].split("|")[1]),
+        lambda f: _tamper(f, bt_payload=f["bt_payload"].replace("\n", "\r\n")),
+        lambda f: _tamper(f, bt_payload=f["bt_payload"][:-8]),
+        lambda f: {},
+    ],
+    ids=["no-signature", "no-payload", "garbage", "zeros", "truncated", "other-key", "crlf", "cut-payload", "empty"],
+)
+def test_bad_signatures_are_401(client, queues, mutate):
+    resp = post(client, mutate(signed_braintree("transaction_settled", "txn1")))
+    assert resp.status_code == 401
+    assert resp.json == {"error": "invalid_signature"}
+    assert job_count(queues) == 0
+
+
+def test_wrong_private_key_is_401(client, queues):
+    fields = signed_braintree("transaction_settled", "t", private="someone-elses-key")
+    assert post(client, fields).status_code == 401
+
+
+def test_signed_garbage_payload_is_400(client, queues):
+    payload = base64.encodebytes(b"<not-a-notification>").decode()
+    fields = {"bt_signature": braintree_sign("test-public", "test-private", payload), "bt_payload": payload}
+    resp = post(client, fields)
+    assert resp.status_code == 400
+    assert job_count(queues) == 0
+
+
+def test_key_rotation(redis_conn):
+    from integration import create_app
+
+    app = create_app(make_settings(braintree_public_key="new-public,test-public",
+                                   braintree_private_key="new-private,test-private"))
+    client = app.test_client()
+    assert post(client, signed_braintree("transaction_settled", "a")).status_code == 202
+    fields = signed_braintree("transaction_settled", "b", public="new-public", private="new-private")
+    assert post(client, fields).status_code == 202
+
+
+def test_challenge_answers_the_sdk_verify(client):
+    challenge = "20f9f8ed05f77439fe955c977e4c8a53"
+    resp = client.get(f"/webhooks/braintree?bt_challenge={challenge}")
+    assert resp.status_code == 200
+    assert resp.get_data(as_text=True) == test_gateway().webhook_notification.verify(challenge)
+    assert resp.get_data(as_text=True).startswith(SECRETS["braintree_public_key"] + "|")
+
+
+@pytest.mark.parametrize("challenge", ["", "XYZ", "abc", "g" * 24, "a" * 40])
+def test_malformed_challenge_is_400(client, challenge):
+    resp = client.get(f"/webhooks/braintree?bt_challenge={challenge}")
+    assert resp.status_code == 400
+
+
+def test_sample_built_with_sdk_verifies_with_sdk():
+    fields = signed_braintree("dispute_opened", "d1")
+    n = test_gateway().webhook_notification.parse(fields["bt_signature"], fields["bt_payload"])
+    assert n.kind == braintree.WebhookNotification.Kind.DisputeOpened

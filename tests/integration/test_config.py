@@ -1,0 +1,74 @@
+"""Settings.from_env: defaults, strict parsing, one clear line naming every bad variable."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from integration.config import Settings
+from integration.errors import ConfigError
+
+REQUIRED = {
+    "ATTIO_API_KEY": "key-SECRET-1", "ATTIO_WEBHOOK_SECRET": "a, b", "ZOHO_CLIENT_ID": "c", "ZOHO_CLIENT_SECRET": "s",
+    "ZOHO_REFRESH_TOKEN": "r", "ZOHO_ORGANIZATION_ID": "1", "ZOHO_WEBHOOK_SECRET": "z",
+    "BRAINTREE_MERCHANT_ID": "m", "BRAINTREE_PUBLIC_KEY": "p", "BRAINTREE_PRIVATE_KEY": "priv-SECRET-2",
+    "DASHBOARD_USERNAME": "u", "DASHBOARD_PASSWORD": "w",
+}
+
+
+def test_defaults_and_secret_lists():
+    s = Settings.from_env(REQUIRED)
+    assert s.attio_webhook_secrets == ("a", "b")
+    assert s.redis_url == "redis://localhost:6379/0"
+    assert s.attio_writes_per_second == 25 and s.attio_reads_per_second == 100
+    assert s.zoho_requests_per_minute == 30
+    assert s.retry_schedule_seconds == (15, 60, 300, 900, 1800)
+    assert s.braintree_environment == "sandbox"
+    assert "SECRET" not in repr(s)  # secrets stay out of repr (and so out of logs)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("ATTIO_WRITES_PER_SECOND", "fast", "ATTIO_WRITES_PER_SECOND"),
+        ("RETRY_SCHEDULE_SECONDS", "15,x", "RETRY_SCHEDULE_SECONDS"),
+        ("BRAINTREE_ENVIRONMENT", "staging", "BRAINTREE_ENVIRONMENT"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL"),
+        ("REDIS_URL", "localhost", "REDIS_URL"),
+        ("CATALOG_SYNC_INTERVAL_MINUTES", "-1", "CATALOG_SYNC_INTERVAL_MINUTES"),
+    ],
+)
+def test_malformed_values_are_named(name, value, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        Settings.from_env({**REQUIRED, name: value})
+
+
+def test_missing_required_are_all_named():
+    env = {k: v for k, v in REQUIRED.items() if k not in ("ATTIO_API_KEY", "ZOHO_WEBHOOK_SECRET")}
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert "ATTIO_API_KEY" in str(info.value) and "ZOHO_WEBHOOK_SECRET" in str(info.value)
+
+
+def test_production_needs_public_base_url():
+    with pytest.raises(ConfigError, match="PUBLIC_BASE_URL"):
+        Settings.from_env({**REQUIRED, "BRAINTREE_ENVIRONMENT": "production"})
+
+
+def test_simulator_url_is_a_valid_environment():
+    s = Settings.from_env({**REQUIRED, "BRAINTREE_ENVIRONMENT": "http://127.0.0.1:4567"})
+    assert s.braintree_environment == "http://127.0.0.1:4567"
+
+
+@pytest.mark.parametrize("module", [["-m", "workers"], ["-c", "import integration; integration.create_app()"]])
+def test_processes_stop_with_one_clear_line(module, tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "ATTIO_API_KEY": "k", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, *module], env=env, capture_output=True, text=True, timeout=60,
+                          cwd=str(tmp_path), check=False)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("configuration error:") and "ZOHO_CLIENT_ID" in lines[0]

@@ -1,0 +1,51 @@
+"""End to end per source: a signed request over real HTTP → the worker → the job ends where it should.
+
+Until a workflow's handler exists, its job fails with "no handler yet" and lands in the failed registry at once
+(the permanent branch), which exercises the failure path end to end.
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from .conftest import run_worker
+from .helpers import signed_attio, signed_braintree, signed_zoho
+
+
+def _post(url, source, req_or_fields):
+    if source == "braintree":
+        return requests.post(f"{url}/webhooks/braintree", data=req_or_fields, timeout=10)
+    q = getattr(req_or_fields, "query", None) or None
+    return requests.post(f"{url}/webhooks/{source}", data=req_or_fields.body, headers=req_or_fields.headers,
+                         params=q, timeout=10)
+
+
+CASES = {
+    "attio": (lambda: signed_attio(1), "workers.jobs.attio.run_record_event"),
+    "zoho": (lambda: signed_zoho("subscription_cancelled", event_id="e2e-1",
+                                 data={"subscription": {"subscription_id": "s1"}}),
+             "workers.jobs.zoho.run_subscription_event"),
+    "braintree": (lambda: signed_braintree("dispute_lost", "d1"), "workers.jobs.braintree.run_dispute_event"),
+}
+
+
+@pytest.mark.parametrize("source", sorted(CASES))
+def test_signed_delivery_runs_its_job(live_server, redis_conn, queues, source):
+    build, func = CASES[source]
+    payload = build()
+    resp = _post(live_server.url, source, payload)
+    assert resp.status_code == 202, resp.text
+    [job_id] = resp.json()["jobs"]
+    again = _post(live_server.url, source, payload)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+
+    run_worker(redis_conn)
+
+    q = queues["webhooks"]
+    job = q.fetch_job(job_id)
+    assert job.func_name == func
+    assert job.get_status() == "failed"
+    assert q.failed_job_registry.get_job_ids() == [job_id]
+    assert "no handler yet" in job.latest_result().exc_string
+    assert q.count == 0 and q.scheduled_job_registry.count == 0

@@ -1,0 +1,35 @@
+"""Job functions used only by the tests of the worker's failure handling (importable by dotted path)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from integration.errors import ServiceRejected, ServiceUnavailable
+
+
+def fail_transient(payload: dict[str, Any]) -> None:
+    """Always fail with a transient provider error (optionally carrying Retry-After)."""
+    raise ServiceUnavailable("zoho", "503 from provider", status=503, retry_after=payload.get("retry_after"))
+
+
+def fail_permanent(payload: dict[str, Any]) -> None:
+    """Always fail with a provider's validation error."""
+    raise ServiceRejected("attio", "value_not_found: status 'Nope'", status=400, request_id="req-1")
+
+
+def succeed(payload: dict[str, Any]) -> str:
+    """Succeed."""
+    return "ok"
+
+
+def sleep_then_succeed(payload: dict[str, Any]) -> str:
+    """Write a marker, sleep, then succeed (a job to kill mid-run)."""
+    marker = payload["marker"]
+    with open(marker, "a") as fh:
+        fh.write(f"start {os.getpid()}\n")
+    time.sleep(payload.get("seconds", 5))
+    with open(marker, "a") as fh:
+        fh.write("done\n")
+    return "ok"

@@ -1,0 +1,1 @@
+"""RQ job handlers and the worker process (``python -m workers``)."""
