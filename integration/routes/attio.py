@@ -15,6 +15,8 @@ from ._json import load_json
 
 __all__ = ["bp"]
 
+_SCHEMA = AttioDeliverySchema()  # built once: building a schema (and its nested ones) is costly
+
 bp = Blueprint("attio_webhooks", __name__, url_prefix="/webhooks")
 
 
@@ -23,7 +25,7 @@ def receive() -> tuple[dict[str, Any], int]:
     """Accept an Attio delivery: verify, validate, enqueue each event, answer."""
     body = request.get_data(cache=True)  # raw bytes: the signature covers these, not re-serialized JSON
     verify_attio(body, request.headers, secrets=settings().attio_webhook_secrets)
-    delivery = AttioDeliverySchema().load(load_json(body))
+    delivery = _SCHEMA.load(load_json(body))
     # One Idempotency-Key per delivery (which may carry several events): the event's index completes it.
     key = request.headers.get("Idempotency-Key", "").strip()[:128] or "body-" + hashlib.sha256(body).hexdigest()
     candidates: list[Candidate] = [

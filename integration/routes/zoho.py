@@ -14,6 +14,8 @@ from ._json import load_json
 
 __all__ = ["bp"]
 
+_SCHEMA = ZohoEventSchema()  # built once: building a schema (and its nested ones) is costly
+
 bp = Blueprint("zoho_webhooks", __name__, url_prefix="/webhooks")
 
 
@@ -31,5 +33,5 @@ def receive() -> tuple[dict[str, Any], int]:
         secrets=settings().zoho_webhook_secrets,
     )
     raw = dict(form) if is_form else load_json(body)
-    event = ZohoEventSchema().load(raw)
+    event = _SCHEMA.load(raw)
     return accept("zoho", [(event["event_type"], event["event_id"], event)])

@@ -1,0 +1,1 @@
+"""Benchmarks: a command each (``python -m bench.<name>``), printing numbers and ratios against a baseline."""
