@@ -23,17 +23,17 @@ class Route:
     queue: str = WEBHOOK_QUEUE
 
 
-_ATTIO_RECORD = Route("workers.jobs.attio.run_record_event")
-_ZOHO_SUBSCRIPTION = Route("workers.jobs.zoho.run_subscription_event")
-_ZOHO_PAYMENT = Route("workers.jobs.zoho.run_payment_event")
-_BRAINTREE_TRANSACTION = Route("workers.jobs.braintree.run_transaction_event")
-_BRAINTREE_DISPUTE = Route("workers.jobs.braintree.run_dispute_event")
+_ATTIO_RECORD = Route("workers.jobs.activation.run_record_event")
+_ZOHO_SUBSCRIPTION = Route("workers.jobs.lifecycle.run_subscription_event")
+_ZOHO_PAYMENT = Route("workers.jobs.lifecycle.run_payment_event")
+_BRAINTREE_TRANSACTION = Route("workers.jobs.lifecycle.run_transaction_event")
+_BRAINTREE_DISPUTE = Route("workers.jobs.lifecycle.run_dispute_event")
 CATALOG_SYNC = Route("workers.jobs.catalog.run_catalog_sync", queue=CATALOG_QUEUE)
 
 _TABLE: dict[tuple[str, str], Route] = {
     ("attio", "record.created"): _ATTIO_RECORD,
     ("attio", "record.updated"): _ATTIO_RECORD,
-    ("zoho", "invoice_created"): Route("workers.jobs.zoho.run_invoice_created"),
+    ("zoho", "invoice_created"): Route("workers.jobs.collection.run_invoice_created"),
     **{
         ("zoho", f"subscription_{kind}"): _ZOHO_SUBSCRIPTION
         for kind in (

@@ -168,3 +168,81 @@ def private_redis() -> Iterator[PrivateRedis]:
     server = PrivateRedis()
     yield server
     server.stop()
+
+
+class Stack:
+    """The three provider simulators on loopback, Attio's schema in place, and settings pointing at them."""
+
+    def __init__(self) -> None:
+        from tests.simulators.attio import AttioSimulator
+        from tests.simulators.braintree import BraintreeSimulator
+        from tests.simulators.zoho import ZohoSimulator
+
+        self.attio = AttioSimulator(writes_per_second=None, reads_per_second=None).start()
+        self.zoho = ZohoSimulator().start()
+        self.braintree = BraintreeSimulator().start()
+        self.attio.setup_schema()
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Test settings wired to the simulators (budgets high unless overridden)."""
+        base: dict[str, Any] = dict(
+            attio_api_url=self.attio.url,
+            zoho_accounts_url=self.zoho.url,
+            braintree_environment=self.braintree.url,
+            braintree_merchant_id="test-merchant",
+            attio_writes_per_second=1000,
+            attio_reads_per_second=1000,
+            zoho_requests_per_minute=100000,
+            http_timeout=(2.0, 5.0),
+        )
+        base.update(overrides)
+        return make_settings(**base)
+
+    def reset(self) -> None:
+        """Fresh simulators (schema re-created)."""
+        for sim in (self.attio, self.zoho, self.braintree):
+            sim.reset()
+        self.attio.setup_schema()
+
+    def stop(self) -> None:
+        """Stop every simulator."""
+        for sim in (self.attio, self.zoho, self.braintree):
+            sim.stop()
+
+
+@pytest.fixture(scope="session")
+def _stack_session() -> Iterator[Stack]:
+    stack = Stack()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def stack(_stack_session: Stack, redis_conn: redis.Redis) -> Iterator[Stack]:
+    """The simulators, reset, with jobs in this process configured to use them."""
+    from workers import runtime
+
+    _stack_session.reset()
+    runtime.use_settings(_stack_session.settings())
+    yield _stack_session
+    runtime.use_settings(None)
+    _stack_session.attio.webhook_target = None
+    _stack_session.zoho.webhook_target = None
+
+
+def run_until_idle(redis_conn: redis.Redis, *, rounds: int = 10) -> None:
+    """Run queued jobs in-process, moving scheduled retries due at once, until nothing is left to run."""
+    queues = make_queues(redis_conn)
+    for _ in range(rounds):
+        moved = 0
+        for queue in queues.values():
+            registry = queue.scheduled_job_registry
+            for job_id in registry.get_job_ids():
+                job = queue.fetch_job(job_id)
+                registry.remove(job_id)
+                if job is not None:
+                    queue.enqueue_job(job)
+                    moved += 1
+        if moved == 0 and all(q.count == 0 for q in queues.values()):
+            return
+        run_worker(redis_conn)

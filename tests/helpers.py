@@ -19,10 +19,11 @@ def job_count(queues: dict[str, Queue]) -> int:
 
 
 def signed_attio(n_events: int = 1, *, key: str | None = None, event_type: str = "record.updated",
-                 secret: str | None = None) -> Any:
+                 secret: str | None = None, record_id: str | None = None) -> Any:
     """A signed Attio delivery of n record events."""
     events = [
-        attio_event(event_type, object_id="obj-subscriptions", record_id=f"rec-{i}", attribute_id="attr-status")
+        attio_event(event_type, object_id="obj-subscriptions", record_id=record_id or f"rec-{i}",
+                    attribute_id="attr-status")
         for i in range(n_events)
     ]
     return attio_delivery(events, secret=secret or SECRETS["attio_webhook_secret"], idempotency_key=key)

@@ -9,6 +9,10 @@ __all__ = ["register_all"]
 
 def register_all(app: Flask) -> None:
     """Register every command group on the app."""
-    from . import jobs
+    from . import attio, audit, jobs, sync, webhooks
 
     app.cli.add_command(jobs.group)
+    app.cli.add_command(attio.group)
+    app.cli.add_command(audit.group)
+    app.cli.add_command(sync.group)
+    app.cli.add_command(webhooks.group)

@@ -144,6 +144,7 @@ class BraintreeSimulator(Simulator):
         self.public_key = public_key
         self.private_key = private_key
         self.duplicate_checking = duplicate_checking
+        self.request_keys_allowed = True  # False: a merchant without Braintree's at-most-once request keys
         self.duplicate_window = timedelta(seconds=30)
         self._lock = threading.RLock()
         self._rng = random.Random()
@@ -652,6 +653,8 @@ class BraintreeSimulator(Simulator):
     ) -> Response:
         """Run ``work`` (returning a transaction) once per ``api_request_key``; a replay answers the same one."""
         key = params.get("api_request_key")
+        if key is not None and not self.request_keys_allowed:
+            raise _err("915231", "api_request_key", "API request key is not allowed for this merchant.")
         if key is not None and len(key) > 255:
             raise _err("915230", "api_request_key", "API request key is too long.")
         seen = self._request_keys.get(key) if key is not None else None

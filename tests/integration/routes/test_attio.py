@@ -23,7 +23,7 @@ def test_valid_delivery_enqueues_one_job_per_event(client, queues):
     assert len(resp.json["jobs"]) == 3 and len(set(resp.json["jobs"])) == 3
     assert job_count(queues) == 3
     job = queues["webhooks"].fetch_job(resp.json["jobs"][1])
-    assert job.func_name == "workers.jobs.attio.run_record_event"
+    assert job.func_name == "workers.jobs.activation.run_record_event"
     assert job.args[0]["event"]["id"]["record_id"] == "rec-1"
     assert job.args[0]["event_id"] == "idem-1:1"
 

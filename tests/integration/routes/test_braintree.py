@@ -20,11 +20,11 @@ def post(client, fields):
 @pytest.mark.parametrize(
     ("kind", "job"),
     [
-        ("transaction_settled", "workers.jobs.braintree.run_transaction_event"),
-        ("transaction_settlement_declined", "workers.jobs.braintree.run_transaction_event"),
-        ("dispute_opened", "workers.jobs.braintree.run_dispute_event"),
-        ("dispute_won", "workers.jobs.braintree.run_dispute_event"),
-        ("dispute_lost", "workers.jobs.braintree.run_dispute_event"),
+        ("transaction_settled", "workers.jobs.lifecycle.run_transaction_event"),
+        ("transaction_settlement_declined", "workers.jobs.lifecycle.run_transaction_event"),
+        ("dispute_opened", "workers.jobs.lifecycle.run_dispute_event"),
+        ("dispute_won", "workers.jobs.lifecycle.run_dispute_event"),
+        ("dispute_lost", "workers.jobs.lifecycle.run_dispute_event"),
     ],
 )
 def test_sdk_sample_notifications_are_accepted(client, queues, kind, job):

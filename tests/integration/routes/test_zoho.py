@@ -25,7 +25,7 @@ def test_valid_event_is_accepted_in_either_encoding(client, queues, encoding):
     resp = post(client, signed_zoho(encoding=encoding))
     assert resp.status_code == 202
     job = queues["webhooks"].fetch_job(resp.json["jobs"][0])
-    assert job.func_name == "workers.jobs.zoho.run_invoice_created"
+    assert job.func_name == "workers.jobs.collection.run_invoice_created"
     assert job.args[0]["event"]["data"]["invoice"]["invoice_id"] == "903000000079426"
     assert job_count(queues) == 1
 

@@ -1,0 +1,392 @@
+"""Zoho Billing API v1: catalogue, customers, subscriptions, invoices and payments, through ``HttpCaller``.
+
+Each call sends the shared token (``ZohoTokens``) and the organisation header, and checks the HTTP status *and*
+the body's ``code`` (non-zero is an error even with HTTP 200, ``reference/zoho-billing.md`` §4.1); a 401 or code
+57 gets one fresh token and one retry. Money is ``Decimal`` both ways. There are no idempotency keys: after a
+ServiceUnavailable on a POST, look the object up before trying again (reference §3.3, §3.5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, cast
+from urllib.parse import quote
+
+import pybreaker
+import redis
+import requests
+
+from ..config import Settings
+from ..errors import CircuitOpen, ServiceRejected, ServiceUnavailable
+from ._http import HttpCaller, Limiter
+from .breaker import make_breaker
+from .budget import ConcurrencySlots, RateBudget
+from .zoho_auth import ZohoTokens
+
+__all__ = ["ORG_HEADER", "PER_PAGE", "PROVIDER", "ZohoClient", "ZohoLimiter", "build_zoho_client"]
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "zoho"
+ORG_HEADER = "X-com-zoho-subscriptions-organizationid"
+PER_PAGE = 200  # Zoho's default and (inferred) maximum page size (reference §3.0)
+RATE_LIMIT_CODES = frozenset({"44", "45", "1070"})  # daily / per-minute / concurrency (reference §4.2)
+TOKEN_REFUSED_CODE = "57"  # dead or expired token (also missing scope, wrong org or DC: reference §4.2)
+NOT_FOUND_CODE = "1002"
+_CENT = Decimal("0.01")
+# Money fields whose whole-number values arrive as JSON integers (``"total": 370``): made Decimal as well.
+_MONEY_KEYS = frozenset({
+    "amount", "amount_applied", "amount_refunded", "balance", "balance_amount", "bank_charges", "credits_applied",
+    "discount", "discount_amount", "item_total", "outstanding", "payment_made", "price", "recurring_price",
+    "setup_fee", "shipping_charge", "sub_total", "tax_amount", "total", "unused_credits", "write_off_amount",
+})  # fmt: skip
+# filter_by values are case-sensitive and module-prefixed (reference §3.0); callers may use any case.
+_PLAN_FILTERS = ("All", "ACTIVE", "INACTIVE")
+_ADDON_FILTERS = ("All", "ACTIVE", "INACTIVE", "ONETIME", "RECURRING")
+_INVOICE_FILTERS = ("All", "Sent", "Draft", "OverDue", "Paid", "PartiallyPaid", "Void", "Unpaid")
+
+
+def _filter(prefix: str, status: str, allowed: tuple[str, ...]) -> str:
+    """Zoho's spelling of a ``filter_by`` value, e.g. ``PlanStatus.ACTIVE`` for ``"active"``."""
+    wanted = status.replace("_", "").lower()
+    for name in allowed:
+        if name.lower() == wanted:
+            return f"{prefix}.{name}"
+    raise ValueError(f"{prefix} must be one of {', '.join(allowed)}, got {status!r}")
+
+
+def _seg(value: str) -> str:
+    """One path segment, quoted so an id or code can never change the path."""
+    return quote(str(value), safe="")
+
+
+def _money(value: Any) -> Any:
+    """Integers under money keys become Decimal, recursively (floats already are, via ``parse_float``)."""
+    if isinstance(value, dict):
+        return {
+            k: Decimal(v) if k in _MONEY_KEYS and isinstance(v, int) and not isinstance(v, bool) else _money(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_money(v) for v in value]
+    return value
+
+
+def _dumps(value: Any) -> str:
+    """JSON with every Decimal as a number with two decimals; floats are refused (money is never a float)."""
+    if isinstance(value, Decimal):
+        cents = value.quantize(_CENT)
+        if not value.is_finite() or cents != value:
+            raise ValueError(f"money must be finite with at most 2 decimals, got {value}")
+        return format(cents, "f")
+    if isinstance(value, float):
+        raise TypeError("money must be Decimal, not float")
+    if isinstance(value, Mapping):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{_dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_dumps(v) for v in value) + "]"
+    if isinstance(value, dt.date):
+        return json.dumps(value.isoformat())
+    return json.dumps(value)
+
+
+def _parse_error(resp: requests.Response) -> tuple[str | None, str]:
+    """(code, message) from Zoho's error envelope ``{"code", "message"}``."""
+    body = resp.json()
+    code = body.get("code")
+    return (None if code is None else str(code)), str(body.get("message") or resp.reason or "")
+
+
+def _is_missing(exc: ServiceRejected) -> bool:
+    """Whether a refusal means "no such object" (not a wrong URL: that 404 carries code 5)."""
+    return exc.code == NOT_FOUND_CODE or (exc.status == 404 and exc.code is None)
+
+
+def _created(row: dict[str, Any]) -> tuple[datetime, int]:
+    """Sort key, oldest first: ``created_time`` (``2016-06-05T17:40:49-0700``), then the numeric id."""
+    try:
+        when = datetime.strptime(str(row.get("created_time")), "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        when = datetime.max.replace(tzinfo=UTC)
+    ident = str(row.get("customer_id") or row.get("subscription_id") or "")
+    return when, int(ident) if ident.isdigit() else 0
+
+
+class ZohoLimiter(Limiter):
+    """The org's shared budget: ``requests_per_minute`` per sliding minute and ``max_concurrent`` in flight."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        organization_id: str,
+        *,
+        requests_per_minute: int,
+        max_concurrent: int = 5,
+        lease: float = 60.0,
+        period: float = 60.0,
+        max_wait: float = 10.0,
+    ) -> None:
+        name = f"{PROVIDER}:{organization_id}"
+        limit = requests_per_minute
+        self.budget = RateBudget(connection, f"{name}:minute", limit=limit, period=period, max_wait=max_wait)
+        self.slots = ConcurrencySlots(connection, f"{name}:concurrent", limit=max_concurrent, lease=lease)
+
+    @contextlib.contextmanager
+    def enter(self, kind: str) -> Iterator[None]:
+        """Hold a concurrency slot, then take a budget slot just before sending (kinds share one budget)."""
+        # Slot first: admission then happens right before the request, so our window and Zoho's line up.
+        self.budget.acquire(PROVIDER)
+        yield
+
+
+class ZohoClient:
+    """Zoho Billing v1 for one organisation, in Zoho's words (plans, customers, subscriptions, payments)."""
+
+    def __init__(
+        self,
+        *,
+        tokens: ZohoTokens,
+        organization_id: str,
+        http: requests.Session,
+        timeout: tuple[float, float],
+        api_url: str | None = None,
+        breaker: pybreaker.CircuitBreaker | None = None,
+        limiter: Limiter | None = None,
+    ) -> None:
+        self.tokens = tokens
+        self._org = organization_id
+        self._api_url = api_url.rstrip("/") if api_url else None
+        self._breaker = breaker
+        self._caller = HttpCaller(
+            provider=PROVIDER,
+            base_url=self._api_url or "",  # per call otherwise: the token's api_domain
+            http=http,
+            timeout=timeout,
+            breaker=breaker,
+            limiter=limiter,
+            parse_error=_parse_error,
+        )
+
+    # -- catalogue ----------------------------------------------------------------------------------------------
+    def list_plans(self, status: str = "All") -> list[dict[str, Any]]:
+        """Every plan with that status (All, ACTIVE, INACTIVE), all pages."""
+        return self._all("/plans", "plans", {"filter_by": _filter("PlanStatus", status, _PLAN_FILTERS)})
+
+    def list_addons(self, status: str = "All") -> list[dict[str, Any]]:
+        """Every addon with that status (All, ACTIVE, INACTIVE, ONETIME, RECURRING), all pages."""
+        return self._all("/addons", "addons", {"filter_by": _filter("AddonStatus", status, _ADDON_FILTERS)})
+
+    def list_products(self) -> list[dict[str, Any]]:
+        """Every product, all pages."""
+        return self._all("/products", "products", {})
+
+    def get_plan(self, code: str) -> dict[str, Any] | None:
+        """One plan by ``plan_code``, or None when Zoho has no such plan."""
+        return self._get(f"/plans/{_seg(code)}", "plan")
+
+    # -- customers ----------------------------------------------------------------------------------------------
+    def get_customer(self, customer_id: str) -> dict[str, Any] | None:
+        """One customer, or None."""
+        return self._get(f"/customers/{_seg(customer_id)}", "customer")
+
+    def find_customer_by_email(self, email: str) -> dict[str, Any] | None:
+        """The oldest customer whose email equals ``email`` (case-insensitive), or None."""
+        # Zoho's email= is a search (substring hits); email is not unique (reference §3.2).
+        wanted = email.strip().casefold()
+        rows = self._all("/customers", "customers", {"email": email.strip()})
+        exact = [r for r in rows if str(r.get("email") or "").strip().casefold() == wanted]
+        return min(exact, key=_created) if exact else None
+
+    def create_customer(self, display_name: str, email: str, **extra: Any) -> dict[str, Any]:
+        """Create a customer (no idempotency key: on ServiceUnavailable, look it up by email first)."""
+        body = {"display_name": display_name, "email": email, **extra}
+        return self._one("POST", "/customers", "customer", body=body)
+
+    # -- subscriptions ------------------------------------------------------------------------------------------
+    def create_subscription(
+        self, customer_id: str, plan_code: str, reference_id: str, *, auto_collect: bool = False, quantity: int = 1
+    ) -> dict[str, Any]:
+        """Create a subscription (offline by default: Zoho invoices, we collect through Braintree)."""
+        plan = {"plan_code": plan_code, "quantity": quantity}
+        body = {"customer_id": customer_id, "plan": plan, "auto_collect": auto_collect, "reference_id": reference_id}
+        return self._one("POST", "/subscriptions", "subscription", body=body)
+
+    def find_subscription_by_reference(self, customer_id: str, reference_id: str) -> dict[str, Any] | None:
+        """The customer's subscription whose ``reference_id`` equals ``reference_id`` (a list row), or None."""
+        params = {"customer_id": customer_id, "reference_contains": reference_id, "filter_by": "SubscriptionStatus.All"}
+        rows = self._all("/subscriptions", "subscriptions", params)
+        # reference_contains is a substring search: keep the exact reference, of this customer only
+        wanted = (reference_id, customer_id)
+        exact = [r for r in rows if (str(r.get("reference_id")), str(r.get("customer_id"))) == wanted]
+        return min(exact, key=_created) if exact else None
+
+    def get_subscription(self, subscription_id: str) -> dict[str, Any] | None:
+        """One subscription, or None."""
+        return self._get(f"/subscriptions/{_seg(subscription_id)}", "subscription")
+
+    # -- invoices and payments ----------------------------------------------------------------------------------
+    def get_invoice(self, invoice_id: str) -> dict[str, Any] | None:
+        """One invoice (with its ``payments``), or None."""
+        return self._get(f"/invoices/{_seg(invoice_id)}", "invoice")
+
+    def list_invoices(self, customer_id: str | None = None, status: str = "All") -> list[dict[str, Any]]:
+        """Every invoice with that status (All, Sent, Draft, OverDue, Paid, PartiallyPaid, Void, Unpaid)."""
+        params = {"filter_by": _filter("Status", status, _INVOICE_FILTERS)}
+        if customer_id is not None:
+            params["customer_id"] = customer_id
+        return self._all("/invoices", "invoices", params)
+
+    def record_payment(
+        self,
+        *,
+        customer_id: str,
+        invoice_id: str,
+        amount: Decimal,
+        reference_number: str,
+        date: dt.date,
+        description: str,
+    ) -> dict[str, Any]:
+        """Record an external card payment applied in full to one invoice (look the invoice up before a retry)."""
+        if not isinstance(amount, Decimal):
+            raise TypeError(f"amount must be Decimal, got {type(amount).__name__}")
+        body = {
+            "customer_id": customer_id,
+            "payment_mode": "creditcard",  # an outside gateway's card charge (reference §3.5)
+            "amount": amount,
+            "date": date,
+            "reference_number": reference_number,
+            "description": description,
+            "invoices": [{"invoice_id": invoice_id, "amount_applied": amount}],
+        }
+        return self._one("POST", "/payments", "payment", body=body)
+
+    def get_payment(self, payment_id: str) -> dict[str, Any] | None:
+        """One payment, or None."""
+        return self._get(f"/payments/{_seg(payment_id)}", "payment")
+
+    # -- plumbing -----------------------------------------------------------------------------------------------
+    def _get(self, path: str, key: str) -> dict[str, Any] | None:
+        try:
+            return self._one("GET", path, key)
+        except ServiceRejected as exc:
+            if _is_missing(exc):
+                return None
+            raise
+
+    def _one(self, method: str, path: str, key: str, *, body: Any = None) -> dict[str, Any]:
+        envelope = self._request(method, path, body=body)
+        obj = envelope.get(key)
+        if not isinstance(obj, dict):
+            raise ServiceUnavailable(PROVIDER, f"{method} {path}: answer without {key!r}")
+        return obj
+
+    def _all(self, path: str, key: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every row of a list, page by page while ``page_context.has_more_page`` (reference §3.0)."""
+        rows: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            envelope = self._request("GET", path, params={**params, "page": page, "per_page": PER_PAGE})
+            items = envelope.get(key) or []
+            rows.extend(items)
+            context = envelope.get("page_context")
+            if not isinstance(context, dict):  # some list answers have none (reference §3.0): one page
+                log.info("zoho %s: no page_context, stopping after page %s", path, page)
+                return rows
+            if not context.get("has_more_page") or not items:
+                return rows
+            page += 1
+
+    def _request(self, method: str, path: str, *, params: Any = None, body: Any = None) -> dict[str, Any]:
+        """The parsed envelope of a successful call; on 401 / code 57 one fresh token and one retry."""
+        self._refuse_if_open()  # before the token: no mint while the circuit is open
+        token, api_domain = self.tokens.token()
+        try:
+            return self._send(token, api_domain, method, path, params, body)
+        except ServiceRejected as exc:
+            if exc.status != 401 and exc.code != TOKEN_REFUSED_CODE:
+                raise
+            self.tokens.invalidate(token)
+            fresh, api_domain = self.tokens.token()
+            if fresh == token:  # kept: a just-refreshed token was refused, so a new one would be too
+                raise
+            log.info("zoho refused the access token (%s): retrying once with a fresh one", exc.code or exc.status)
+            return self._send(fresh, api_domain, method, path, params, body)
+
+    def _send(self, token: str, api_domain: str, method: str, path: str, params: Any, body: Any) -> dict[str, Any]:
+        if self._api_url is None and not api_domain:
+            raise ServiceRejected(PROVIDER, "the token answer had no api_domain: set ZOHO_API_URL")
+        headers = {"Authorization": f"Zoho-oauthtoken {token}", ORG_HEADER: self._org, "Accept": "application/json"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            data = _dumps(body).encode()
+        base = self._api_url or f"{api_domain}/billing/v1"
+        try:
+            resp = self._caller.request(
+                method,
+                path,
+                kind="read" if method == "GET" else "write",
+                params=params,
+                data=cast(Any, data),  # raw JSON bytes: json= cannot write a Decimal as a number
+                headers=headers,
+                base_url=base,
+            )
+        except ServiceRejected as exc:
+            if exc.code not in RATE_LIMIT_CODES:
+                raise
+            raise ServiceUnavailable(
+                PROVIDER, exc.message, status=exc.status, code=exc.code, request_id=exc.request_id
+            ) from exc
+        try:
+            envelope = json.loads(resp.content, parse_float=Decimal)
+        except ValueError as exc:  # a 2xx that is not JSON comes from something in between (proxy, outage page)
+            raise ServiceUnavailable(PROVIDER, f"{method} {path}: answer is not JSON", status=resp.status_code) from exc
+        if not isinstance(envelope, dict):
+            raise ServiceUnavailable(PROVIDER, f"{method} {path}: unexpected answer", status=resp.status_code)
+        code = envelope.get("code", 0)
+        if str(code) != "0":  # Zoho can refuse with HTTP 200 (reference §4.1)
+            error = ServiceUnavailable if str(code) in RATE_LIMIT_CODES else ServiceRejected
+            request_id = resp.headers.get("X-Zoho-Request-Id")
+            message = f"{method} {path}: {envelope.get('message') or 'error'}"
+            raise error(PROVIDER, message, status=resp.status_code, code=str(code), request_id=request_id)
+        return cast(dict[str, Any], _money(envelope))
+
+    def _refuse_if_open(self) -> None:
+        breaker = self._breaker
+        if breaker is None or breaker.current_state != pybreaker.STATE_OPEN:
+            return
+        opened_at = breaker._state_storage.opened_at  # pybreaker has no public accessor (as in HttpCaller)
+        if opened_at is None:
+            return
+        remaining = (opened_at + timedelta(seconds=breaker.reset_timeout) - datetime.now(UTC)).total_seconds()
+        if remaining > 0:  # past the timeout the breaker itself lets one probe through
+            raise CircuitOpen(PROVIDER, "circuit open", retry_after=max(1.0, remaining))
+
+
+def build_zoho_client(
+    settings: Settings, connection: redis.Redis, *, http: requests.Session | None = None
+) -> ZohoClient:
+    """A ZohoClient wired from settings: shared token, per-minute and concurrency budgets, breaker, in Redis."""
+    http = http if http is not None else requests.Session()
+    limiter = ZohoLimiter(
+        connection,
+        settings.zoho_organization_id,
+        requests_per_minute=settings.zoho_requests_per_minute,
+        max_concurrent=settings.zoho_max_concurrent,
+        lease=sum(settings.http_timeout) + 10.0 + 5.0,  # the call, the budget wait (max_wait) and a margin
+    )
+    return ZohoClient(
+        tokens=ZohoTokens.from_settings(settings, connection, http=http),
+        organization_id=settings.zoho_organization_id,
+        http=http,
+        timeout=settings.http_timeout,
+        api_url=settings.zoho_api_url,
+        breaker=make_breaker(connection, PROVIDER),
+        limiter=limiter,
+    )

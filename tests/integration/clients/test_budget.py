@@ -1,0 +1,138 @@
+"""``RateBudget`` on real Redis: from several OS processes, and in front of the Attio simulator's rate limit."""
+
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from integration.clients.attio import build_attio_client
+from integration.clients.budget import RateBudget
+from integration.errors import ServiceError, ServiceUnavailable
+from integration.queueing import make_redis
+from tests.conftest import TEST_REDIS_URL, PrivateRedis, make_settings
+from tests.simulators.attio import AttioSimulator
+
+LIMIT, PERIOD = 20, 1.0
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A redis-server of this module's own: other test runs flush the shared test DB at any moment, which would
+    reset budget windows and breaker counts mid-test (falls back to the shared DB without a redis-server)."""
+    if shutil.which("redis-server") is None:
+        yield TEST_REDIS_URL
+        return
+    server = PrivateRedis()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
+    """A connection to this module's Redis, flushed before and after (overrides conftest's)."""
+    conn = make_redis(redis_url)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
+def _hammer(url: str, name: str, ready: Any, results: Any, duration: float) -> None:
+    """In a child process: once all are ready, take every slot it can for ``duration``; report admission times."""
+    connection = make_redis(url)
+    budget = RateBudget(connection, name, limit=LIMIT, period=PERIOD)
+    connection.ping()
+    ready.wait(timeout=60)
+    stop_at = time.time() + duration
+    admitted: list[float] = []
+    while time.time() < stop_at:
+        if budget.try_acquire() == 0.0:
+            admitted.append(time.time())
+        else:
+            time.sleep(0.001)
+    connection.close()
+    results.put(admitted)
+
+
+def test_four_processes_never_get_more_than_the_limit_per_window(redis_conn: redis.Redis, redis_url: str) -> None:
+    ctx = multiprocessing.get_context("spawn")  # no fork of pytest's threads
+    ready, results = ctx.Barrier(5), ctx.Queue()
+    procs = [ctx.Process(target=_hammer, args=(redis_url, "test:hammer", ready, results, 2.0)) for _ in range(4)]
+    for proc in procs:
+        proc.start()
+    ready.wait(timeout=60)  # every child connected: they start together
+    admitted = [results.get(timeout=30) for _ in procs]
+    for proc in procs:
+        proc.join(timeout=10)
+    stamps = sorted(t for times in admitted for t in times)
+    assert all(admitted), "every process got some slots"
+    # Budget windows are period * 1.05 long (Redis clock); 0.9 s leaves room for the reply's latency.
+    busiest = max(sum(1 for t in stamps[i:] if t < start + 0.9 * PERIOD) for i, start in enumerate(stamps))
+    assert busiest <= LIMIT
+    assert 2 * LIMIT <= len(stamps) <= 3 * LIMIT  # ~2.0 s / 1.05 s windows: the budget is used, not starved
+
+
+def test_a_slot_that_frees_within_max_wait_is_waited_for(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:wait", limit=2, period=0.3, max_wait=1.0)
+    started = time.monotonic()
+    for _ in range(3):
+        budget.acquire("attio")
+    assert 0.25 <= time.monotonic() - started < 1.0
+
+
+def test_no_slot_within_max_wait_raises_unavailable_with_retry_after(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:spent", limit=2, period=1.0, max_wait=0.1)
+    budget.acquire("attio")
+    budget.acquire("attio")
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable) as caught:
+        budget.acquire("attio")
+    assert time.monotonic() - started < 0.1  # it does not sleep when the wait cannot fit
+    assert caught.value.provider == "attio"
+    assert caught.value.retry_after is not None and 0.5 < caught.value.retry_after <= 1.05
+
+
+@pytest.fixture
+def slow_sim() -> Iterator[AttioSimulator]:
+    """An Attio simulator that answers 429 past 10 writes in any calendar second."""
+    sim = AttioSimulator(writes_per_second=10).start()
+    sim.setup_schema()
+    yield sim
+    sim.stop()
+
+
+def test_writes_through_one_shared_budget_never_hit_attios_limit(
+    slow_sim: AttioSimulator, redis_conn: redis.Redis
+) -> None:
+    settings = make_settings(attio_api_url=slow_sim.url, attio_writes_per_second=10)
+    stop_at = time.monotonic() + 2.0
+    errors: list[ServiceError] = []
+
+    def writer(n: int) -> None:
+        client = build_attio_client(settings, redis_conn)  # own client and session, shared budget in Redis
+        i = 0
+        while time.monotonic() < stop_at:
+            try:
+                client.create_record("services", {"external_id": f"zoho-plan:w{n}-{i}"})
+            except ServiceError as exc:
+                errors.append(exc)
+            i += 1
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=15)
+    elapsed = time.monotonic() - started
+    assert errors == []
+    assert slow_sim.rate_limited == 0
+    assert 15 <= slow_sim.writes_ok <= 10 * (elapsed + 1)
+    assert len(slow_sim.records("services")) == slow_sim.writes_ok

@@ -1,0 +1,378 @@
+"""Workflow 4 end to end: signed deliveries over real HTTP → the in-process worker → the simulators' Attio state.
+
+Zoho events are the Zoho simulator's own signed webhooks (its state changes emit them) posted to the live app;
+Braintree notifications are built both by the SDK's ``webhook_testing`` and by the Braintree simulator about its
+real transactions. Nothing of ours is mocked: real Redis, real clients, real HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import requests
+import sentry_sdk
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import Transport
+
+from integration import Settings
+from tests.conftest import SECRETS, LiveServer, Stack, run_worker
+from tests.helpers import signed_braintree, signed_zoho
+from tests.simulators.zoho import BASE, ORG_HEADER, ZohoSimulator
+
+SUBSCRIPTION_EVENTS = {
+    "subscription_created", "subscription_activation", "subscription_unpaid", "subscription_cancelled",
+    "subscription_reactivated", "subscription_cancellation_scheduled", "subscription_expired",
+}  # fmt: skip
+PAYMENT_EVENTS = {"payment_thankyou", "payment_declined", "payment_refunded"}
+
+
+# -- fixtures ---------------------------------------------------------------------------------------------------
+@pytest.fixture
+def settings(stack: Stack) -> Settings:
+    """The app's settings point at the simulators too (the worker's come from ``stack`` via runtime)."""
+    return stack.settings()
+
+
+@pytest.fixture
+def sims(stack: Stack, live_server: LiveServer) -> Iterator[Stack]:
+    """The simulators, with Zoho delivering its lifecycle webhooks to the live app."""
+    stack.zoho.webhook_target = (f"{live_server.url}/webhooks/zoho", SECRETS["zoho_webhook_secret"])
+    stack.zoho.webhook_events = SUBSCRIPTION_EVENTS | PAYMENT_EVENTS
+    yield stack
+    stack.zoho.webhook_events = None
+
+
+class _MemoryTransport(Transport):
+    """Keeps Sentry's events in a list instead of sending them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict[str, Any]] = []
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        for item in envelope.items:
+            if item.type == "event" and item.payload.json is not None:
+                self.events.append(item.payload.json)
+
+
+@pytest.fixture
+def sentry_events() -> Iterator[list[dict[str, Any]]]:
+    """Sentry events captured in memory while the test runs; the previous client is put back after."""
+    transport = _MemoryTransport()
+    client = sentry_sdk.Client(dsn="http://public@127.0.0.1:9/1", transport=transport, default_integrations=False)
+    scope = sentry_sdk.get_global_scope()
+    previous = scope.client
+    scope.set_client(client)
+    yield transport.events
+    scope.set_client(previous)
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+def _drain(conn: redis.Redis, stack: Stack) -> list[dict[str, Any]]:
+    """Wait for Zoho's pending webhooks, run every queued job; the results of the jobs that ran (none failed)."""
+    assert stack.zoho.flush_webhooks()
+    failed = [d for d in stack.zoho.webhook_deliveries if d["status"] not in (200, 202)]
+    assert not failed, failed
+    worker = run_worker(conn)
+    queue = worker.queues[0]
+    assert queue.failed_job_registry.count == 0, [
+        queue.fetch_job(j).latest_result().exc_string for j in queue.failed_job_registry.get_job_ids()
+    ]
+    ids = queue.finished_job_registry.get_job_ids()
+    done = [queue.fetch_job(j) for j in ids]
+    for job in done:
+        queue.finished_job_registry.remove(job)  # so the next drain reports only its own jobs
+    return [job.return_value() for job in done]
+
+
+def _post_braintree(server: LiveServer, fields: dict[str, str]) -> requests.Response:
+    return requests.post(f"{server.url}/webhooks/braintree", data=fields, timeout=10)
+
+
+def _post_zoho(server: LiveServer, req: Any) -> requests.Response:
+    return requests.post(f"{server.url}/webhooks/zoho", data=req.body, headers=req.headers, timeout=10)
+
+
+def _zoho_api(zoho: ZohoSimulator, token: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
+    """A Zoho Billing call as a person in Zoho's UI would make it (state the service did not cause)."""
+    headers = {"Authorization": f"Zoho-oauthtoken {token}", ORG_HEADER: zoho.organization_id}
+    resp = requests.request(method, f"{zoho.url}{BASE}{path}", headers=headers, timeout=10, **kw)
+    assert resp.ok, resp.text
+    return dict(resp.json())
+
+
+def _bt_charge(stack: Stack, amount: str = "49.00", customer: str = "co_bt") -> str:
+    """A real submitted-for-settlement sale on the Braintree simulator; its id."""
+    if stack.braintree.customer(customer) is None:
+        stack.braintree.add_customer(customer, email="ap@acme.example")
+    result = stack.braintree.gateway().transaction.sale(
+        {"amount": amount, "customer_id": customer, "options": {"submit_for_settlement": True}}
+    )
+    assert result.is_success
+    return str(result.transaction.id)
+
+
+def _payment_record(stack: Stack, external_id: str, status: str, amount: float = 49.0) -> str:
+    return stack.attio.add_record("payments", {"external_id": external_id, "status": status, "amount": amount})
+
+
+def _values(stack: Stack, obj: str, record: str, *slugs: str) -> tuple[Any, ...]:
+    return tuple(stack.attio.value(obj, record, s) for s in slugs)
+
+
+# -- Zoho subscription_* ----------------------------------------------------------------------------------------
+def test_subscription_events_follow_zoho_and_ignore_older_ones(sims: Stack, redis_conn: redis.Redis) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    company = attio.add_record("companies", {"name": "Acme"})
+    record = attio.add_record("subscriptions", {
+        "name": "Acme Basic", "status": "Requested",
+        "company": {"target_object": "companies", "target_record_id": company}})  # fmt: skip
+    zoho.add_plan("basic-monthly", "Basic", 50)
+    customer = zoho.add_customer("Acme", "billing@acme.example")
+    token = zoho.issue_token()
+    # Created with the Attio record id as reference: the event finds the record before zoho_subscription_id is set.
+    sub = _zoho_api(zoho, token, "POST", "/subscriptions", json={
+        "customer_id": customer, "plan": {"plan_code": "basic-monthly"}, "auto_collect": False,
+        "reference_id": record})["subscription"]  # fmt: skip
+    sub_id = sub["subscription_id"]
+
+    [result] = _drain(redis_conn, sims)
+    assert result["outcome"] == "updated"
+    status, next_billing, zoho_id, last_event = _values(
+        sims, "subscriptions", record, "status", "next_billing_date", "zoho_subscription_id", "last_event_at"
+    )
+    assert (status, next_billing, zoho_id) == ("Active", sub["next_billing_at"], sub_id)
+    assert last_event is not None
+
+    steps = [
+        ("unpaid", None, "Past due"),
+        ("live", "2027-02-01", "Active"),
+        ("non_renewing", None, "Non-renewing"),
+        ("live", None, "Active"),  # reactivated
+        ("cancelled", None, "Cancelled"),
+    ]
+    for zoho_status, next_at, expected in steps:
+        zoho.advance_clock(60)  # Zoho's event times have one-second resolution: keep each strictly newer
+        zoho.set_subscription_status(sub_id, zoho_status, next_billing_at=next_at)
+        [result] = _drain(redis_conn, sims)
+        assert attio.value("subscriptions", record, "status") == expected, (zoho_status, result)
+        if expected == "Past due":  # as workflow 3 explains a decline; a live subscription no longer needs it
+            attio.set_values("subscriptions", record, {"status_detail": "The card was declined."})
+    assert attio.value("subscriptions", record, "next_billing_date") == "2027-02-01"
+    assert attio.value("subscriptions", record, "status_detail") in (None, "")
+
+    # An older event (Zoho's clock an hour back) after the newer one changes nothing, although Zoho now says live.
+    patches = len(attio.calls_to("PATCH", "/v2/objects/subscriptions/records/*"))
+    zoho.advance_clock(-3600)
+    zoho.set_subscription_status(sub_id, "live")
+    [result] = _drain(redis_conn, sims)
+    assert result["outcome"] == "stale"
+    assert attio.value("subscriptions", record, "status") == "Cancelled"
+    assert len(attio.calls_to("PATCH", "/v2/objects/subscriptions/records/*")) == patches
+
+    # A newer one applies.
+    zoho.advance_clock(3600 + 60)
+    zoho.set_subscription_status(sub_id, "live", event_type="subscription_activation")
+    _drain(redis_conn, sims)
+    assert attio.value("subscriptions", record, "status") == "Active"
+
+
+def test_subscription_duplicates_are_harmless(sims: Stack, live_server: LiveServer, redis_conn: redis.Redis) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    zoho.add_plan("basic-monthly", "Basic", 50)
+    customer = zoho.add_customer("Acme", "billing@acme.example")
+    sub = _zoho_api(zoho, zoho.issue_token(), "POST", "/subscriptions", json={
+        "customer_id": customer, "plan": {"plan_code": "basic-monthly"}, "auto_collect": False})["subscription"]  # fmt: skip
+    record = attio.add_record("subscriptions", {"name": "Acme", "zoho_subscription_id": sub["subscription_id"]})
+    [first] = _drain(redis_conn, sims)
+    assert first["outcome"] == "updated"
+
+    # The same delivery again: acknowledged as a duplicate, no job.
+    delivered = next(e for e in reversed(zoho.events) if e["event_type"] == "subscription_created")["payload"].encode()
+    headers = {"Content-Type": "application/json",
+               "X-Zoho-Webhook-Signature": zoho.sign(delivered, SECRETS["zoho_webhook_secret"])}  # fmt: skip
+    again = requests.post(f"{live_server.url}/webhooks/zoho", data=delivered, headers=headers, timeout=10)
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    # The same fact under a new event id: the job runs and writes nothing.
+    writes = len(attio.calls_to("PATCH", "*"))
+    zoho.emit_event("subscription_activation", "subscription", zoho.subscription(sub["subscription_id"]))
+    [second] = _drain(redis_conn, sims)
+    assert second["outcome"] == "unchanged"
+    assert len(attio.calls_to("PATCH", "*")) == writes
+    assert attio.value("subscriptions", record, "status") == "Active"
+
+
+def test_subscription_created_in_zoho_directly_is_skipped(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis
+) -> None:
+    sims.zoho.add_plan("basic-monthly", "Basic", 50)
+    customer = sims.zoho.add_customer("Walk-in", "walkin@example.com")
+    sims.zoho.webhook_events = set()  # delivered below as a sample delivery instead
+    sub = _zoho_api(sims.zoho, sims.zoho.issue_token(), "POST", "/subscriptions", json={
+        "customer_id": customer, "plan": {"plan_code": "basic-monthly"}, "auto_collect": False})["subscription"]  # fmt: skip
+    resp = _post_zoho(live_server, signed_zoho("subscription_cancelled", event_id="evt-walkin",
+                                               data={"subscription": {"subscription_id": sub["subscription_id"]}}))
+    assert resp.status_code == 202, resp.text
+    [result] = _drain(redis_conn, sims)
+    assert result["outcome"] == "not_in_attio"
+    assert sims.attio.records("subscriptions") == []
+
+
+# -- Zoho payment_* ---------------------------------------------------------------------------------------------
+def test_payments_made_outside_the_service_are_mirrored(sims: Stack, redis_conn: redis.Redis) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    customer = zoho.add_customer("Acme", "billing@acme.example")
+    company = attio.add_record("companies", {"name": "Acme", "zoho_customer_id": customer})
+    subscription = attio.add_record("subscriptions", {"name": "Acme Basic", "zoho_subscription_id": "903777000001"})
+    invoice = zoho.raise_invoice(customer, 120.5, subscription_id="903777000001")
+    token = zoho.issue_token()
+
+    # A cheque recorded by a person in Zoho → payment_thankyou.
+    payment = _zoho_api(zoho, token, "POST", "/payments", json={
+        "customer_id": customer, "payment_mode": "check", "amount": 120.5, "reference_number": "CHQ 0042",
+        "invoices": [{"invoice_id": invoice["invoice_id"], "amount_applied": 120.5}]})["payment"]  # fmt: skip
+    [result] = _drain(redis_conn, sims)
+    external_id = f"zoho-invoice:{invoice['invoice_id']}:{payment['payment_id']}"
+    assert result == {"outcome": "mirrored", "status": "Settled", "external_ids": [external_id]}
+    [mirrored] = attio.find("payments", "external_id", external_id)
+    assert _values(sims, "payments", mirrored, "status", "amount", "company", "subscription", "zoho_invoice_id",
+                   "zoho_invoice_number") == (
+        "Settled", 120.5, company, subscription, invoice["invoice_id"], invoice["number"])
+    assert attio.value("payments", mirrored, "occurred_at") is not None
+
+    # Refunded in Zoho (the simulator has no refund call: change its state, emit Zoho's event).
+    stored = next(p for p in zoho.payments if p["payment_id"] == payment["payment_id"])
+    stored["amount_refunded"] = 120.5
+    zoho.emit_event("payment_refunded", "payment", stored)
+    _drain(redis_conn, sims)
+    assert attio.value("payments", mirrored, "status") == "Refunded"
+
+    # A late (or repeated) thank-you after the refund changes nothing: a payment's status never moves back.
+    zoho.emit_event("payment_thankyou", "payment", stored)
+    _drain(redis_conn, sims)
+    assert attio.value("payments", mirrored, "status") == "Refunded"
+    assert len(attio.records("payments")) == 1
+
+
+def test_declined_zoho_payment_is_mirrored_with_zohos_reason(sims: Stack, redis_conn: redis.Redis) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    customer = zoho.add_customer("Acme", "billing@acme.example")
+    attio.add_record("companies", {"name": "Acme", "zoho_customer_id": customer})
+    invoice = zoho.raise_invoice(customer, 80)
+    # Zoho's own gateway failed to charge the card: a payment in Zoho's state (the simulator has no gateway).
+    declined = {
+        "payment_id": "903888000001", "status": "failure", "payment_mode": "autotransaction", "amount": 80.0,
+        "date": "2026-11-30", "reference_number": "", "customer_id": customer,
+        "gateway_error_message": "Card declined: insufficient funds",
+        "invoices": [{"invoice_id": invoice["invoice_id"], "invoice_number": invoice["number"], "amount_applied": 80.0}],
+    }  # fmt: skip
+    zoho.payments.append(declined)
+    zoho.emit_event("payment_declined", "payment", declined)
+    _drain(redis_conn, sims)
+    [record] = attio.find("payments", "external_id", f"zoho-invoice:{invoice['invoice_id']}:903888000001")
+    assert _values(sims, "payments", record, "status", "failure_reason", "amount", "subscription") == (
+        "Declined", "Card declined: insufficient funds", 80.0, None)
+
+
+def test_payments_the_service_made_are_not_duplicated(sims: Stack, redis_conn: redis.Redis) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    customer = zoho.add_customer("Acme", "billing@acme.example")
+    token = zoho.issue_token()
+    known = _bt_charge(sims)  # collected, and already in Attio
+    _payment_record(sims, f"braintree:{known}", "Submitted")
+    unrecorded = _bt_charge(sims, "10.00")  # collected, Attio not written yet (workflow 3 still running)
+    for txn in (known, unrecorded):
+        invoice = zoho.raise_invoice(customer, 49.0 if txn == known else 10.0)
+        _zoho_api(zoho, token, "POST", "/payments", json={
+            "customer_id": customer, "payment_mode": "creditcard", "amount": invoice["total"],
+            "reference_number": txn,
+            "invoices": [{"invoice_id": invoice["invoice_id"], "amount_applied": invoice["total"]}]})  # fmt: skip
+    results = _drain(redis_conn, sims)
+    assert sorted(r["outcome"] for r in results) == ["own_payment", "own_payment"]
+    assert [attio.value("payments", r, "external_id") for r in attio.find("payments", "status", "Submitted")] == [
+        f"braintree:{known}"
+    ]
+    assert len(attio.records("payments")) == 1
+
+
+# -- Braintree transaction_* ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("kind", "expected", "reason"),
+    [("transaction_settled", "Settled", None), ("transaction_settlement_declined", "Failed", "Settlement Declined")],
+)
+def test_settlement_of_a_real_transaction(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis, kind: str, expected: str, reason: str | None
+) -> None:
+    txn = _bt_charge(sims)
+    record = _payment_record(sims, f"braintree:{txn}", "Submitted")
+    (sims.braintree.settle if expected == "Settled" else sims.braintree.decline_settlement)(txn)
+    notification = sims.braintree.notification(kind, txn)
+
+    resp = _post_braintree(live_server, notification)
+    assert resp.status_code == 202, resp.text
+    [result] = _drain(redis_conn, sims)
+    assert result["outcome"] == "updated"
+    assert _values(sims, "payments", record, "status", "failure_reason") == (expected, reason)
+
+    again = _post_braintree(live_server, notification)  # Braintree's retry of the same delivery
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    assert _drain(redis_conn, sims) == []
+
+
+def test_settled_notification_from_the_sdk(sims: Stack, live_server: LiveServer, redis_conn: redis.Redis) -> None:
+    record = _payment_record(sims, "braintree:txn1", "Submitted")
+    assert _post_braintree(live_server, signed_braintree("transaction_settled", "txn1")).status_code == 202
+    _drain(redis_conn, sims)
+    assert sims.attio.value("payments", record, "status") == "Settled"
+
+
+def test_settled_notification_for_an_unknown_transaction_is_logged_not_failed(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="workers.workflows.lifecycle")
+    assert _post_braintree(live_server, signed_braintree("transaction_settled", "ghost1")).status_code == 202
+    [result] = _drain(redis_conn, sims)  # finished, not failed
+    assert result == {"outcome": "unknown_transaction", "transaction_id": "ghost1"}
+    assert sims.attio.records("payments") == []
+    assert any("unknown transaction ghost1" in r.getMessage() for r in caplog.records)
+
+
+# -- Braintree dispute_* ----------------------------------------------------------------------------------------
+def test_dispute_lifecycle_warns_on_call_once(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis, sentry_events: list[dict[str, Any]]
+) -> None:
+    txn = _bt_charge(sims, "75.00")
+    sims.braintree.settle(txn)
+    record = _payment_record(sims, f"braintree:{txn}", "Settled", 75.0)
+
+    assert _post_braintree(live_server, sims.braintree.notification("dispute_opened", txn)).status_code == 202
+    _drain(redis_conn, sims)
+    assert sims.attio.value("payments", record, "status") == "Disputed"
+    [warning] = sentry_events
+    assert warning["level"] == "warning"
+    assert txn in warning["message"] and "75.00" in warning["message"]
+    assert warning["tags"]["braintree.transaction_id"] == txn
+    assert "ap@acme.example" not in json.dumps(warning)  # ids and amounts only
+
+    assert _post_braintree(live_server, sims.braintree.notification("dispute_won", txn)).status_code == 202
+    _drain(redis_conn, sims)
+    assert sims.attio.value("payments", record, "status") == "Dispute won"
+
+    # A late opened notification (SDK-built, same transaction) after the win: no change, no second warning.
+    assert _post_braintree(live_server, signed_braintree("dispute_opened", txn)).status_code == 202
+    [result] = _drain(redis_conn, sims)
+    assert result["outcome"] == "unchanged"
+    assert sims.attio.value("payments", record, "status") == "Dispute won"
+    assert len(sentry_events) == 1
+
+
+def test_dispute_lost_from_the_sdk(sims: Stack, live_server: LiveServer, redis_conn: redis.Redis) -> None:
+    record = _payment_record(sims, "braintree:txn2", "Disputed")
+    assert _post_braintree(live_server, signed_braintree("dispute_lost", "txn2")).status_code == 202
+    _drain(redis_conn, sims)
+    assert sims.attio.value("payments", record, "status") == "Dispute lost"

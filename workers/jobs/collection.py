@@ -1,0 +1,43 @@
+"""Zoho ``invoice_created`` → one Braintree charge → a Zoho payment → Attio (workflow 3)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+
+from integration.errors import PayloadInvalid
+
+from .. import runtime
+from ..workflows.collection import collect_invoice
+from ._entry import entrypoint
+
+__all__ = ["handle_invoice_created", "run_invoice_created"]
+
+
+def handle_invoice_created(
+    payload: dict[str, Any], *, zoho: Any, braintree: Any, attio: Any, connection: redis.Redis
+) -> dict[str, Any]:
+    """Collect the invoice the event names (re-read from Zoho: the event itself is never trusted for money)."""
+    invoice = (payload.get("event", {}).get("data") or {}).get("invoice") or {}
+    invoice_id = invoice.get("invoice_id")
+    if not invoice_id:
+        raise PayloadInvalid("invoice_created without an invoice id")
+    # The delivery that asked for the charge: a redelivery or a job retry keeps it, so its sale keeps its key.
+    attempt = str(payload.get("event", {}).get("event_id") or payload.get("event_id"))
+    result = collect_invoice(
+        str(invoice_id), attempt=attempt, zoho=zoho, braintree=braintree, attio=attio, connection=connection
+    )
+    return result.to_dict()
+
+
+@entrypoint("collection.invoice_created")
+def run_invoice_created(payload: dict[str, Any]) -> dict[str, Any]:
+    """RQ entrypoint for ``invoice_created``."""
+    return handle_invoice_created(
+        payload,
+        zoho=runtime.zoho_client(),
+        braintree=runtime.braintree_client(),
+        attio=runtime.attio_client(),
+        connection=runtime.redis_connection(),
+    )

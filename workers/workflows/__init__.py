@@ -1,0 +1,1 @@
+"""Workflows: pure functions of (event, clients) that the RQ jobs in ``workers.jobs`` delegate to."""

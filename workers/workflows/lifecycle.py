@@ -1,0 +1,313 @@
+"""Workflow 4: Zoho subscription and payment events and Braintree settlement and dispute events → Attio.
+
+Each handler re-reads what it can (Zoho resources) or trusts the verified notification (Braintree), then writes
+through ``workers.crm``, so a duplicate is harmless and an older event never undoes a newer one:
+
+- ``subscriptions`` carry ``last_event_at`` (``set_subscription``);
+- ``payments`` never move back to an earlier status (``upsert_payment``, ``PAYMENT_RANK``).
+
+Missing counterparts are outcomes, not failures: a Zoho subscription nobody requested in Attio, a Braintree
+transaction the service never charged. They are logged and the job succeeds.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+import sentry_sdk
+
+from integration.clients.attio_values import record_id, value
+
+from ..crm import (
+    PAYMENT_RANK,
+    ZOHO_TO_ATTIO_STATUS,
+    AttioLike,
+    find_company_by_zoho_customer,
+    find_one,
+    find_subscription_by_zoho_id,
+    iso,
+    parse_time,
+    ref,
+    set_subscription,
+    upsert_payment,
+)
+
+__all__ = [
+    "DISPUTE_STATUS",
+    "PAYMENT_STATUS",
+    "TRANSACTION_STATUS",
+    "BraintreeReader",
+    "ZohoReader",
+    "apply_dispute_event",
+    "apply_transaction_event",
+    "mirror_payment",
+    "sync_subscription",
+]
+
+log = logging.getLogger(__name__)
+
+# Zoho payment event → the status of the mirrored ``payments`` record. ``payment_thankyou`` is money received
+# (offline payments are recorded after the fact; Zoho's own gateway reports it once charged), hence Settled.
+PAYMENT_STATUS = {"payment_thankyou": "Settled", "payment_declined": "Declined", "payment_refunded": "Refunded"}
+TRANSACTION_STATUS = {"transaction_settled": "Settled", "transaction_settlement_declined": "Failed"}
+DISPUTE_STATUS = {"dispute_opened": "Disputed", "dispute_won": "Dispute won", "dispute_lost": "Dispute lost"}
+
+_HEALTHY = ("Active", "Trial")  # statuses after which an earlier "why it is Past due" no longer applies
+_BRAINTREE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what could be a transaction id; anything else is not ours
+# Where Zoho may put a declined payment's reason (undocumented for webhooks: reference/zoho-billing.md §5.3).
+_DECLINE_KEYS = ("gateway_error_message", "failure_reason", "error_message", "description")
+
+
+class ZohoReader(Protocol):
+    """The Zoho Billing reads this workflow needs (each None when Zoho has no such resource)."""
+
+    def get_subscription(self, subscription_id: str) -> dict[str, Any] | None: ...
+    def get_payment(self, payment_id: str) -> dict[str, Any] | None: ...
+    def get_invoice(self, invoice_id: str) -> dict[str, Any] | None: ...
+
+
+class BraintreeReader(Protocol):
+    """The Braintree read this workflow needs."""
+
+    def find_transaction(self, transaction_id: str) -> Any | None: ...
+
+
+# -- Zoho subscription_* --------------------------------------------------------------------------------------
+def sync_subscription(event: Mapping[str, Any], *, zoho: ZohoReader, attio: AttioLike) -> dict[str, Any]:
+    """Set the Attio subscription's status and next billing date from the re-read Zoho subscription."""
+    hint = (event.get("data") or {}).get("subscription") or {}
+    sub_id = hint.get("subscription_id")
+    if not sub_id:
+        log.warning("zoho %s without a subscription id", event.get("event_type"))
+        return {"outcome": "no_subscription"}
+    current = zoho.get_subscription(str(sub_id))
+    if current is None:
+        log.warning("zoho subscription %s not found (deleted since the event?)", sub_id)
+        return {"outcome": "not_in_zoho", "zoho_subscription_id": sub_id}
+    reference_id = current.get("reference_id") or hint.get("reference_id")
+    record = find_subscription_by_zoho_id(attio, str(sub_id), str(reference_id) if reference_id else None)
+    if record is None:
+        log.info("zoho subscription %s has no Attio subscription (created in Zoho directly): skipped", sub_id)
+        return {"outcome": "not_in_attio", "zoho_subscription_id": sub_id}
+
+    changes: dict[str, Any] = {}
+    zoho_status = str(current.get("status") or "")
+    status = ZOHO_TO_ATTIO_STATUS.get(zoho_status)
+    if status is None:
+        log.warning("zoho subscription %s has unmapped status %r: status left as is", sub_id, zoho_status)
+    else:
+        changes["status"] = status
+        if status in _HEALTHY:
+            changes["status_detail"] = ""
+    next_billing = current.get("next_billing_at")
+    changes["next_billing_date"] = str(next_billing) if next_billing else []  # [] clears (cancelled, expired)
+    if value(record, "zoho_subscription_id") is None:  # found through reference_id, before activation wrote it
+        changes["zoho_subscription_id"] = str(sub_id)
+
+    event_time = parse_time(event.get("event_time"))
+    applied = parse_time(value(record, "last_event_at"))
+    if event_time is not None and applied is not None and event_time < applied:
+        log.info("zoho %s for %s is older than the last applied event: skipped", event.get("event_type"), sub_id)
+        return {"outcome": "stale", "record_id": record_id(record)}
+    written = set_subscription(attio, record, changes, event_time=event_time)
+    return {"outcome": "updated" if written else "unchanged", "record_id": record_id(record), "status": status}
+
+
+# -- Zoho payment_* -------------------------------------------------------------------------------------------
+def mirror_payment(
+    event: Mapping[str, Any], *, zoho: ZohoReader, braintree: BraintreeReader, attio: AttioLike
+) -> dict[str, Any]:
+    """Mirror a Zoho payment the service did not make into ``payments``, one record per invoice it pays."""
+    event_type = str(event.get("event_type"))
+    status = PAYMENT_STATUS.get(event_type)
+    hint = (event.get("data") or {}).get("payment") or {}
+    payment_id = hint.get("payment_id")
+    if status is None or not payment_id:
+        log.warning("zoho %s: not a payment event this workflow mirrors", event_type)
+        return {"outcome": "ignored"}
+    payment = zoho.get_payment(str(payment_id))
+    if payment is None:
+        # A failed attempt may never become a retrievable payment: go on with what the event said.
+        log.info("zoho payment %s not found; using the event's own fields", payment_id)
+        payment = dict(hint)
+
+    reference = str(payment.get("reference_number") or "").strip()
+    if reference and _made_by_service(reference, attio=attio, braintree=braintree):
+        log.info("zoho payment %s records Braintree transaction %s (ours): not mirrored", payment_id, reference)
+        return {"outcome": "own_payment", "transaction_id": reference}
+
+    invoices = [i for i in payment.get("invoices") or [] if isinstance(i, Mapping) and i.get("invoice_id")]
+    if not invoices:
+        log.info("zoho payment %s is applied to no invoice: not mirrored", payment_id)
+        return {"outcome": "no_invoice", "zoho_payment_id": payment_id}
+    customer_id = payment.get("customer_id") or hint.get("customer_id")
+    company = find_company_by_zoho_customer(attio, str(customer_id)) if customer_id else None
+    if company is None:
+        log.info("zoho customer %s has no Attio company; payment %s mirrored without one", customer_id, payment_id)
+    reason = _decline_reason(payment) if status == "Declined" else ""
+    occurred = _payment_time(payment, event)
+
+    written = []
+    for item in invoices:
+        invoice_id = str(item["invoice_id"])
+        invoice = zoho.get_invoice(invoice_id) or {}
+        subscription = _subscription_of(attio, invoice)
+        fields: dict[str, Any] = {
+            "company": ref("companies", record_id(company) if company else None),
+            "subscription": ref("subscriptions", record_id(subscription) if subscription else None),
+            "zoho_invoice_id": invoice_id,
+            "zoho_invoice_number": str(item.get("invoice_number") or invoice.get("number") or ""),
+            "status": status,
+            "failure_reason": reason,
+        }
+        amount = _money(item.get("amount_applied"))
+        if amount is None and len(invoices) == 1:
+            amount = _money(payment.get("amount"))
+        if amount is not None:
+            fields["amount"] = str(amount)
+        if occurred is not None:
+            fields["occurred_at"] = iso(occurred)
+        external_id = f"zoho-invoice:{invoice_id}:{payment_id}"
+        upsert_payment(attio, external_id, fields)
+        written.append(external_id)
+    return {"outcome": "mirrored", "status": status, "external_ids": written}
+
+
+def _made_by_service(reference: str, *, attio: AttioLike, braintree: BraintreeReader) -> bool:
+    """Whether a Zoho payment's reference is a Braintree transaction of ours (so workflow 3 owns its record)."""
+    if not _BRAINTREE_ID.match(reference):
+        return False
+    if find_one(attio, "payments", "external_id", f"braintree:{reference}") is not None:
+        return True
+    # No record yet (the collection job may be between its Zoho and Attio writes): ask Braintree.
+    return braintree.find_transaction(reference) is not None
+
+
+def _subscription_of(attio: AttioLike, invoice: Mapping[str, Any]) -> dict[str, Any] | None:
+    for item in invoice.get("subscriptions") or []:
+        sub_id = item.get("subscription_id") if isinstance(item, Mapping) else None
+        if sub_id:
+            return find_subscription_by_zoho_id(attio, str(sub_id))
+    return None
+
+
+def _decline_reason(payment: Mapping[str, Any]) -> str:
+    for key in _DECLINE_KEYS:
+        text = str(payment.get(key) or "").strip()
+        if text:
+            return text
+    return "Payment declined in Zoho Billing"
+
+
+def _payment_time(payment: Mapping[str, Any], event: Mapping[str, Any]) -> datetime | None:
+    """When the payment happened: Zoho's created_time, else its date, else the event's time."""
+    for raw in (payment.get("created_time"), payment.get("date"), event.get("event_time")):
+        moment = parse_time(str(raw)) if raw else None
+        if moment is not None:
+            return moment
+    return None
+
+
+def _money(raw: Any) -> Decimal | None:
+    if raw is None or isinstance(raw, bool) or raw == "":
+        return None
+    try:
+        amount = Decimal(str(raw))  # via str(): Zoho sends JSON numbers, and a float's binary error is not money
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() else None
+
+
+# -- Braintree transaction_* and dispute_* --------------------------------------------------------------------
+def apply_transaction_event(event: Mapping[str, Any], *, attio: AttioLike) -> dict[str, Any]:
+    """Mark the payment of a settled (Settled) or settlement-declined (Failed) Braintree transaction."""
+    kind = str(event.get("kind"))
+    status = TRANSACTION_STATUS.get(kind)
+    txn = event.get("transaction") or {}
+    txn_id = txn.get("id")
+    if status is None or not txn_id:
+        log.warning("braintree %s: not a transaction event this workflow applies", kind)
+        return {"outcome": "ignored"}
+    external_id = f"braintree:{txn_id}"
+    record = find_one(attio, "payments", "external_id", external_id)
+    if record is None:
+        log.info("braintree %s for unknown transaction %s: nothing to update", kind, txn_id)
+        return {"outcome": "unknown_transaction", "transaction_id": txn_id}
+    if status == "Failed":
+        reason = str(
+            txn.get("processor_settlement_response_text") or txn.get("processor_response_text") or "Settlement declined"
+        )
+        changed = _settlement_failed(attio, record, external_id, reason)
+    else:
+        changed = _advance(attio, record, external_id, status)
+    return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status}
+
+
+def apply_dispute_event(event: Mapping[str, Any], *, attio: AttioLike) -> dict[str, Any]:
+    """Mark the payment of a disputed transaction; an opened dispute also warns on-call through Sentry."""
+    kind = str(event.get("kind"))
+    status = DISPUTE_STATUS.get(kind)
+    dispute = event.get("dispute") or {}
+    txn = dispute.get("transaction") or {}
+    txn_id = txn.get("id")
+    if status is None or not txn_id:
+        log.warning("braintree %s: not a dispute event this workflow applies", kind)
+        return {"outcome": "ignored"}
+    external_id = f"braintree:{txn_id}"
+    record = find_one(attio, "payments", "external_id", external_id)
+    current = value(record, "status") if record is not None else None
+    if kind == "dispute_opened" and PAYMENT_RANK.get(current or "", 0) < PAYMENT_RANK["Disputed"]:
+        # Warn before writing: a retry after a failed write warns again (Sentry groups it), never not at all.
+        _warn_dispute(dispute, txn_id, known=record is not None)
+    if record is None:
+        log.info("braintree %s for unknown transaction %s: nothing to update", kind, txn_id)
+        return {"outcome": "unknown_transaction", "transaction_id": txn_id}
+    changed = _advance(attio, record, external_id, status)
+    return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status}
+
+
+def _advance(attio: AttioLike, record: Mapping[str, Any], external_id: str, status: str) -> bool:
+    """Move a payment to ``status`` unless it is there or further already; returns whether it changed."""
+    current = value(record, "status")
+    if current == status or PAYMENT_RANK.get(status, 0) < PAYMENT_RANK.get(current or "", 0):
+        return False
+    upsert_payment(attio, external_id, {"status": status})
+    return True
+
+
+def _settlement_failed(attio: AttioLike, record: Mapping[str, Any], external_id: str, reason: str) -> bool:
+    """Move a Submitted payment to Failed with the processor's reason; a settled or disputed one is left alone."""
+    current = value(record, "status")
+    if current == "Failed":
+        return False
+    if PAYMENT_RANK["Failed"] >= PAYMENT_RANK.get(current or "", 0):
+        upsert_payment(attio, external_id, {"status": "Failed", "failure_reason": reason})
+        return True
+    if current in (None, "Submitted"):
+        # crm.PAYMENT_RANK puts Failed (a charge that never reached a transaction) below Submitted, so upsert_payment
+        # would drop this change; but a declined settlement is what follows Submitted, and excludes Settled.
+        attio.update_record("payments", record_id(record), {"status": "Failed", "failure_reason": reason})
+        return True
+    log.info("settlement declined for %s, already %s: left as is", external_id, current)
+    return False
+
+
+def _warn_dispute(dispute: Mapping[str, Any], txn_id: str, *, known: bool) -> None:
+    """A Sentry warning naming the transaction and amount (ids and amounts only: no customer or card data)."""
+    txn = dispute.get("transaction") or {}
+    amount = dispute.get("amount") or txn.get("amount") or "unknown amount"
+    message = f"Braintree dispute opened on transaction {txn_id} for {amount}"
+    tags = {
+        "braintree.transaction_id": str(txn_id),
+        "braintree.dispute_id": str(dispute.get("id") or ""),
+        "braintree.dispute_reason": str(dispute.get("reason") or ""),
+        "dispute.amount": str(amount),
+        "attio.payment": "found" if known else "missing",
+    }
+    log.warning("%s (reason %s)", message, dispute.get("reason"))
+    sentry_sdk.capture_message(message, level="warning", tags=tags)
