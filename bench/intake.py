@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -23,9 +24,20 @@ from integration.verify import attio_signature
 from ._common import BENCH_REDIS_URL, ROOT, SERVICE_ENV, env_with, free_port, procfile_command, start, stop
 from ._common import table, wait_http
 
+# Each wrk thread has its own Lua state and, unseeded, the same math.random sequence: without a seed per thread
+# and per run, two threads (and the warm-up and the measured run) would send the same keys, and the web would
+# answer them through the cheaper duplicate shortcut.
 _LUA = """
 local counter = 0
 local body = [[%(body)s]]
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_no", threads)
+end
+function init(args)
+  math.randomseed(os.time() * 1000 + (thread_no or 0))
+end
 function request()
   counter = counter + 1
   local headers = {}
@@ -79,12 +91,16 @@ def _run(app: str, script: Path, *, seconds: int, connections: int, log: Path) -
     return _parse_wrk(out)
 
 
-def main() -> None:
-    """Run both servers under the same load and print the comparison."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser() -> argparse.ArgumentParser:
+    """The command's arguments."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
-    args = parser.parse_args()
+    return parser
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run both servers under the same load; returns their figures (``bare``, ``web``, ``ratio``, ``queued``)."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     body = _delivery()
@@ -98,18 +114,30 @@ def main() -> None:
                     connections=args.connections, log=Path(tmp) / "bare.log")
         web = _run('"integration:create_app()"', script, seconds=args.seconds,
                    connections=args.connections, log=Path(tmp) / "web.log")
-        queued = conn.llen("rq:queue:webhooks")
+        queued = int(conn.llen("rq:queue:webhooks"))
     conn.flushdb()
-    print(f"bench.intake: {args.connections} connections, {args.seconds}s each, gunicorn as in the Procfile "
-          f"({ROOT / 'Procfile'})")
-    print(table([
+    return {"seconds": args.seconds, "connections": args.connections, "bare": bare, "web": web,
+            "ratio": web["rps"] / bare["rps"], "queued": queued}
+
+
+def report(result: dict[str, Any]) -> str:
+    """The printed comparison."""
+    bare, web = result["bare"], result["web"]
+    head = (f"bench.intake: {result['connections']} connections, {result['seconds']}s each, gunicorn as in the "
+            f"Procfile ({ROOT / 'Procfile'})")
+    return head + "\n" + table([
         ("", "requests/s    p50 ms   p99 ms   non-2xx"),
         ("bare Flask (202 only)", f"{bare['rps']:10.0f} {bare['p50']:8.2f} {bare['p99']:8.2f} {bare['non2xx']:8.0f}"),
         ("web (verify+validate+enqueue)", f"{web['rps']:10.0f} {web['p50']:8.2f} {web['p99']:8.2f} "
                                           f"{web['non2xx']:8.0f}"),
-        ("ratio web/bare", f"{web['rps'] / bare['rps']:10.2f}"),
-        ("jobs enqueued by web", f"{queued:10d}"),
-    ]))
+        ("ratio web/bare", f"{result['ratio']:10.2f}"),
+        ("jobs enqueued by web", f"{result['queued']:10d}"),
+    ])
+
+
+def main() -> None:
+    """Run both servers under the same load and print the comparison."""
+    print(report(run(build_parser().parse_args())))
 
 
 if __name__ == "__main__":

@@ -24,17 +24,18 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .commands import register_all
     from .dashboard import init_dashboard
     from .handlers import register_error_handlers
-    from .observability import init_sentry, setup_logging
+    from .observability import init_request_logging, init_sentry, secret_values, setup_logging
     from .queueing import make_queues, make_redis
     from .routes import attio, braintree, zoho
     from .routes import admin, health, pay
 
     if settings is None:
         settings = _settings_or_exit()
-    setup_logging(settings.log_level, component="web")
+    setup_logging(settings.log_level, component="web", secrets=secret_values(settings))
     init_sentry(settings, component="web")
 
     app = Flask(__name__)
+    init_request_logging(app)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["MAX_FORM_MEMORY_SIZE"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]

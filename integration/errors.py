@@ -10,6 +10,7 @@
     ├── QueueUnavailable            Redis unreachable or the enqueue failed: 503, the sender retries
     ├── ServiceError                raised by clients/: carries provider, status, code, request_id
     │   ├── ServiceUnavailable      timeout, connection error, 5xx, 429, open circuit, budget spent → retry
+    │   │   ├── RateLimited         the provider answered 429: slow down (does not trip the breaker)
     │   │   └── CircuitOpen         the provider's breaker is open → reschedule
     │   └── ServiceRejected         any other 4xx, a validation error → fail now, report
     └── NoHandler                   an event routed to a job that does not exist yet → failed registry
@@ -29,6 +30,7 @@ __all__ = [
     "NoHandler",
     "PayloadInvalid",
     "QueueUnavailable",
+    "RateLimited",
     "ServiceError",
     "ServiceRejected",
     "ServiceUnavailable",
@@ -124,6 +126,10 @@ def _rebuild(cls: type[ServiceError], provider: str, message: str, *rest: Any) -
 
 class ServiceUnavailable(ServiceError):
     """Transient: the same call may succeed later (timeout, connection, 429, 5xx, open circuit)."""
+
+
+class RateLimited(ServiceUnavailable):
+    """The provider answered 429: it is up, we are too fast; retry after its ``Retry-After``."""
 
 
 class CircuitOpen(ServiceUnavailable):

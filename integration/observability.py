@@ -1,30 +1,68 @@
-"""Logging (JSON lines on stdout, with source / event id / job id / handler on every record) and Sentry.
+"""Logs (JSON lines on stdout) and Sentry, both carrying the same ids and neither carrying customer data.
 
-Context travels in ``contextvars`` so a request's or a job's log lines all carry the same ids without passing
-them around. Nothing here logs a body, a header value, a token or a signature.
+Ids travel in ``contextvars``: ``bind()`` around a request or a job adds source, event id, job id and handler to
+every log record and, as tags, to every Sentry event emitted inside. Two nets stop what must never leave the
+process: payload-carrying fields are dropped (RQ's ``arguments``, request bodies, frame locals, query strings),
+and every string has known secret values, email addresses and card numbers replaced.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
+import datetime as dt
 import logging
+import re
 import sys
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from pythonjsonlogger.json import JsonFormatter
 
 from .config import Settings
 
-__all__ = ["bind", "context", "init_sentry", "setup_logging"]
+if TYPE_CHECKING:
+    from flask import Flask, Response
+
+__all__ = [
+    "bind",
+    "bind_job",
+    "context",
+    "cron_checkin",
+    "init_request_logging",
+    "init_sentry",
+    "job_fields",
+    "note",
+    "redact",
+    "secret_values",
+    "setup_logging",
+]
 
 _CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("log_context", default={})
-_CONTEXT_FIELDS = ("source", "event_id", "event_type", "job_id", "handler", "component")
+_NOTES: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("request_notes", default=None)
+_HIDDEN: contextvars.ContextVar[tuple[str, ...]] = contextvars.ContextVar("request_secrets", default=())
+
+# Sentry tag per context field ("event_id" is the name of Sentry's own id, so the provider's event id is renamed).
+_TAGS = {"source": "source", "event_type": "event_type", "event_id": "source_event_id", "job_id": "job_id",
+         "handler": "handler", "workflow": "workflow"}
 SENSITIVE_HEADERS = ("attio-signature", "x-attio-signature", "x-zoho-webhook-signature", "authorization")
 SENSITIVE_FIELDS = ("bt_signature", "bt_payload", "signature", "access_token", "refresh_token", "client_secret")
+_UNSAFE_FIELDS = frozenset({"arguments", "kwargs", "args", "payload", "body", "data", "headers", "event", "form"})
+_SECRET_VIEW_ARGS = frozenset({"token"})  # URL parts that are credentials (the payment page's signed token)
+_NOT_SECRET = frozenset({"dashboard_username", "sentry_dsn", "zoho_organization_id", "braintree_merchant_id"})
+_QUIET_PATHS = frozenset({"/healthz"})  # polled every few seconds: logged at DEBUG
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_DIGIT_RUN = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+_secrets: set[str] = set()
+_secret_re: re.Pattern[str] | None = None
+
+log = logging.getLogger("integration.request")
 
 
+# -- context ----------------------------------------------------------------------------------------------------
 def context() -> dict[str, Any]:
     """The ids bound to the current request or job."""
     return dict(_CONTEXT.get())
@@ -32,7 +70,7 @@ def context() -> dict[str, Any]:
 
 @contextlib.contextmanager
 def bind(**fields: Any) -> Iterator[None]:
-    """Add ids to every log record emitted inside the block."""
+    """Add ids to every log record and Sentry event emitted inside the block."""
     token = _CONTEXT.set({**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}})
     try:
         yield
@@ -40,6 +78,108 @@ def bind(**fields: Any) -> Iterator[None]:
         _CONTEXT.reset(token)
 
 
+def job_fields(job: Any) -> dict[str, Any]:
+    """An RQ job's ids: job id, handler (its function), and source / event type / event id from meta or payload."""
+    fields: dict[str, Any] = {"job_id": job.id}
+    with contextlib.suppress(Exception):  # an undeserializable job still gets its id
+        fields["handler"] = job.func_name
+    payload: Mapping[str, Any] = {}
+    with contextlib.suppress(Exception):
+        if job.args and isinstance(job.args[0], Mapping):
+            payload = job.args[0]
+    meta = job.meta or {}
+    for key in ("source", "event_type", "event_id"):
+        value = meta.get(key) or payload.get(key)
+        if isinstance(value, str | int):
+            fields[key] = value
+    return fields
+
+
+def bind_job(job: Any) -> contextlib.AbstractContextManager[None]:
+    """``bind()`` an RQ job's ids (see ``job_fields``)."""
+    return bind(**job_fields(job))
+
+
+def note(**fields: Any) -> None:
+    """Add fields (event ids, job ids) to the current request's summary line; no-op outside a request."""
+    notes = _NOTES.get()
+    if notes is not None:
+        notes.update(fields)
+
+
+# -- redaction --------------------------------------------------------------------------------------------------
+def secret_values(settings: Settings) -> set[str]:
+    """The credential values in the settings (each of a rotation list), as they could appear in text."""
+    found: set[str] = set()
+    for f in dataclasses.fields(settings):
+        if f.repr or f.name in _NOT_SECRET:
+            continue
+        value = getattr(settings, f.name)
+        for item in value if isinstance(value, tuple) else (value,):
+            if isinstance(item, str):
+                found.update(part.strip() for part in item.split(",") if len(part.strip()) >= 8)
+    return found
+
+
+def _register_secrets(values: Iterable[str]) -> None:
+    global _secret_re
+    new = {v for v in values if len(v) >= 8} - _secrets
+    if new:
+        _secrets.update(new)
+        _secret_re = re.compile("|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True)))
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = int(ch) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+def _is_card(digits: str) -> bool:
+    """A payment card number: a card brand's prefix and length, and a valid Luhn check digit."""
+    n, p2, p4 = len(digits), int(digits[:2]), int(digits[:4])
+    brand = (
+        (digits[0] == "4" and n in (13, 16, 19))
+        or ((51 <= p2 <= 55 or 2221 <= p4 <= 2720) and n == 16)
+        or (p2 in (34, 37) and n == 15)
+        or ((p4 == 6011 or p2 == 65 or 644 <= int(digits[:3]) <= 649 or p2 == 62) and 16 <= n <= 19)
+        or ((3528 <= p4 <= 3589) and 16 <= n <= 19)
+        or ((300 <= int(digits[:3]) <= 305 or p2 in (36, 38)) and 14 <= n <= 16)
+    )
+    return brand and _luhn(digits)
+
+
+def _card_or_text(match: re.Match[str]) -> str:
+    digits = re.sub(r"\D", "", match.group())
+    return "[card]" if _is_card(digits) else match.group()
+
+
+def redact(text: str) -> str:
+    """Replace known secret values, the request's hidden URL parts, email addresses and card numbers."""
+    if _secret_re is not None:
+        text = _secret_re.sub("[secret]", text)
+    for hidden in _HIDDEN.get():
+        text = text.replace(hidden, "[secret]")
+    text = _EMAIL.sub("[email]", text)
+    return _DIGIT_RUN.sub(_card_or_text, text)
+
+
+def _scrub(value: Any) -> Any:
+    """A copy of a JSON-like value with every string redacted (other objects become redacted strings)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | dt.date | dt.time):
+        return value
+    return redact(str(value))
+
+
+# -- logging ----------------------------------------------------------------------------------------------------
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         for key, value in _CONTEXT.get().items():
@@ -48,19 +188,40 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-_configured = False
+class _JsonLines(JsonFormatter):
+    """python-json-logger's formatter, minus payload-carrying fields, with every string redacted."""
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        for key in _UNSAFE_FIELDS.intersection(log_data):
+            del log_data[key]
+        return _scrub(log_data)  # type: ignore[no-any-return]
 
 
-def setup_logging(level: str = "INFO", component: str = "web") -> None:
-    """JSON lines on stdout for the whole process (idempotent)."""
-    global _configured
+class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stdout`` is at the time (as ``logging.lastResort`` does for stderr)."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stdout
+
+
+_handler: _StdoutHandler | None = None
+
+
+def setup_logging(level: str = "INFO", component: str = "web", *, secrets: Iterable[str] = ()) -> None:
+    """JSON lines on stdout for the whole process (idempotent); ``secrets`` never appear in a line."""
+    global _handler
+    _register_secrets(secrets)
     root = logging.getLogger()
     root.setLevel(level)
-    if _configured:
+    if _handler is not None and _handler in root.handlers:
         return
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _handler = _StdoutHandler()
     handler.setFormatter(
-        JsonFormatter(
+        _JsonLines(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             static_fields={"component": component},
@@ -72,47 +233,155 @@ def setup_logging(level: str = "INFO", component: str = "web") -> None:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     logging.getLogger("braintree").setLevel(logging.WARNING)
-    _configured = True
 
 
+def init_request_logging(app: Flask) -> None:
+    """One JSON line per request (method, path, status, duration, source, event and job ids), ids bound inside."""
+    # First before-request hook, last after-request hook: the line sees the final status, even of auth refusals.
+    app.before_request_funcs.setdefault(None, []).insert(0, _request_started)
+    app.after_request_funcs.setdefault(None, []).insert(0, _request_finished)
+    app.teardown_request_funcs.setdefault(None, []).append(_request_ended)
+
+
+def _request_started() -> None:
+    from flask import g, request
+
+    blueprint = request.blueprint or ""
+    source = blueprint.removesuffix("_webhooks") if blueprint.endswith("_webhooks") else None
+    hidden = tuple(str(v) for k, v in (request.view_args or {}).items() if k in _SECRET_VIEW_ARGS and v)
+    g.observability = (
+        time.perf_counter(),
+        _CONTEXT.set({**_CONTEXT.get(), **({"source": source} if source else {})}),
+        _NOTES.set({}),
+        _HIDDEN.set(hidden),
+    )
+
+
+def _request_finished(response: Response) -> Response:
+    from flask import g, request
+
+    started = g.observability[0] if "observability" in g else None
+    fields: dict[str, Any] = {
+        "method": request.method,
+        "path": request.path,  # no query string: a sender may put a token there
+        "status": response.status_code,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1) if started is not None else None,
+        **(_NOTES.get() or {}),
+    }
+    level = logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO
+    log.log(level, "%s %s %s", request.method, request.path, response.status_code, extra=fields)
+    return response
+
+
+def _request_ended(exc: BaseException | None) -> None:
+    from flask import g
+
+    if "observability" not in g:
+        return
+    _, *tokens = g.pop("observability")
+    for var, token in zip((_CONTEXT, _NOTES, _HIDDEN), tokens, strict=True):
+        with contextlib.suppress(ValueError):  # set in another context (never in Flask's own flow)
+            var.reset(token)  # type: ignore[attr-defined]
+
+
+# -- Sentry -----------------------------------------------------------------------------------------------------
 def _before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] | None:
+    """Drop expected rejections; strip bodies, query strings, job arguments and locals; tag the ids; redact."""
     from .errors import WebhookRejected
 
+    if event.get("type") == "check_in":
+        return event
     exc_info = hint.get("exc_info")
     if exc_info and isinstance(exc_info[1], WebhookRejected):
         return None  # a sender's mistake, answered 4xx: not an error of ours
     request = event.get("request")
     if isinstance(request, dict):
-        request.pop("data", None)
-        request.pop("cookies", None)
+        for key in ("data", "cookies", "query_string"):
+            request.pop(key, None)
         headers = request.get("headers")
         if isinstance(headers, dict):
-            for name in list(headers):
+            for name in headers:
                 if name.lower() in SENSITIVE_HEADERS:
                     headers[name] = "[Filtered]"
-    return event
+    extra = event.get("extra")
+    rq_job = extra.get("rq-job") if isinstance(extra, dict) else None
+    if isinstance(rq_job, dict):
+        for key in ("args", "kwargs", "description"):  # RQ's default description is the call, arguments and all
+            rq_job.pop(key, None)
+    for crumb in (event.get("breadcrumbs") or {}).get("values") or []:
+        if isinstance(crumb, dict) and isinstance(crumb.get("data"), dict):
+            crumb["data"] = {k: v for k, v in crumb["data"].items() if k not in _UNSAFE_FIELDS}
+    for kind in ("exception", "threads"):
+        for item in (event.get(kind) or {}).get("values") or []:
+            for frame in (item.get("stacktrace") or {}).get("frames") or []:
+                frame.pop("vars", None)  # off by option already; never let a local variable through
+    tags = event.setdefault("tags", {})
+    bound = context()
+    if "handler" not in bound and isinstance(rq_job, dict) and rq_job.get("func"):
+        bound["handler"] = rq_job["func"]
+    for field, tag in _TAGS.items():
+        if bound.get(field) is not None and tag not in tags:
+            tags[tag] = str(bound[field])[:200]
+    return _scrub(event)  # type: ignore[no-any-return]
+
+
+def _environment(settings: Settings) -> str:
+    if settings.sentry_environment:
+        return settings.sentry_environment
+    return settings.braintree_environment if settings.braintree_environment in ("production", "sandbox") else "local"
 
 
 def init_sentry(settings: Settings, component: str) -> bool:
     """Start Sentry when ``SENTRY_DSN`` is set (web and worker call this once); returns whether it started."""
+    _register_secrets(secret_values(settings))
     if not settings.sentry_dsn:
         return False
     import sentry_sdk
     from sentry_sdk.integrations.flask import FlaskIntegration
+    from sentry_sdk.integrations.logging import LoggingIntegration
     from sentry_sdk.integrations.rq import RqIntegration
     from sentry_sdk.scrubber import DEFAULT_DENYLIST, EventScrubber
 
     sentry_sdk.init(
         dsn=settings.sentry_dsn,
-        environment=settings.sentry_environment,
+        environment=_environment(settings),
         release=settings.sentry_release,
-        integrations=[FlaskIntegration(), RqIntegration()],
+        integrations=[
+            FlaskIntegration(),
+            RqIntegration(),
+            # Log records are breadcrumbs only: what becomes an event is decided by explicit captures and the
+            # integrations (a job's last failure once, not also its "job failed" log line).
+            LoggingIntegration(level=logging.INFO, event_level=None),
+        ],
         send_default_pii=False,
         max_request_body_size="never",
         include_local_variables=False,
-        event_scrubber=EventScrubber(denylist=[*DEFAULT_DENYLIST, *SENSITIVE_HEADERS, *SENSITIVE_FIELDS]),
+        event_scrubber=EventScrubber(
+            denylist=[*DEFAULT_DENYLIST, *SENSITIVE_HEADERS, *SENSITIVE_FIELDS], recursive=True
+        ),
         before_send=_before_send,
-        server_name=component,
     )
-    sentry_sdk.set_tag("component", component)
+    sentry_sdk.get_global_scope().set_tag("component", component)
     return True
+
+
+@contextlib.contextmanager
+def cron_checkin(slug: str, *, interval_minutes: int | None = None, max_runtime_minutes: int = 15) -> Iterator[None]:
+    """Sentry cron check-ins around one periodic run: in progress, then ok, or error if the block raises."""
+    from sentry_sdk.crons import MonitorStatus, capture_checkin
+
+    config: dict[str, Any] | None = None
+    if interval_minutes:
+        config = {
+            "schedule": {"type": "interval", "value": interval_minutes, "unit": "minute"},
+            "checkin_margin": max(1, interval_minutes // 3),  # minutes late before a run counts as missed
+            "max_runtime": max_runtime_minutes,
+        }
+    check_in_id = capture_checkin(monitor_slug=slug, status=MonitorStatus.IN_PROGRESS, monitor_config=config)
+    started, status = time.monotonic(), MonitorStatus.ERROR
+    try:
+        yield
+        status = MonitorStatus.OK
+    finally:
+        capture_checkin(monitor_slug=slug, check_in_id=check_in_id, status=status,
+                        duration=time.monotonic() - started, monitor_config=config)

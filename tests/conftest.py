@@ -194,6 +194,7 @@ class Stack:
             attio_reads_per_second=1000,
             zoho_requests_per_minute=100000,
             http_timeout=(2.0, 5.0),
+            catalog_sync_interval_minutes=0,  # no periodic sync unless a test asks for one
         )
         base.update(overrides)
         return make_settings(**base)

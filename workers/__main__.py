@@ -4,34 +4,49 @@ from __future__ import annotations
 
 import sys
 
-from rq import Worker
+from rq import Queue, Worker
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from integration.config import Settings, load_dotenv_if_present
 from integration.errors import ConfigError
-from integration.observability import init_sentry, setup_logging
+from integration.observability import bind_job, init_sentry, secret_values, setup_logging
 from integration.queueing import make_queues, make_redis
 
-from .failures import handle_job_exception
+from .failures import handle_job_exception, handle_work_horse_killed
 
-# A job whose worker died (even kill -9) is noticed when its heartbeat lapses: heartbeat TTL is
-# JOB_MONITORING_INTERVAL + 60 s, and any worker's maintenance pass (every MAINTENANCE_INTERVAL) then retries it
-# or moves it to the failed registry: 75 s + 30 s < 2 minutes.
-JOB_MONITORING_INTERVAL = 15  # seconds
-MAINTENANCE_INTERVAL = 30  # seconds
+# A job whose worker died (even kill -9) is noticed when its heartbeat lapses: RQ sets the heartbeat TTL to
+# JOB_MONITORING_INTERVAL + 60 s, and any worker's maintenance pass then retries it or moves it to the failed
+# registry. An idle worker only looks at maintenance between blocking dequeues, which last WORKER_TTL - 15 s, so
+# both are kept short: worst case 70 s + 20 s + 20 s = 110 s < 2 minutes.
+JOB_MONITORING_INTERVAL = 10  # seconds
+MAINTENANCE_INTERVAL = 20  # seconds
+WORKER_TTL = 35  # seconds; RQ blocks on dequeue for WORKER_TTL - 15
+
+
+class ServiceWorker(Worker):
+    """RQ's forking worker; each job runs with its ids bound, so RQ's own lines and Sentry's report carry them."""
+
+    def perform_job(self, job: Job, queue: Queue) -> bool:
+        """Run the job (in the work horse) with its source, event id, job id and handler bound."""
+        with bind_job(job):
+            return super().perform_job(job, queue)
 
 
 def build_worker(settings: Settings, *, name: str | None = None) -> Worker:
-    """The service's worker: every queue in priority order, our exception handler, short liveness intervals."""
+    """The service's worker: every queue in priority order, our failure handlers, short liveness intervals."""
     connection = make_redis(settings.redis_url, socket_timeout=30.0)
-    return Worker(
+    return ServiceWorker(
         list(make_queues(connection).values()),
         name=name,
         connection=connection,
         serializer=JSONSerializer,
         exception_handlers=[handle_job_exception],
+        work_horse_killed_handler=handle_work_horse_killed,
+        log_job_description=False,  # a description built by RQ from the call shows the payload's first bytes
         job_monitoring_interval=JOB_MONITORING_INTERVAL,
         maintenance_interval=MAINTENANCE_INTERVAL,
+        worker_ttl=WORKER_TTL,
     )
 
 
@@ -45,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     init_sentry(settings, component="worker")
-    setup_logging(settings.log_level, component="worker")
+    setup_logging(settings.log_level, component="worker", secrets=secret_values(settings))
     worker = build_worker(settings)
     from .schedule import install_schedule
 

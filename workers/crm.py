@@ -10,6 +10,7 @@ Every write is an upsert on a stable key or an update of a record found first, s
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -50,8 +51,8 @@ ZOHO_TO_ATTIO_STATUS = {
 
 # A payment's state only moves forward: a status of lower rank never overwrites one of higher rank.
 PAYMENT_RANK = {
-    "Failed": 1,
     "Declined": 1,
+    "Failed": 3,  # a settlement declined after Submitted; it and Settled exclude each other
     "Submitted": 2,
     "Settled": 3,
     "Refunded": 4,
@@ -127,11 +128,19 @@ def find_subscription_by_zoho_id(
     ``zoho_subscription_id`` still finds its record.
     """
     found = find_one(attio, "subscriptions", "zoho_subscription_id", zoho_subscription_id)
-    if found is None and reference_id:
+    if found is None and reference_id and _is_uuid(reference_id):  # a reference typed in Zoho by hand is not ours
         candidate = attio.get_record("subscriptions", reference_id)
         if candidate is not None and value(candidate, "zoho_subscription_id") in (None, zoho_subscription_id):
             found = candidate
     return found
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def set_subscription(

@@ -23,7 +23,7 @@ from typing import Any
 import pybreaker
 import requests
 
-from ..errors import CircuitOpen, ServiceRejected, ServiceUnavailable
+from ..errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailable
 
 __all__ = ["ErrorParser", "HttpCaller", "Limiter", "parse_retry_after"]
 
@@ -127,7 +127,7 @@ class HttpCaller:
         request_id = next((resp.headers[h] for h in _REQUEST_ID_HEADERS if h in resp.headers), None)
         detail = f"{method} {_path(url)}: {message}"
         if resp.status_code == 429 or resp.status_code >= 500:
-            raise ServiceUnavailable(
+            raise (RateLimited if resp.status_code == 429 else ServiceUnavailable)(
                 self.provider,
                 detail,
                 status=resp.status_code,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pybreaker
 import redis
 
-from ..errors import ServiceRejected
+from ..errors import RateLimited, ServiceRejected
 
 __all__ = ["FAIL_MAX", "RESET_TIMEOUT", "make_breaker"]
 
@@ -16,7 +16,7 @@ RESET_TIMEOUT = 60  # seconds the circuit stays open before one probe call is le
 def make_breaker(
     connection: redis.Redis, provider: str, *, fail_max: int = FAIL_MAX, reset_timeout: float = RESET_TIMEOUT
 ) -> pybreaker.CircuitBreaker:
-    """A breaker shared by every process through Redis; permanent (4xx) errors don't count as failures.
+    """A breaker shared by every process through Redis; 4xx answers (429 included) don't count as failures.
 
     ``connection`` must be a bytes-mode client (``decode_responses=False``), as pybreaker's storage expects.
     """
@@ -24,7 +24,8 @@ def make_breaker(
     return pybreaker.CircuitBreaker(
         fail_max=fail_max,
         reset_timeout=reset_timeout,
-        exclude=[ServiceRejected],
+        # A 429 means the provider is up and we are too fast: the budget and Retry-After handle that, not the breaker.
+        exclude=[ServiceRejected, RateLimited],
         state_storage=storage,
         name=provider,
     )

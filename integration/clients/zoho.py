@@ -39,6 +39,7 @@ PER_PAGE = 200  # Zoho's default and (inferred) maximum page size (reference §3
 RATE_LIMIT_CODES = frozenset({"44", "45", "1070"})  # daily / per-minute / concurrency (reference §4.2)
 TOKEN_REFUSED_CODE = "57"  # dead or expired token (also missing scope, wrong org or DC: reference §4.2)
 NOT_FOUND_CODE = "1002"
+BUDGET_WAIT = 10.0  # seconds a call may wait for the minute budget before it is rescheduled instead
 _CENT = Decimal("0.01")
 # Money fields whose whole-number values arrive as JSON integers (``"total": 370``): made Decimal as well.
 _MONEY_KEYS = frozenset({
@@ -130,7 +131,7 @@ class ZohoLimiter(Limiter):
         max_concurrent: int = 5,
         lease: float = 60.0,
         period: float = 60.0,
-        max_wait: float = 10.0,
+        max_wait: float = BUDGET_WAIT,
     ) -> None:
         name = f"{PROVIDER}:{organization_id}"
         limit = requests_per_minute
@@ -141,8 +142,9 @@ class ZohoLimiter(Limiter):
     def enter(self, kind: str) -> Iterator[None]:
         """Hold a concurrency slot, then take a budget slot just before sending (kinds share one budget)."""
         # Slot first: admission then happens right before the request, so our window and Zoho's line up.
-        self.budget.acquire(PROVIDER)
-        yield
+        with self.slots.slot(PROVIDER):
+            self.budget.acquire(PROVIDER)
+            yield
 
 
 class ZohoClient:
@@ -199,6 +201,8 @@ class ZohoClient:
         """The oldest customer whose email equals ``email`` (case-insensitive), or None."""
         # Zoho's email= is a search (substring hits); email is not unique (reference §3.2).
         wanted = email.strip().casefold()
+        if not wanted:
+            return None
         rows = self._all("/customers", "customers", {"email": email.strip()})
         exact = [r for r in rows if str(r.get("email") or "").strip().casefold() == wanted]
         return min(exact, key=_created) if exact else None
@@ -255,6 +259,8 @@ class ZohoClient:
         """Record an external card payment applied in full to one invoice (look the invoice up before a retry)."""
         if not isinstance(amount, Decimal):
             raise TypeError(f"amount must be Decimal, got {type(amount).__name__}")
+        if not amount.is_finite() or amount <= 0:
+            raise ValueError(f"amount must be a positive number, got {amount}")
         body = {
             "customer_id": customer_id,
             "payment_mode": "creditcard",  # an outside gateway's card charge (reference §3.5)
@@ -379,7 +385,7 @@ def build_zoho_client(
         settings.zoho_organization_id,
         requests_per_minute=settings.zoho_requests_per_minute,
         max_concurrent=settings.zoho_max_concurrent,
-        lease=sum(settings.http_timeout) + 10.0 + 5.0,  # the call, the budget wait (max_wait) and a margin
+        lease=sum(settings.http_timeout) + BUDGET_WAIT + 5.0,  # a slot covers the budget wait, the call, a margin
     )
     return ZohoClient(
         tokens=ZohoTokens.from_settings(settings, connection, http=http),

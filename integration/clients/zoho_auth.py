@@ -27,7 +27,7 @@ from ..config import Settings
 from ..errors import ServiceError, ServiceRejected, ServiceUnavailable
 from ._http import HttpCaller
 
-__all__ = ["DEFAULT_LIFETIME", "REFRESH_MARGIN", "THROTTLE_COOLDOWN", "ZohoTokens"]
+__all__ = ["DEFAULT_LIFETIME", "FORCED_REFRESH_INTERVAL", "REFRESH_MARGIN", "THROTTLE_COOLDOWN", "ZohoTokens"]
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +35,12 @@ PROVIDER = "zoho"
 REFRESH_MARGIN = 300.0  # seconds before expiry a token is replaced (reference §1.2: "~5 minutes before expiry")
 THROTTLE_COOLDOWN = 600.0  # seconds without any mint after "Access Denied" (reference §1.2: clears after 10–30 min)
 DEFAULT_LIFETIME = 3600.0  # seconds; Zoho's documented access-token lifetime, used when the answer has none
-FORCED_REFRESH_INTERVAL = 60.0  # seconds during which a 401/57 does not discard the token again
+# Seconds after a 401/57-forced refresh during which another 401/57 keeps the token: a token refused right after
+# its mint points at scope, organisation or data centre, and forced mints stay at <= 5 per 10 minutes (half the cap).
+FORCED_REFRESH_INTERVAL = 120.0
 _EXPIRY_SAFETY = 30.0  # seconds: a token this close to expiry could die mid-request, so it is not handed out
 
-# The refresh errors that are configuration problems, with what to fix (reference §1.2, §6.3).
+# The refresh errors that are configuration problems, with what to fix (reference §1.2 and §6, pitfalls 2-3).
 _CONFIG_ERRORS = {
     "invalid_client": "ZOHO_CLIENT_ID is unknown to ZOHO_ACCOUNTS_URL (wrong client id, or another data centre)",
     "invalid_client_secret": "ZOHO_CLIENT_SECRET does not match ZOHO_CLIENT_ID",
@@ -170,7 +172,7 @@ class ZohoTokens:
         return self._refresh(wait=True)
 
     def invalidate(self, token: str) -> bool:
-        """Forget ``token`` after a 401 / code 57, only if it is still the shared one; True if it was dropped."""
+        """Drop ``token`` after a 401 / code 57 if it is still the shared one and none was dropped just before."""
         outcome = int(self._invalidate(keys=[self.key, self._forced_key], args=[token, self._forced_interval]))
         if outcome < 0:
             log.warning("zoho token refused again within %ss of a refresh: keeping it", self._forced_interval)
@@ -249,7 +251,7 @@ class ZohoTokens:
             expires_at=sent_at + lifetime,
             refresh_at=sent_at + lifetime - margin,
         )
-        fields = {
+        fields: dict[Any, Any] = {  # Any: redis-py types hset()'s mapping invariantly
             "access_token": token.access_token,
             "api_domain": token.api_domain,
             "expires_at": repr(token.expires_at),

@@ -57,12 +57,13 @@ class _Bar:
 @with_appcontext
 def services(dry_run: bool) -> None:
     """Mirror every Zoho Billing plan and addon into Attio services now (changes only)."""
-    from workers.workflows.catalog import sync_services  # the worker's reconcile, run in this process
+    from workers.workflows.catalog import WRITERS, sync_services  # the worker's reconcile, run in this process
 
     settings = current_app.extensions["settings"]
     connection = current_app.extensions["redis"]
     zoho = build_zoho_client(settings, connection)
     attio = build_attio_client(settings, connection)
+    writers = [build_attio_client(settings, connection) for _ in range(WRITERS)]
     bar = _Bar("Writing services")
     with contextlib.ExitStack() as stack:
         if not dry_run:
@@ -73,7 +74,12 @@ def services(dry_run: bool) -> None:
         stack.callback(bar.close)
         try:
             summary = sync_services(
-                zoho=zoho, attio=attio, now=datetime.now(UTC), dry_run=dry_run, progress=None if dry_run else bar
+                zoho=zoho,
+                attio=attio,
+                now=datetime.now(UTC),
+                dry_run=dry_run,
+                progress=None if dry_run else bar,
+                writers=writers,
             )
         except ServiceError as exc:
             message = f"sync stopped: {exc}"
@@ -81,6 +87,6 @@ def services(dry_run: bool) -> None:
                 message += " (transient: run it again, it writes only what is still missing)"
             raise click.ClickException(message) from exc
     if dry_run:
-        for change in summary.changes:
+        for change in sorted(summary.changes, key=lambda c: (c.action, c.external_id)):
             click.echo(change.describe())
     click.echo(summary.line())

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..extensions import queues, redis_conn, settings
+from ..observability import note
 from ..queueing import EventEnvelope, enqueue_events
 from ..routing import route_for
 
@@ -29,11 +30,13 @@ def accept(source: str, candidates: Sequence[Candidate]) -> tuple[dict[str, Any]
                      extra={"source": source, "event_type": event_type, "event_id": dedupe_id})
             continue
         envelopes.append(EventEnvelope(source, event_type, dedupe_id, route, event))
+    note(event_ids=[dedupe_id for _, dedupe_id, _ in candidates])
     if not envelopes:
         return {"status": "ignored", "event_types": ignored}, 200
     outcomes = enqueue_events(
         redis_conn(), queues(), envelopes, retry_schedule=settings().retry_schedule_seconds
     )
+    note(job_ids=[o.job_id for o in outcomes])
     new = [o.job_id for o in outcomes if not o.duplicate]
     dupes = [o.job_id for o in outcomes if o.duplicate]
     for env, outcome in zip(envelopes, outcomes, strict=True):

@@ -33,3 +33,30 @@ def sleep_then_succeed(payload: dict[str, Any]) -> str:
     with open(marker, "a") as fh:
         fh.write("done\n")
     return "ok"
+
+
+CUSTOMER_EMAIL = "jane.doe@customer.example"
+CARD_NUMBER = "4111111111111111"
+
+
+def fail_transient_with_customer_data(payload: dict[str, Any]) -> None:
+    """Fail transiently, with customer data in a local variable and in the error message (Sentry must drop both)."""
+    customer = {"email": CUSTOMER_EMAIL, "card": CARD_NUMBER, **payload.get("event", {})}
+    raise ServiceUnavailable("zoho", f"timeout while reading {customer['email']}", status=504)
+
+
+def fail_permanent_with_customer_data(payload: dict[str, Any]) -> None:
+    """Fail permanently, with customer data in a local variable and in the error message."""
+    customer = {"email": CUSTOMER_EMAIL, "card": CARD_NUMBER, **payload.get("event", {})}
+    raise ServiceRejected("attio", f"invalid value {customer['email']} / {customer['card']}", status=400)
+
+
+def sleep_once_then_succeed(payload: dict[str, Any]) -> str:
+    """On the first run write a marker and sleep (a job to kill mid-run); on any later run succeed at once."""
+    marker = payload["marker"]
+    if os.path.exists(marker):
+        return "ok"
+    with open(marker, "a") as fh:
+        fh.write(f"start {os.getpid()}\n")
+    time.sleep(payload.get("seconds", 60))
+    return "ok"

@@ -106,6 +106,14 @@ def _zoho_api(zoho: ZohoSimulator, token: str, method: str, path: str, **kw: Any
     return dict(resp.json())
 
 
+def _zoho_subscription(zoho: ZohoSimulator, customer: str, **extra: Any) -> dict[str, Any]:
+    """An offline subscription to a basic plan, created through Zoho's API; Zoho's answer."""
+    if "basic-monthly" not in zoho.plans:
+        zoho.add_plan("basic-monthly", "Basic", 50)
+    body = {"customer_id": customer, "plan": {"plan_code": "basic-monthly"}, "auto_collect": False, **extra}
+    return _zoho_api(zoho, zoho.issue_token(), "POST", "/subscriptions", json=body)["subscription"]
+
+
 def _bt_charge(stack: Stack, amount: str = "49.00", customer: str = "co_bt") -> str:
     """A real submitted-for-settlement sale on the Braintree simulator; its id."""
     if stack.braintree.customer(customer) is None:
@@ -132,13 +140,9 @@ def test_subscription_events_follow_zoho_and_ignore_older_ones(sims: Stack, redi
     record = attio.add_record("subscriptions", {
         "name": "Acme Basic", "status": "Requested",
         "company": {"target_object": "companies", "target_record_id": company}})  # fmt: skip
-    zoho.add_plan("basic-monthly", "Basic", 50)
     customer = zoho.add_customer("Acme", "billing@acme.example")
-    token = zoho.issue_token()
     # Created with the Attio record id as reference: the event finds the record before zoho_subscription_id is set.
-    sub = _zoho_api(zoho, token, "POST", "/subscriptions", json={
-        "customer_id": customer, "plan": {"plan_code": "basic-monthly"}, "auto_collect": False,
-        "reference_id": record})["subscription"]  # fmt: skip
+    sub = _zoho_subscription(zoho, customer, reference_id=record)
     sub_id = sub["subscription_id"]
 
     [result] = _drain(redis_conn, sims)
@@ -184,10 +188,8 @@ def test_subscription_events_follow_zoho_and_ignore_older_ones(sims: Stack, redi
 
 def test_subscription_duplicates_are_harmless(sims: Stack, live_server: LiveServer, redis_conn: redis.Redis) -> None:
     attio, zoho = sims.attio, sims.zoho
-    zoho.add_plan("basic-monthly", "Basic", 50)
     customer = zoho.add_customer("Acme", "billing@acme.example")
-    sub = _zoho_api(zoho, zoho.issue_token(), "POST", "/subscriptions", json={
-        "customer_id": customer, "plan": {"plan_code": "basic-monthly"}, "auto_collect": False})["subscription"]  # fmt: skip
+    sub = _zoho_subscription(zoho, customer)
     record = attio.add_record("subscriptions", {"name": "Acme", "zoho_subscription_id": sub["subscription_id"]})
     [first] = _drain(redis_conn, sims)
     assert first["outcome"] == "updated"
@@ -210,11 +212,9 @@ def test_subscription_duplicates_are_harmless(sims: Stack, live_server: LiveServ
 def test_subscription_created_in_zoho_directly_is_skipped(
     sims: Stack, live_server: LiveServer, redis_conn: redis.Redis
 ) -> None:
-    sims.zoho.add_plan("basic-monthly", "Basic", 50)
     customer = sims.zoho.add_customer("Walk-in", "walkin@example.com")
     sims.zoho.webhook_events = set()  # delivered below as a sample delivery instead
-    sub = _zoho_api(sims.zoho, sims.zoho.issue_token(), "POST", "/subscriptions", json={
-        "customer_id": customer, "plan": {"plan_code": "basic-monthly"}, "auto_collect": False})["subscription"]  # fmt: skip
+    sub = _zoho_subscription(sims.zoho, customer)
     resp = _post_zoho(live_server, signed_zoho("subscription_cancelled", event_id="evt-walkin",
                                                data={"subscription": {"subscription_id": sub["subscription_id"]}}))
     assert resp.status_code == 202, resp.text
@@ -269,7 +269,9 @@ def test_declined_zoho_payment_is_mirrored_with_zohos_reason(sims: Stack, redis_
         "payment_id": "903888000001", "status": "failure", "payment_mode": "autotransaction", "amount": 80.0,
         "date": "2026-11-30", "reference_number": "", "customer_id": customer,
         "gateway_error_message": "Card declined: insufficient funds",
-        "invoices": [{"invoice_id": invoice["invoice_id"], "invoice_number": invoice["number"], "amount_applied": 80.0}],
+        "invoices": [
+            {"invoice_id": invoice["invoice_id"], "invoice_number": invoice["number"], "amount_applied": 80.0}
+        ],
     }  # fmt: skip
     zoho.payments.append(declined)
     zoho.emit_event("payment_declined", "payment", declined)

@@ -1,4 +1,4 @@
-"""The shape of every RQ entrypoint: bind log context, log start and end, delegate to the handler."""
+"""The shape of every RQ entrypoint: bind the job's ids, log its start and finish, delegate to the handler."""
 
 from __future__ import annotations
 
@@ -19,10 +19,16 @@ log = logging.getLogger("workers.job")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def entrypoint(handler: str) -> Callable[[F], F]:
-    """Decorate ``run_*``: every log line of the job carries its source, event id, job id and handler."""
+def entrypoint(workflow: str) -> Callable[[F], F]:
+    """Decorate ``run_*``: a start and a finish line (duration, outcome), and the job's ids on every line inside.
+
+    ``handler`` is the job's function (``workers.jobs.collection.run_invoice_created``, as RQ and Sentry name
+    it); ``workflow`` is the short name given here (``collection.invoice_created``).
+    """
 
     def decorate(func: F) -> F:
+        handler = f"{func.__module__}.{func.__qualname__}"
+
         @functools.wraps(func)
         def wrapper(payload: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
             job = get_current_job()
@@ -32,13 +38,30 @@ def entrypoint(handler: str) -> Callable[[F], F]:
                 event_id=payload.get("event_id"),
                 job_id=job.id if job else None,
                 handler=handler,
+                workflow=workflow,
             ):
-                started = time.monotonic()
-                log.info("job started")
-                result = func(payload, *args, **kwargs)
-                log.info("job finished", extra={"duration_ms": round((time.monotonic() - started) * 1000, 1)})
+                attempt = (job.number_of_retries or 0) + 1 if job else 1
+                log.info("job started (attempt %s)", attempt, extra={"step": "start", "attempt": attempt})
+                started = time.perf_counter()
+                try:
+                    result = func(payload, *args, **kwargs)
+                except BaseException as exc:
+                    log.warning(
+                        "job raised %s", type(exc).__name__,
+                        extra={"step": "finish", "outcome": "error", "error": type(exc).__name__,
+                               "duration_ms": _since(started)},
+                    )
+                    raise
+                outcome = str(result.get("outcome") or "ok") if isinstance(result, dict) else "ok"
+                log.info("job finished: %s", outcome,
+                         extra={"step": "finish", "outcome": outcome, "duration_ms": _since(started)})
                 return result
 
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def _since(started: float) -> float:
+    """Milliseconds since ``started`` (a ``perf_counter`` reading)."""
+    return round((time.perf_counter() - started) * 1000, 1)

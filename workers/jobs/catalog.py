@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from integration.queueing import JOB_TIMEOUT
 
 from .. import runtime
 from ..schedule import schedule_next
-from ..workflows.catalog import AttioServices, ZohoCatalog, sync_services
+from ..workflows.catalog import WRITERS, AttioServices, ZohoCatalog, sync_services
 from ._entry import entrypoint
 
 __all__ = ["LOCK_NAME", "LOCK_TTL", "handle_catalog_sync", "run_catalog_sync"]
@@ -39,15 +40,19 @@ def handle_catalog_sync(
     attio: AttioServices,
     redis: Redis,
     now: datetime,
+    writers: Sequence[AttioServices] = (),
 ) -> dict[str, Any]:
-    """Reconcile Attio ``services`` with Zoho unless another run holds the lock (then ``skipped``)."""
+    """Reconcile Attio ``services`` with Zoho unless another run holds the lock (then ``skipped``).
+
+    ``writers``: more Attio clients to write through in parallel (``sync_services``).
+    """
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(hold(redis, LOCK_NAME, ttl=LOCK_TTL, wait=0))
         except ServiceUnavailable:
             log.info("catalog sync skipped: another run holds the lock (trigger=%s)", payload.get("trigger"))
             return {"outcome": "skipped", "reason": "another catalog sync is running"}
-        summary = sync_services(zoho=zoho, attio=attio, now=now)
+        summary = sync_services(zoho=zoho, attio=attio, now=now, writers=writers)
     return {"outcome": "synced", **summary.as_dict()}
 
 
@@ -64,4 +69,5 @@ def run_catalog_sync(payload: dict[str, Any]) -> dict[str, Any]:
         attio=runtime.attio_client(),
         redis=connection,
         now=datetime.now(UTC),
+        writers=[runtime.attio_client() for _ in range(WRITERS)],
     )

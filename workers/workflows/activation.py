@@ -67,7 +67,7 @@ def activate(
     resume: bool = False,
 ) -> Activation:
     """Activate one subscription if it asks for it; idempotent, safe to retry after a crash at any step."""
-    with hold(connection, f"activate:{subscription_id}", ttl=120.0, wait=10.0) as lock:
+    with hold(connection, f"activate:{subscription_id}", ttl=60.0, wait=10.0) as lock:
         sub = attio.get_record("subscriptions", subscription_id)
         if sub is None:
             return Activation("not_found", subscription_id)

@@ -11,9 +11,11 @@ writes only what is still missing, so it converges without duplicates.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -32,6 +34,7 @@ __all__ = [
     "Change",
     "Progress",
     "SyncSummary",
+    "WRITERS",
     "ZohoCatalog",
     "billing_interval",
     "map_addon",
@@ -46,6 +49,9 @@ SERVICES = "services"
 PLAN_PREFIX = "zoho-plan:"
 ADDON_PREFIX = "zoho-addon:"
 REMOVED = "Removed"
+# Attio clients the job writes through in parallel: Attio answers a write in ~50–150 ms, so one client alone
+# could not use a 25/s budget; the shared budget, not this number, caps the rate.
+WRITERS = 4
 # The attributes a sync compares (and writes when they differ); ``last_synced_at`` only marks a write.
 COMPARED = ("name", "description", "kind", "code", "price", "billing_interval", "status", "zoho_product_id")
 # Zoho's two unit vocabularies: plans say months|years, addons monthly|yearly (reference/zoho-billing.md §3.1).
@@ -193,7 +199,8 @@ def _decimal(raw: Any) -> Decimal | None:
     if not amount.is_finite():
         return None
     # Attio stores at most 4 decimal places and refuses more; Zoho's money has 2, so this only trims float noise.
-    return amount.quantize(_ATTIO_PLACES) if amount.as_tuple().exponent < -4 else amount  # type: ignore[operator]
+    exponent = amount.as_tuple().exponent
+    return amount.quantize(_ATTIO_PLACES) if isinstance(exponent, int) and exponent < -4 else amount
 
 
 def _status(raw: Any) -> str:
@@ -285,8 +292,14 @@ def sync_services(
     now: datetime,
     dry_run: bool = False,
     progress: Progress | None = None,
+    writers: Sequence[AttioServices] = (),
 ) -> SyncSummary:
-    """Reconcile Attio ``services`` with Zoho's plans and addons, writing only what differs (nothing if dry)."""
+    """Reconcile Attio ``services`` with Zoho's plans and addons, writing only what differs (nothing if dry).
+
+    ``writers`` are more Attio clients to write through in parallel, one thread each (every client holds its
+    breaker's lock for the whole call, so one client never has two calls in flight); their shared rate budget
+    keeps the total within Attio's limit. Without them, ``attio`` writes alone.
+    """
     started = time.monotonic()
     wanted = _desired(zoho)
     existing = _index(attio.query_records(SERVICES))
@@ -300,13 +313,71 @@ def sync_services(
         changes=changes,
         dry_run=dry_run,
     )
-    if progress is not None:
-        progress(0, len(changes))
     if not dry_run:
-        for done, change in enumerate(changes, start=1):
-            attio.assert_record(SERVICES, "external_id", change.values)
-            if progress is not None:
-                progress(done, len(changes))
+        _write_all(changes, list(writers) or [attio], progress or (lambda done, total: None))
     summary.seconds = time.monotonic() - started
     log.info("catalog sync done: %s", summary.line())
     return summary
+
+
+_EXIT = object()  # a writer thread's last message
+
+
+def _write_all(changes: Sequence[Change], writers: Sequence[AttioServices], progress: Progress) -> None:
+    """Upsert every change through the writers, one thread each; the first error stops them all and is raised.
+
+    Progress is reported from the calling thread. However the call ends (an error, RQ's timeout), no writer
+    thread is left running: each finishes the call it is in, then stops.
+    """
+    total = len(changes)
+    progress(0, total)
+    if len(writers) == 1 or total <= 1:
+        for done, change in enumerate(changes, start=1):
+            writers[0].assert_record(SERVICES, "external_id", change.values)
+            progress(done, total)
+        return
+    pending: queue.SimpleQueue[Change] = queue.SimpleQueue()
+    for change in changes:
+        pending.put(change)
+    reports: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def write(client: AttioServices) -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    change = pending.get_nowait()
+                except queue.Empty:
+                    return
+                client.assert_record(SERVICES, "external_id", change.values)
+                reports.put(change)
+        except BaseException as exc:  # handed to the calling thread, which raises it
+            stop.set()
+            reports.put(exc)
+        finally:
+            reports.put(_EXIT)
+
+    threads = [threading.Thread(target=write, args=(w,), name=f"catalog-writer-{i}", daemon=True)
+               for i, w in enumerate(writers)]  # fmt: skip
+    errors: list[BaseException] = []
+    done = 0
+    try:
+        for thread in threads:
+            thread.start()
+        running = len(threads)
+        while running:
+            report = reports.get()
+            if report is _EXIT:
+                running -= 1
+            elif isinstance(report, BaseException):
+                errors.append(report)
+            else:
+                done += 1
+                progress(done, total)
+    finally:
+        stop.set()
+        for thread in threads:
+            if thread.ident is not None:  # started
+                thread.join()
+    if errors:
+        raise errors[0]

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 OPEN_STATUSES = ("sent", "overdue", "partially_paid", "unpaid")
 _DESCRIPTION = "Braintree transaction "
-LOCK_TTL = 180.0  # seconds; refreshed between steps, so only a dead holder lets it lapse
+LOCK_TTL = 60.0  # seconds; refreshed before each step (every step is bounded by HTTP timeouts well below it), so
+# only a dead holder lets it lapse — and it lapses before RQ notices the dead worker, so the retry is not blocked
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ TRANSACTION_STATUS = {"transaction_settled": "Settled", "transaction_settlement_
 DISPUTE_STATUS = {"dispute_opened": "Disputed", "dispute_won": "Dispute won", "dispute_lost": "Dispute lost"}
 
 _HEALTHY = ("Active", "Trial")  # statuses after which an earlier "why it is Past due" no longer applies
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _BRAINTREE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what could be a transaction id; anything else is not ours
 # Where Zoho may put a declined payment's reason (undocumented for webhooks: reference/zoho-billing.md §5.3).
 _DECLINE_KEYS = ("gateway_error_message", "failure_reason", "error_message", "description")
@@ -89,8 +90,9 @@ def sync_subscription(event: Mapping[str, Any], *, zoho: ZohoReader, attio: Atti
     if current is None:
         log.warning("zoho subscription %s not found (deleted since the event?)", sub_id)
         return {"outcome": "not_in_zoho", "zoho_subscription_id": sub_id}
-    reference_id = current.get("reference_id") or hint.get("reference_id")
-    record = find_subscription_by_zoho_id(attio, str(sub_id), str(reference_id) if reference_id else None)
+    # Our activation sets reference_id to the Attio record id; a subscription made in Zoho may carry any text there.
+    reference_id = str(current.get("reference_id") or hint.get("reference_id") or "")
+    record = find_subscription_by_zoho_id(attio, str(sub_id), reference_id if _UUID.match(reference_id) else None)
     if record is None:
         log.info("zoho subscription %s has no Attio subscription (created in Zoho directly): skipped", sub_id)
         return {"outcome": "not_in_attio", "zoho_subscription_id": sub_id}

@@ -348,3 +348,30 @@ def test_4xx_answers_do_not_open_the_circuit(client: AttioClient, sim: AttioSimu
         assert client.get_object("nope") is None
     assert client.list_objects()
     assert len(sim.calls) == 7
+
+
+# -- value helpers (pure) ---------------------------------------------------------------------------------------
+def test_value_reads_each_documented_shape() -> None:
+    record = {"id": {"record_id": "r1"}, "values": {
+        "status": [{"attribute_type": "status", "status": {"title": "Qualified", "is_archived": False}}],
+        "tier": [{"attribute_type": "select", "option": "14938464-5b2c-4a8e-9f00-000000000001"}],
+        "price": [{"attribute_type": "currency", "currency_value": "499.00", "currency_code": "USD"}],
+        "mrr": [{"attribute_type": "currency", "currency_value": 1250.5, "currency_code": "USD"}],
+        "trial": [{"attribute_type": "checkbox", "value": False}],
+        "email": [{"attribute_type": "email-address", "email_address": "ap@acme.example"}],
+        "site": [{"attribute_type": "domain", "domain": "acme.example", "root_domain": "acme.example"}],
+        "renews": [{"attribute_type": "date", "value": "2025-01-31"}],
+        "tags": [{"attribute_type": "select", "option": {"title": "beta"}},
+                 {"attribute_type": "select", "option": {"title": "old"}, "active_until": "2024-01-01T00:00:00Z"},
+                 {"attribute_type": "select", "option": {"title": "enterprise"}}],
+        "empty": [],
+    }}
+    assert record_id(record) == "r1"
+    assert value(record, "status") == "Qualified"
+    assert value(record, "tier") == "14938464-5b2c-4a8e-9f00-000000000001"  # a bare option id: all there is
+    assert value(record, "price") == Decimal("499.00") and value(record, "mrr") == Decimal("1250.5")
+    assert value(record, "trial") is False
+    assert value(record, "email") == "ap@acme.example" and value(record, "site") == "acme.example"
+    assert value(record, "renews") == "2025-01-31"
+    assert values(record, "tags") == ["beta", "enterprise"]  # inactive (historic) values are skipped
+    assert value(record, "empty") is None and value(record, "missing") is None and values(record, "missing") == []

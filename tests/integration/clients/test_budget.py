@@ -62,7 +62,8 @@ def _hammer(url: str, name: str, ready: Any, results: Any, duration: float) -> N
 
 
 def test_four_processes_never_get_more_than_the_limit_per_window(redis_conn: redis.Redis, redis_url: str) -> None:
-    ctx = multiprocessing.get_context("spawn")  # no fork of pytest's threads
+    # fork: a spawned child would re-import this module (conftest, Flask, the simulators), seconds on a busy box
+    ctx = multiprocessing.get_context("fork")
     ready, results = ctx.Barrier(5), ctx.Queue()
     procs = [ctx.Process(target=_hammer, args=(redis_url, "test:hammer", ready, results, 2.0)) for _ in range(4)]
     for proc in procs:

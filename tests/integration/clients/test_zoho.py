@@ -26,7 +26,8 @@ TOKEN_PATH = "/oauth/v2/token"
 @pytest.fixture(scope="module")
 def server() -> Iterator[ZohoSimulator]:
     """One simulator for the module (stopping one takes ~0.5 s)."""
-    sim = ZohoSimulator().start()
+    sim = ZohoSimulator()
+    sim.start()
     yield sim
     sim.stop()
 
@@ -259,7 +260,8 @@ def test_a_partial_payment_leaves_a_balance(client: ZohoClient, sim: ZohoSimulat
 
 
 @pytest.mark.parametrize(
-    ("amount", "error"), [(450.0, TypeError), (Decimal("1.005"), ValueError), (Decimal("NaN"), ValueError)]
+    ("amount", "error"),
+    [(450.0, TypeError), (Decimal("1.005"), ValueError), (Decimal("NaN"), ValueError), (Decimal("0"), ValueError)],
 )
 def test_record_payment_refuses_floats_and_sub_cent_amounts(
     client: ZohoClient, sim: ZohoSimulator, amount: Any, error: type[Exception]

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from multiprocessing.synchronize import Barrier
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -33,7 +33,8 @@ _CTX.set_forkserver_preload([__name__])
 @pytest.fixture(scope="module")
 def server() -> Iterator[ZohoSimulator]:
     """One simulator for the module."""
-    sim = ZohoSimulator().start()
+    sim = ZohoSimulator()
+    sim.start()
     yield sim
     sim.stop()
 
@@ -176,7 +177,8 @@ def test_expires_in_is_parsed_defensively(
     tokens = make_tokens(sim.url, redis_conn)
     before = time.time()
     assert tokens.token() == (body["access_token"], sim.url)
-    stored = {k.decode(): v.decode() for k, v in redis_conn.hgetall(tokens.key).items()}
+    raw = cast(dict[bytes, bytes], redis_conn.hgetall(tokens.key))  # a bytes-mode connection
+    stored = {k.decode(): v.decode() for k, v in raw.items()}
     assert before - 1 < float(stored["expires_at"]) - lifetime < time.time()
     assert float(stored["refresh_at"]) == pytest.approx(float(stored["expires_at"]) - 300)
 

@@ -1,0 +1,114 @@
+"""Logs: a whole collection flow (signed webhook over HTTP → worker → three providers) read back from stdout.
+
+Every line is JSON; the request line and the job's step lines carry the ids; no line holds a secret, a
+signature, a body, an email address or a card number.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+import pytest
+import requests
+
+from integration import create_app
+from integration.clients.braintree import customer_id_for_company
+from integration.samples import zoho_delivery
+from tests.conftest import SECRETS, LiveServer, Stack, run_worker
+
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+CUSTOMER_EMAIL = "billing@acme.example"
+CARD = "4111111111111111"  # the simulator's valid Visa
+SENTINEL = "BODY-SENTINEL-91ab"
+HANDLER = "workers.jobs.collection.run_invoice_created"
+
+
+def lines(out: str) -> list[dict[str, Any]]:
+    """Every stdout line, parsed (a line that is not JSON fails the test)."""
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def customer_with_open_invoice(stack: Stack) -> str:
+    """A customer known to Zoho, Attio and Braintree (with a card), and an open Zoho invoice; its id."""
+    stack.zoho.add_plan("basic-monthly", "Basic", 50.0)
+    zoho_customer = stack.zoho.add_customer("Acme Ltd", CUSTOMER_EMAIL)
+    company = stack.attio.add_record("companies", {"name": "Acme Ltd", "billing_email": CUSTOMER_EMAIL,
+                                                   "zoho_customer_id": zoho_customer})
+    bt_customer = customer_id_for_company(company)
+    stack.braintree.add_customer(bt_customer, email=CUSTOMER_EMAIL, card="valid")
+    stack.attio.set_values("companies", company, {"braintree_customer_id": bt_customer})
+    stack.attio.add_record("subscriptions", {"name": "Acme Basic", "status": "Active",
+                                             "company": {"target_object": "companies", "target_record_id": company}})
+    return str(stack.zoho.raise_invoice(zoho_customer, 50.0)["invoice_id"])
+
+
+@pytest.fixture
+def web(stack: Stack, redis_conn: Any) -> Any:
+    """The app over real HTTP, wired to the simulators."""
+    server = LiveServer(create_app(stack.settings()))
+    yield server
+    server.stop()
+
+
+def test_a_collection_flow_logs_ids_and_nothing_private(
+    stack: Stack, web: LiveServer, redis_conn: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    invoice_id = customer_with_open_invoice(stack)
+    delivery = zoho_delivery("invoice_created",
+                             {"invoice": {"invoice_id": invoice_id, "email": CUSTOMER_EMAIL, "notes": SENTINEL}},
+                             secret=SECRETS["zoho_webhook_secret"], event_id="ev-logs-1")
+    capsys.readouterr()
+
+    url = f"{web.url}/webhooks/zoho"
+    accepted = requests.post(url, data=delivery.body, headers=delivery.headers, timeout=10)
+    assert accepted.status_code == 202
+    [job_id] = accepted.json()["jobs"]
+    forged = {**delivery.headers, "X-Zoho-Webhook-Signature": "ab" * 32}
+    assert requests.post(url, data=delivery.body, headers=forged, timeout=10).status_code == 401
+    run_worker(redis_conn)
+    assert stack.braintree.sales_for_order(invoice_id)  # the flow ran: the card was charged
+
+    out = capsys.readouterr().out
+    records = lines(out)
+
+    requests_ = [r for r in records if r["logger"] == "integration.request"]
+    assert [(r["method"], r["path"], r["status"]) for r in requests_] == [
+        ("POST", "/webhooks/zoho", 202), ("POST", "/webhooks/zoho", 401)]
+    assert all(isinstance(r["duration_ms"], float) and r["source"] == "zoho" for r in requests_)
+    assert requests_[0]["event_ids"] == ["ev-logs-1"] and requests_[0]["job_ids"] == [job_id]
+
+    steps = [r for r in records if r["logger"] == "workers.job"]
+    assert [r["step"] for r in steps] == ["start", "finish"]
+    for r in steps:
+        assert (r["source"], r["event_type"], r["event_id"], r["job_id"], r["handler"]) == (
+            "zoho", "invoice_created", "ev-logs-1", job_id, HANDLER)
+    assert steps[1]["outcome"] and isinstance(steps[1]["duration_ms"], float)
+    inside = [r for r in records if r["logger"].startswith(("workers.workflows", "integration.clients"))]
+    assert all(r.get("job_id") == job_id for r in inside)  # the job's own lines carry its ids too
+
+    settings = stack.settings()
+    forbidden = {
+        *SECRETS.values(), settings.zoho_client_secret, settings.zoho_refresh_token, *stack.zoho.live_tokens(),
+        delivery.headers["X-Zoho-Webhook-Signature"], forged["X-Zoho-Webhook-Signature"],
+        delivery.body.decode(), SENTINEL, CARD,
+    }
+    for value in forbidden:
+        assert value not in out, value
+    assert EMAIL.search(out) is None, EMAIL.search(out)
+
+
+def test_the_net_catches_what_code_should_not_have_logged(settings: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    create_app(settings)  # sets up logging as the web does, with the secrets of these settings
+    capsys.readouterr()
+    logging.getLogger("rq.worker").error(
+        "job failed for %s with key %s, card %s", CUSTOMER_EMAIL, SECRETS["attio_api_key"], "4111 1111 1111 1111",
+        extra={"arguments": [{"email": CUSTOMER_EMAIL}], "func": "workers.jobs.collection.run_invoice_created",
+               "note": f"mailto:{CUSTOMER_EMAIL.replace('@', '%40')}"},
+    )
+    [record] = lines(capsys.readouterr().out)
+    assert record["message"] == "job failed for [email] with key [secret], card [card]"
+    assert "arguments" not in record and record["note"] == "mailto:[email]"
+    assert record["func"] == "workers.jobs.collection.run_invoice_created"

@@ -1,0 +1,297 @@
+"""Workflow 1, the catalog sync: Zoho plans and addons → Attio ``services``, changes only, one run at a time.
+
+Real Redis, the real clients and the Zoho and Attio simulators over loopback HTTP; jobs run in-process through
+RQ's ``SimpleWorker``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import redis
+from rq.registry import FinishedJobRegistry
+
+from integration.clients.attio import build_attio_client
+from integration.clients.zoho import build_zoho_client
+from integration.locks import hold
+from integration.queueing import enqueue_job, make_queues, make_redis
+from integration.routing import CATALOG_QUEUE, CATALOG_SYNC
+from tests.conftest import TEST_REDIS_URL, Stack, run_until_idle, run_worker
+from workers import runtime
+from workers.jobs.catalog import LOCK_NAME, handle_catalog_sync
+from workers.schedule import install_schedule, period_job_id, period_start
+from workers.workflows.catalog import billing_interval, sync_services
+
+SERVICE_SLUGS = ("external_id", "name", "description", "kind", "code", "price", "billing_interval", "status",
+                 "zoho_product_id", "last_synced_at")  # fmt: skip
+PUT_RECORDS = "/v2/objects/services/records"
+PLANS = "/billing/v1/plans"
+
+
+# -- helpers ----------------------------------------------------------------------------------------------------
+def seed(stack: Stack, plans: int, addons: int) -> None:
+    """A catalogue with every interval, status and addon type the mapping knows."""
+    units = (("months", 1), ("months", 12), ("years", 1), ("months", 3))
+    for i in range(plans):
+        unit, interval = units[i % len(units)]
+        stack.zoho.add_plan(
+            f"plan-{i:04d}", f"Plan {i}", round(9.99 + i, 2), interval=interval, interval_unit=unit,
+            status="inactive" if i % 10 == 0 else "active", description=f"Plan number {i}." if i % 3 else "",
+        )  # fmt: skip
+    for i in range(addons):
+        stack.zoho.add_addon(f"addon-{i:03d}", f"Addon {i}", round(1.5 + i, 2),
+                             type="one_time" if i % 5 == 0 else "recurring",
+                             interval_unit="yearly" if i % 2 else "monthly")  # fmt: skip
+
+
+def services(stack: Stack) -> dict[str, dict[str, Any]]:
+    """Every ``services`` record's plain values, by external_id (fails on a duplicate)."""
+    found: dict[str, dict[str, Any]] = {}
+    for record in stack.attio.records("services"):
+        rid = record["id"]["record_id"]
+        values = {slug: stack.attio.value("services", rid, slug) for slug in SERVICE_SLUGS}
+        assert values["external_id"] not in found, f"duplicate {values['external_id']}"
+        found[values["external_id"]] = values
+    return found
+
+
+def clients(stack: Stack, conn: redis.Redis, **overrides: Any) -> dict[str, Any]:
+    """The real Zoho and Attio clients wired to the simulators (high budgets)."""
+    settings = stack.settings(**overrides)
+    return {"zoho": build_zoho_client(settings, conn), "attio": build_attio_client(settings, conn)}
+
+
+def writes(stack: Stack) -> int:
+    """Attio writes the simulator accepted so far."""
+    return stack.attio.writes_ok
+
+
+# -- mapping ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("interval", "unit", "words"),
+    [(1, "months", "every 1 month"), (12, "months", "every 12 months"), (1, "years", "every 1 year"),
+     (2, "years", "every 2 years"), (1, "monthly", "every 1 month"), (1, "yearly", "every 1 year"),
+     (2, "weeks", "every 2 weeks"), (None, "months", "every 1 month"), (1, None, None)],
+)  # fmt: skip
+def test_billing_interval_in_words(interval, unit, words):
+    assert billing_interval(interval, unit) == words
+
+
+# -- the reconcile ----------------------------------------------------------------------------------------------
+def test_full_catalog_first_sync_then_no_writes_then_only_the_changes(stack, redis_conn):
+    """1,000 plans + 200 addons over several Zoho pages: create all, then nothing, then exactly 3 + 2 writes."""
+    seed(stack, plans=1000, addons=200)
+    manual = stack.attio.add_record("services", {"external_id": "manual-42", "name": "Hand-made", "status": "Active"})
+    c = clients(stack, redis_conn)
+
+    first = sync_services(**c, now=datetime.now(UTC))
+
+    assert (first.created, first.updated, first.unchanged, first.removed) == (1200, 0, 0, 0)
+    assert len(stack.zoho.calls_to("GET", PLANS)) == 5  # 200 per page
+    state = services(stack)
+    assert len(state) == 1201
+    assert state["zoho-plan:plan-0000"] | {"last_synced_at": None} == {
+        "external_id": "zoho-plan:plan-0000", "name": "Plan 0", "description": None, "kind": "Plan",
+        "code": "plan-0000", "price": 9.99, "billing_interval": "every 1 month", "status": "Inactive",
+        "zoho_product_id": stack.zoho.plans["plan-0000"]["product_id"], "last_synced_at": None,
+    }  # fmt: skip
+    assert state["zoho-plan:plan-0001"]["billing_interval"] == "every 12 months"
+    assert state["zoho-plan:plan-0002"]["billing_interval"] == "every 1 year"
+    assert state["zoho-plan:plan-0001"]["description"] == "Plan number 1."
+    assert state["zoho-plan:plan-0999"]["price"] == 1008.99
+    assert state["zoho-addon:addon-000"] | {"last_synced_at": None} == {
+        "external_id": "zoho-addon:addon-000", "name": "Addon 0", "description": None, "kind": "Addon",
+        "code": "addon-000", "price": 1.5, "billing_interval": "one time", "status": "Active",
+        "zoho_product_id": stack.zoho.addons["addon-000"]["product_id"], "last_synced_at": None,
+    }  # fmt: skip
+    assert state["zoho-addon:addon-001"]["billing_interval"] == "every 1 year"
+    assert state["zoho-addon:addon-002"]["billing_interval"] == "every 1 month"
+    assert state["zoho-plan:plan-0005"]["last_synced_at"].startswith(datetime.now(UTC).strftime("%Y-%m-%d"))
+
+    # Unchanged catalogue: Attio is read (one query, paged), never written.
+    before, calls_before = writes(stack), len(stack.attio.calls)
+    again = sync_services(**c, now=datetime.now(UTC))
+    assert (again.created, again.updated, again.unchanged, again.removed) == (0, 0, 1200, 0)
+    assert writes(stack) == before
+    assert {call.method for call in stack.attio.calls[calls_before:]} == {"POST"}  # records/query only
+    assert all(call.path.endswith("/records/query") for call in stack.attio.calls[calls_before:])
+
+    # 3 plans change, 1 plan and 1 addon disappear.
+    stack.zoho.update_plan("plan-0003", recurring_price=12.5)
+    stack.zoho.update_plan("plan-0004", name="Plan four, renamed", description="")
+    stack.zoho.update_plan("plan-0007", status="inactive")
+    stack.zoho.remove_plan("plan-0008")
+    stack.zoho.remove_addon("addon-007")
+    before = writes(stack)
+    third = sync_services(**c, now=datetime.now(UTC))
+    assert (third.created, third.updated, third.unchanged, third.removed) == (0, 3, 1195, 2)
+    assert writes(stack) - before == 5
+    assert sorted(ch.describe() for ch in third.changes) == [
+        "remove zoho-addon:addon-007", "remove zoho-plan:plan-0008", "update zoho-plan:plan-0003 (price)",
+        "update zoho-plan:plan-0004 (name, description)", "update zoho-plan:plan-0007 (status)",
+    ]  # fmt: skip
+    after = services(stack)
+    assert after["zoho-plan:plan-0003"]["price"] == 12.5
+    assert after["zoho-plan:plan-0004"]["name"] == "Plan four, renamed"
+    assert after["zoho-plan:plan-0004"]["description"] is None
+    assert after["zoho-plan:plan-0007"]["status"] == "Inactive"
+    removed = after["zoho-plan:plan-0008"]
+    assert removed["status"] == "Removed"
+    assert {k: v for k, v in removed.items() if k not in ("status", "last_synced_at")} == {
+        k: v for k, v in state["zoho-plan:plan-0008"].items() if k not in ("status", "last_synced_at")
+    }
+    assert after["zoho-addon:addon-007"]["status"] == "Removed"
+    assert stack.attio.value("services", manual, "status") == "Active"  # not ours: never touched
+    assert len(after) == 1201
+
+    # Removed records stay Removed without being rewritten.
+    before = writes(stack)
+    fourth = sync_services(**c, now=datetime.now(UTC))
+    assert (fourth.updated, fourth.removed, writes(stack) - before) == (0, 0, 0)
+
+
+def test_dry_run_plans_but_writes_nothing(stack, redis_conn):
+    stack.zoho.seed_sample_data()
+    c = clients(stack, redis_conn)
+    summary = sync_services(**c, now=datetime.now(UTC), dry_run=True)
+    assert (summary.created, summary.dry_run) == (5, True)
+    assert "create zoho-plan:basic-monthly" in [ch.describe() for ch in summary.changes]
+    assert writes(stack) == 0
+    assert stack.attio.records("services") == []
+
+
+def test_a_record_marked_removed_comes_back_when_zoho_lists_it_again(stack, redis_conn):
+    stack.zoho.seed_sample_data()
+    c = clients(stack, redis_conn)
+    sync_services(**c, now=datetime.now(UTC))
+    plan = stack.zoho.plans["basic-monthly"]
+    stack.zoho.remove_plan("basic-monthly")
+    assert sync_services(**c, now=datetime.now(UTC)).removed == 1
+    stack.zoho.add_plan("basic-monthly", plan["name"], plan["recurring_price"], description=plan["description"],
+                        product_id=plan["product_id"])  # fmt: skip
+    back = sync_services(**c, now=datetime.now(UTC))
+    assert [ch.describe() for ch in back.changes] == ["update zoho-plan:basic-monthly (status)"]
+    assert services(stack)["zoho-plan:basic-monthly"]["status"] == "Active"
+
+
+# -- the job ----------------------------------------------------------------------------------------------------
+def test_job_survives_attio_429_and_zoho_503_and_converges_without_duplicates(stack, redis_conn):
+    """Zoho 503 twice, then Attio 429 (Retry-After) and a lost write answer mid-run: retries converge."""
+    seed(stack, plans=150, addons=30)
+    runtime.use_settings(stack.settings(catalog_sync_interval_minutes=0, retry_schedule_seconds=(1,) * 6))
+    stack.zoho.faults.add("GET", PLANS, status=503, times=2)
+    throttle = lost = None
+    stop = threading.Event()
+
+    def inject_mid_run() -> None:
+        nonlocal throttle, lost
+        while not stop.is_set():
+            if throttle is None and writes(stack) >= 60:
+                throttle = stack.attio.faults.add("PUT", PUT_RECORDS, status=429, headers={"Retry-After": "1"})
+            if throttle is not None and throttle.fired and lost is None and writes(stack) >= 120:
+                lost = stack.attio.faults.add("PUT", PUT_RECORDS, after=502)  # written, answer lost
+            time.sleep(0.002)
+
+    watcher = threading.Thread(target=inject_mid_run, daemon=True)
+    watcher.start()
+    queue = make_queues(redis_conn)[CATALOG_QUEUE]
+    job_id = enqueue_job(queue, CATALOG_SYNC.job, {"trigger": "admin"}, retry_schedule=(1,) * 6)
+    try:
+        run_until_idle(redis_conn, rounds=10)
+    finally:
+        stop.set()
+        watcher.join()
+
+    job = queue.fetch_job(job_id)
+    assert job.get_status() == "finished", job.latest_result().exc_string
+    assert stack.zoho.calls_to("GET", PLANS)[0].status == 503
+    assert throttle is not None and throttle.fired == 1 and lost is not None and lost.fired == 1
+    assert job.retries_left == 2  # four failed attempts: two 503s, one 429, one lost answer
+    assert len(services(stack)) == 180  # every item once: no duplicate from the retries
+    assert job.return_value()["outcome"] == "synced"
+    assert stack.attio.calls_to("PUT", PUT_RECORDS)[-1].status == 200
+    counts = Counter(c.status for c in stack.attio.calls_to("PUT", PUT_RECORDS))
+    assert counts[429] == 1 and counts[502] == 1
+
+
+def test_overlapping_runs_are_refused(stack, redis_conn):
+    """A run that finds another one holding the lock ends at once as skipped, without calling anyone."""
+    stack.zoho.seed_sample_data()
+    c = clients(stack, redis_conn)
+    stack.attio.faults.add("POST", "/v2/objects/services/records/query", delay=1.0)  # a slow first run
+    results: dict[str, Any] = {}
+    first = threading.Thread(
+        target=lambda: results.update(first=handle_catalog_sync({}, **c, redis=redis_conn, now=datetime.now(UTC)))
+    )
+    first.start()
+    deadline = time.monotonic() + 5
+    while not redis_conn.exists(f"lock:{LOCK_NAME}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    # Clients pointing at a closed port: any call the second run made would raise.
+    unreachable = clients(stack, redis_conn, attio_api_url="http://127.0.0.1:9", zoho_api_url="http://127.0.0.1:9")
+    second = handle_catalog_sync({"trigger": "admin"}, **unreachable, redis=redis_conn, now=datetime.now(UTC))
+    assert second["outcome"] == "skipped"
+    first.join()
+    assert results["first"]["outcome"] == "synced" and results["first"]["created"] == 5
+    with hold(redis_conn, LOCK_NAME, ttl=5, wait=0):  # released after the run
+        pass
+
+
+# -- the schedule ---------------------------------------------------------------------------------------------
+def _clear_of_boundary(period: int) -> float:
+    """Now, unless a period boundary is less than 5 s away (then just after it): a test must not straddle one."""
+    now = time.time()
+    if period - now % period < 5:
+        time.sleep(period - now % period + 0.1)
+        now = time.time()
+    return now
+
+
+def test_one_run_per_period_however_many_workers(stack, redis_conn):
+    """Two workers start (install twice, two connections); two workers run: one job per period, one run each."""
+    settings = stack.settings(catalog_sync_interval_minutes=15)
+    runtime.use_settings(settings)
+    stack.zoho.seed_sample_data()
+    period = 900
+    now = _clear_of_boundary(period)
+    current = period_start(now, period)
+    other = make_redis(TEST_REDIS_URL)
+    try:
+        created_a = install_schedule(settings, redis_conn, now=now)
+        created_b = install_schedule(settings, other, now=now + 1)
+    finally:
+        other.close()
+    assert created_a == [period_job_id(current), period_job_id(current + period)]
+    assert created_b == []
+    queue = make_queues(redis_conn)[CATALOG_QUEUE]
+    assert queue.get_job_ids() == [period_job_id(current)]
+    assert queue.scheduled_job_registry.get_job_ids() == [period_job_id(current + period)]
+
+    run_worker(redis_conn)
+    run_worker(redis_conn)  # the second worker finds nothing to do
+    finished = FinishedJobRegistry(queue=queue)
+    assert finished.get_job_ids() == [period_job_id(current)]
+    assert len(stack.zoho.calls_to("GET", PLANS)) == 1
+
+    # The next period comes due (RQ's scheduler would move it): it runs once and chains the one after.
+    registry = queue.scheduled_job_registry
+    job = queue.fetch_job(period_job_id(current + period))
+    registry.remove(job)
+    queue.enqueue_job(job)
+    install_schedule(settings, redis_conn)  # a worker restarting meanwhile adds nothing
+    run_worker(redis_conn)
+    run_worker(redis_conn)
+    assert sorted(finished.get_job_ids()) == sorted([period_job_id(current), period_job_id(current + period)])
+    assert registry.get_job_ids() == [period_job_id(current + 2 * period)]
+    assert len(stack.zoho.calls_to("GET", PLANS)) == 2
+
+
+def test_schedule_off_when_interval_is_zero(stack, redis_conn):
+    assert install_schedule(stack.settings(catalog_sync_interval_minutes=0), redis_conn) == []
+    queue = make_queues(redis_conn)[CATALOG_QUEUE]
+    assert queue.count == 0 and queue.scheduled_job_registry.count == 0
