@@ -13,8 +13,10 @@ over budget comes back 429 and is counted. Redis: ``BENCH_REDIS_URL`` (flushed).
 
 Prints the time from the first webhook sent to the last Zoho payment recorded (the simulator's state, polled
 every 10 ms), invoices per second, p50/p99 per invoice (its webhook sent → its Zoho payment recorded), the time
-until every job finished (Attio written), job outcomes and retries, calls per invoice, 429s, and the payments
-audit over the three simulators (``audit_payments``: target 0 violations).
+until every job finished (Attio written), job outcomes and retries, the mean time a job ran and the ratio of the
+wall time to the jobs' own time measured in the same run (invoices × mean run ÷ workers: the baseline; the excess
+is intake, dequeue and fork), calls per invoice, 429s, and the payments audit over the three simulators
+(``audit_payments``: target 0 violations).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from tests.simulators.zoho import ZohoSimulator
 
 from ._common import BENCH_REDIS_URL, SERVICE_ENV, env_with, free_port, procfile_command, start, stop, table
 from ._common import wait_http
+from .worker import _PreimportingWorker
 
 POLL = 0.01  # seconds between looks at the Zoho simulator's payments
 RETRY_SCHEDULE = "2,5,10"  # short, so a retried job shows up in the figures instead of stalling the run
@@ -64,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--attio-reads-per-second", type=int, default=1000)
     parser.add_argument("--zoho-requests-per-minute", type=int, default=100_000)
     parser.add_argument("--timeout", type=float, default=150.0, help="seconds to wait for the last payment")
+    parser.add_argument("--preimport", action="store_true",
+                        help="workers import the job modules before forking (see bench.worker)")
     return parser
 
 
@@ -174,6 +179,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     sims = _Sims(args)
     connection = make_redis(BENCH_REDIS_URL)
     connection.flushdb()
+    try:
+        return _run(sims, connection, args)
+    finally:
+        sims.stop()
+        connection.flushdb()
+
+
+def _run(sims: _Sims, connection: redis.Redis, args: argparse.Namespace) -> dict[str, Any]:
+    """The body of ``run``: the simulators and Redis are the caller's to clean up."""
     since = datetime.now(UTC) - timedelta(minutes=1)
     deliveries = _seed(sims, args.invoices)
     env = _service_env(sims, args)
@@ -185,9 +199,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         web = start(procfile_command("web"), env_with(PORT=str(port), **env), log=Path(tmp) / "web.log")
         try:
             wait_http(f"{url}/healthz")
-            workers = [WorkerProcess(settings, Path(tmp), name=f"worker-{i}") for i in range(args.workers)]
+            kind = _PreimportingWorker if args.preimport else WorkerProcess
+            workers = [kind(settings, Path(tmp), name=f"worker-{i}") for i in range(args.workers)]
             _wait_workers(connection, args.workers)
-            result = _measure(sims, connection, url, deliveries, args)
+            result = _measure(sims, url, deliveries, args)
             idle_deadline = time.monotonic() + args.timeout
             while not queues_idle(connection) and time.monotonic() < idle_deadline:
                 time.sleep(0.05)
@@ -198,21 +213,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 worker.stop()
             stop(web)
     n = args.invoices
+    result["wall_vs_jobs"] = result["first_to_last_payment_s"] / (n * result["jobs"]["mean_run_s"] / args.workers)
     result["calls_per_invoice"] = {name: len(sim.calls) / n for name, sim in
                                    (("zoho", sims.zoho), ("braintree", sims.braintree), ("attio", sims.attio))}
     result["attio_429"], result["zoho_429"] = sims.attio.rate_limited, sims.zoho.rate_limited
     result["zoho_max_in_flight"], result["zoho_tokens"] = sims.zoho.max_in_flight_seen, sims.zoho.tokens_minted
     sims.unlimit()
-    try:
-        violations, checked = audit_payments(
-            braintree=build_braintree_client(settings, connection), zoho=build_zoho_client(settings, connection),
-            attio=build_attio_client(settings, connection), since=since,
-        )
-    finally:
-        sims.stop()
-        connection.flushdb()
+    violations, checked = audit_payments(
+        braintree=build_braintree_client(settings, connection), zoho=build_zoho_client(settings, connection),
+        attio=build_attio_client(settings, connection), since=since,
+    )
     result.update(
-        invoices=n, workers=args.workers, senders=args.senders, audit_checked=checked,
+        invoices=n, workers=args.workers, preimport=args.preimport, senders=args.senders, audit_checked=checked,
         audit_violations=len(violations), audit_lines=[v.line() for v in violations[:5]],
         budgets={"ATTIO_WRITES_PER_SECOND": args.attio_writes_per_second,
                  "ATTIO_READS_PER_SECOND": args.attio_reads_per_second,
@@ -221,7 +233,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-def _measure(sims: _Sims, connection: redis.Redis, url: str, deliveries: list[tuple[str, bytes, dict[str, str]]],
+def _measure(sims: _Sims, url: str, deliveries: list[tuple[str, bytes, dict[str, str]]],
              args: argparse.Namespace) -> dict[str, Any]:
     """Post every webhook at once and poll the Zoho simulator until every invoice has its payment."""
     sent: dict[str, float] = {}
@@ -284,6 +296,8 @@ def report(result: dict[str, Any]) -> str:
         ("job outcomes", ", ".join(f"{k} {v}" for k, v in sorted(jobs["outcomes"].items()))),
         ("jobs retried", jobs["retried"]),
         ("mean job run time", f"{1000 * jobs['mean_run_s']:.0f} ms (RQ started → ended, in the work horse)"),
+        ("wall / jobs' own time", f"{result['wall_vs_jobs']:.2f} (wall ÷ (invoices × mean run ÷ workers); "
+                                  "1.0 = the workers never idle between jobs)"),
         ("calls per invoice", ", ".join(f"{k} {v:.1f}" for k, v in calls.items())),
         ("429 answers", f"Attio {result['attio_429']}, Zoho {result['zoho_429']}"),
         ("Zoho", f"max {result['zoho_max_in_flight']} calls in flight, {result['zoho_tokens']} token(s) minted"),
@@ -292,7 +306,8 @@ def report(result: dict[str, Any]) -> str:
     ]
     rows += [("  violation", line) for line in result["audit_lines"]]
     head = (f"bench.collection: {result['invoices']} invoices, webhooks posted by {result['senders']} threads to "
-            f"web (Procfile gunicorn), {result['workers']} worker processes, simulators in-process")
+            f"web (Procfile gunicorn), {result['workers']} worker processes"
+            f"{' (job modules pre-imported)' if result['preimport'] else ''}, simulators in-process")
     return head + "\n" + table(rows)
 
 

@@ -1,14 +1,17 @@
 """rq-dashboard at ``/rq``: basic auth on every path (pages, JSON, static) and no state change by GET.
 
 rq-dashboard 0.9 answers ``GET /requeue/<queue>`` ("requeue all") and reads jobs with the pickle serializer
-by default; both are corrected here. It also imports ``six`` without declaring it (requirements.txt pins it).
+by default (its Requeue buttons even re-save a requeued job's meta pickled, which the JSON workers cannot read);
+both are corrected here. It also imports ``six`` without declaring it (requirements.txt pins it).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from urllib.parse import urlparse
 
 from flask import Flask, Response, request
+from rq import requeue_job
 from rq.serializers import JSONSerializer
 
 from .auth import require_auth_under
@@ -25,6 +28,7 @@ def init_dashboard(app: Flask, settings: Settings) -> None:
     from rq_dashboard import web
 
     web.config.serializer = JSONSerializer
+    web.requeue_job = partial(requeue_job, serializer=JSONSerializer)  # its requeue views ignore the config
     app.config["RQ_DASHBOARD_REDIS_URL"] = settings.redis_url
     app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)

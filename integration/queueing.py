@@ -239,7 +239,7 @@ def enqueue_job(
             failure_ttl=FAILURE_TTL,
             retry=retry_policy(retry_schedule),
             meta=dict(meta or {}),
-            description=description,
+            description=description or func,  # RQ's default shows the payload (rq-dashboard lists it)
         )
     except RedisError as exc:
         raise QueueUnavailable(f"redis: {type(exc).__name__}") from exc

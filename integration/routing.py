@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CATALOG_QUEUE", "QUEUES", "Route", "WEBHOOK_QUEUE", "route_for", "routed_event_types"]
+__all__ = ["CATALOG_QUEUE", "QUEUES", "Route", "WEBHOOK_QUEUE", "job_modules", "route_for", "routed_event_types"]
 
 WEBHOOK_QUEUE = "webhooks"
 CATALOG_QUEUE = "catalog"
@@ -74,6 +74,12 @@ def route_for(source: str, event_type: str) -> Route | None:
         if event_type.startswith(prefix):
             return prefixed
     return None
+
+
+def job_modules() -> list[str]:
+    """Every module that holds a routed job (workers import them once, before forking)."""
+    routes = [*_TABLE.values(), CATALOG_SYNC, *(r for prefixed in _PREFIXES.values() for _, r in prefixed)]
+    return sorted({route.job.rsplit(".", 1)[0] for route in routes} | {"workers.jobs.activation"})
 
 
 def routed_event_types(source: str) -> list[str]:

@@ -116,6 +116,13 @@ class BraintreeVerifier:
         """The verified notification; SignatureInvalid if no key pair signs it, PayloadInvalid if unreadable."""
         if not signature or not payload or len(signature) > 4 * _MAX_SIGNATURE_LEN:
             raise SignatureInvalid("bt_signature or bt_payload is missing")
+        # Two inputs the SDK fails on with ValueError *before* it checks the signature (which would read as a
+        # signed but unreadable payload, 400): a non-ASCII payload (its ``encode('ascii')``) and a signature
+        # pair of more than two ``|`` parts (its tuple unpacking). Neither can be a Braintree signature.
+        if not payload.isascii():
+            raise SignatureInvalid("bt_payload contains illegal characters")
+        if any(pair.count("|") > 1 for pair in signature.split("&")):
+            raise SignatureInvalid("bt_signature is malformed")
         for gateway in self._gateways:
             try:
                 return gateway.webhook_notification.parse(signature, payload)

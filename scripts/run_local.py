@@ -24,7 +24,7 @@ from tests.simulators.__main__ import LOCAL_SECRETS  # noqa: E402
 
 WEB_PORT = int(os.environ.get("PORT", "8000"))
 REDIS_PORT = int(os.environ.get("LOCAL_REDIS_PORT", "6379"))
-LOG_DIR = ROOT / "run"
+LOG_DIR = Path(os.environ.get("LOCAL_RUN_DIR") or ROOT / "run").resolve()  # logs and local.env
 
 
 def _answers(port: int) -> bool:
@@ -42,7 +42,7 @@ def _procfile(name: str) -> str:
 
 def main() -> int:
     """Start everything, print what to try, wait for Ctrl-C, stop everything."""
-    LOG_DIR.mkdir(exist_ok=True)
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
     procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -62,6 +62,9 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
 
+    # Ctrl-C must stop everything even when this was started with SIGINT ignored (a background job of a
+    # non-interactive shell, or a CI runner): Python keeps an inherited SIG_IGN, so install the handler here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
@@ -81,9 +84,12 @@ def main() -> int:
         web_url = f"http://127.0.0.1:{WEB_PORT}"
         sims = start("simulators", [sys.executable, "-m", "tests.simulators", "--web", web_url], env)
         assert sims.stdout is not None
-        info = json.loads(sims.stdout.readline())
-        service_env = {
-            **env,
+        line = sims.stdout.readline()
+        if not line:
+            print(f"the simulators did not start; see {LOG_DIR}/simulators.log", file=sys.stderr)
+            return 1
+        info = json.loads(line)
+        local = {
             "REDIS_URL": f"redis://127.0.0.1:{REDIS_PORT}/0",
             "PORT": str(WEB_PORT),
             "ATTIO_API_URL": info["attio"],
@@ -106,9 +112,12 @@ def main() -> int:
             "RETRY_SCHEDULE_SECONDS": "5,15,60",
             "CATALOG_SYNC_INTERVAL_MINUTES": "15",
         }
-        with open(LOG_DIR / "local.env", "w") as fh:
-            fh.writelines(f"{k}={v}\n" for k, v in service_env.items() if k not in env or env[k] != v)
-        start("web", ["bash", "-c", "exec " + _procfile("web")], service_env)
+        service_env = {**env, **local}
+        with open(LOG_DIR / "local.env", "w") as fh:  # all of it: the shell that sources it may have none
+            fh.writelines(f"{k}={v}\n" for k, v in local.items())
+        # The Procfile binds every interface (as a host needs); locally, loopback only like everything else.
+        web_cmd = _procfile("web").replace("--bind 0.0.0.0:", "--bind 127.0.0.1:")
+        start("web", ["bash", "-c", "exec " + web_cmd], service_env)
         start("worker", ["bash", "-c", "exec " + _procfile("worker")], service_env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -122,6 +131,7 @@ def main() -> int:
             print(f"web did not become ready; see {LOG_DIR}/web.log", file=sys.stderr)
             return 1
         acme, globex = info["ids"]["acme"], info["ids"]["globex"]
+        env_file = os.path.relpath(LOG_DIR / "local.env", ROOT)
         print(f"""
 Everything is up (logs in {LOG_DIR}/):
   web            {web_url}          ready: {web_url}/readyz
@@ -129,7 +139,7 @@ Everything is up (logs in {LOG_DIR}/):
   simulators     attio {info['attio']}  zoho {info['zoho']}  braintree {info['braintree']}
 
 Try (in another terminal, from {ROOT}):
-  set -a; . run/local.env; set +a
+  set -a; . {env_file}; set +a
   # Globex has a card on file: its Requested subscription activates, Zoho raises the invoice, it is collected.
   .venv/bin/flask --app integration webhooks send attio record.updated --id {globex['subscription']}
   # Acme has no card: the subscription waits for a payment method; open the payment_link it gets in Attio

@@ -7,11 +7,17 @@ state — rate budgets, breakers, the Zoho token — lives in Redis, not here.
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 import redis
 
 from integration.config import Settings, load_dotenv_if_present
 from integration.queueing import make_redis
+
+if TYPE_CHECKING:  # the clients (and the Braintree SDK) load when a job first needs them
+    from integration.clients.attio import AttioClient
+    from integration.clients.braintree import BraintreeClient
+    from integration.clients.zoho import ZohoClient
 
 __all__ = [
     "attio_client",
@@ -50,21 +56,21 @@ def redis_connection() -> redis.Redis:
     return make_redis(settings().redis_url, socket_timeout=30.0)
 
 
-def attio_client():  # type: ignore[no-untyped-def]
+def attio_client() -> AttioClient:
     """An Attio client wired to the shared budget and breaker."""
     from integration.clients.attio import build_attio_client
 
     return build_attio_client(settings(), redis_connection())
 
 
-def zoho_client():  # type: ignore[no-untyped-def]
+def zoho_client() -> ZohoClient:
     """A Zoho Billing client wired to the shared token, budget and breaker."""
     from integration.clients.zoho import build_zoho_client
 
     return build_zoho_client(settings(), redis_connection())
 
 
-def braintree_client():  # type: ignore[no-untyped-def]
+def braintree_client() -> BraintreeClient:
     """A Braintree client wired to the shared breaker."""
     from integration.clients.braintree import build_braintree_client
 

@@ -24,9 +24,6 @@ __all__ = ["group"]
 
 group = click.Group("sync", help="Reconcile Attio with the providers.")
 
-LOCK_NAME = "catalog-sync"  # the job's lock (workers.jobs.catalog.LOCK_NAME): one writer at a time
-LOCK_TTL = 3600.0  # seconds; a command killed mid-run frees the lock after this
-
 
 class _Bar:
     """A click progress bar that starts on the first report, once the number of writes is known."""
@@ -57,7 +54,9 @@ class _Bar:
 @with_appcontext
 def services(dry_run: bool) -> None:
     """Mirror every Zoho Billing plan and addon into Attio services now (changes only)."""
-    from workers.workflows.catalog import WRITERS, sync_services  # the worker's reconcile, run in this process
+    # the worker's reconcile and lock, run in this process
+    from workers.jobs.catalog import LOCK_NAME, LOCK_TTL
+    from workers.workflows.catalog import WRITERS, sync_services
 
     settings = current_app.extensions["settings"]
     connection = current_app.extensions["redis"]

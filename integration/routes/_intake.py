@@ -26,12 +26,12 @@ def accept(source: str, candidates: Sequence[Candidate]) -> tuple[dict[str, Any]
         route = route_for(source, event_type)
         if route is None:
             ignored.append(event_type)
-            log.info("ignored source=%s event_type=%s event_id=%s", source, event_type, dedupe_id,
-                     extra={"source": source, "event_type": event_type, "event_id": dedupe_id})
+            log.debug("ignored source=%s event_type=%s event_id=%s", source, event_type, dedupe_id)
             continue
         envelopes.append(EventEnvelope(source, event_type, dedupe_id, route, event))
     note(event_ids=[dedupe_id for _, dedupe_id, _ in candidates])
     if not envelopes:
+        note(outcome="ignored", ignored=ignored)
         return {"status": "ignored", "event_types": ignored}, 200
     outcomes = enqueue_events(
         redis_conn(), queues(), envelopes, retry_schedule=settings().retry_schedule_seconds
@@ -39,14 +39,8 @@ def accept(source: str, candidates: Sequence[Candidate]) -> tuple[dict[str, Any]
     note(job_ids=[o.job_id for o in outcomes])
     new = [o.job_id for o in outcomes if not o.duplicate]
     dupes = [o.job_id for o in outcomes if o.duplicate]
-    for env, outcome in zip(envelopes, outcomes, strict=True):
-        log.info(
-            "%s source=%s event_type=%s event_id=%s job=%s",
-            "duplicate" if outcome.duplicate else "enqueued", source, env.event_type, env.dedupe_id,
-            outcome.job_id,
-            extra={"source": source, "event_type": env.event_type, "event_id": env.dedupe_id,
-                   "job_id": outcome.job_id},
-        )
+    # The request's one log line (observability.init_request_logging) carries these ids and the outcome.
+    note(outcome="accepted" if new else "duplicate", event_types=[env.event_type for env in envelopes])
     if not new:
         return {"status": "duplicate", "jobs": dupes}, 200
     body: dict[str, Any] = {"status": "accepted", "jobs": new}

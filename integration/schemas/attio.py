@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from .base import Identifier, Inbound
+from .base import BoundedList, Identifier, Inbound
 
 __all__ = ["AttioDeliverySchema", "AttioEventSchema"]
 
@@ -39,4 +39,4 @@ class AttioDeliverySchema(Inbound):
     """A delivery: always iterate ``events`` (Attio may batch)."""
 
     webhook_id = Identifier(load_default=None, allow_none=True)
-    events = fields.List(fields.Nested(AttioEventSchema), required=True, validate=validate.Length(max=500))
+    events = BoundedList(fields.Nested(AttioEventSchema), required=True, max_length=500)

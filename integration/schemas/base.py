@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
-__all__ = ["Identifier", "Inbound"]
+__all__ = ["BoundedList", "Identifier", "Inbound"]
 
 _ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
@@ -29,3 +29,17 @@ class Identifier(fields.Field):
         if not _ID.match(text):
             raise ValidationError("is not a valid id")
         return text
+
+
+class BoundedList(fields.List):
+    """A list whose length is checked *before* its items: marshmallow's ``Length`` validator runs only after every
+    item was deserialized, so 1 MiB of ``{}`` items (250 000 of them) took ~20 s and answered 25 MB of errors."""
+
+    def __init__(self, cls_or_instance: Any, *, max_length: int, **kwargs: Any) -> None:
+        super().__init__(cls_or_instance, **kwargs)
+        self.max_length = max_length
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, list | tuple) and len(value) > self.max_length:
+            raise ValidationError(f"Longer than maximum length {self.max_length}.")
+        return super()._deserialize(value, attr, data, **kwargs)

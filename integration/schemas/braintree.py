@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import braintree
@@ -43,6 +44,13 @@ def _text(value: Any) -> str | None:
     return None if value is None else str(value)
 
 
+def _timestamp(value: Any) -> str | None:
+    """ISO text of the notification's datetime; "" when absent, None (refused by the schema) when not a date."""
+    if not value:
+        return ""
+    return value.isoformat() if isinstance(value, dt.date) else None
+
+
 def _transaction(txn: Any) -> dict[str, Any] | None:
     if txn is None or not getattr(txn, "id", None):
         return None
@@ -58,10 +66,12 @@ def _transaction(txn: Any) -> dict[str, Any] | None:
 
 def notification_to_dict(n: braintree.WebhookNotification) -> dict[str, Any]:
     """The parts of a parsed notification the jobs use, as JSON-able values."""
+    # A signed payload is still the sender's input: any attribute may be missing or of another type (the SDK
+    # sets only what the XML holds), and what is unusable must reach the schema (400), not raise here (500).
     dispute = getattr(n, "dispute", None)
     event: dict[str, Any] = {
-        "kind": n.kind,
-        "timestamp": n.timestamp.isoformat() if n.timestamp else "",
+        "kind": getattr(n, "kind", None),
+        "timestamp": _timestamp(getattr(n, "timestamp", None)),
         "transaction": _transaction(getattr(n, "transaction", None)),
         "dispute": None,
     }
@@ -73,7 +83,8 @@ def notification_to_dict(n: braintree.WebhookNotification) -> dict[str, Any]:
             "amount": _text(getattr(dispute, "amount", None)),
             "transaction": _transaction(getattr(dispute, "transaction", None)),
         }
-    subject = n.subject if isinstance(n.subject, dict) else {}
+    subject = getattr(n, "subject", None)
+    subject = subject if isinstance(subject, dict) else {}
     for value in subject.values():
         if isinstance(value, dict) and value.get("id"):
             event["subject_id"] = str(value["id"])

@@ -11,7 +11,7 @@ from typing import Any
 
 from marshmallow import fields, post_load, pre_load, validate
 
-from .base import Identifier, Inbound
+from .base import BoundedList, Identifier, Inbound
 
 __all__ = ["ZohoEventSchema"]
 
@@ -38,7 +38,7 @@ class _PaymentRef(Inbound):
     payment_id = Identifier(required=True)
     reference_number = fields.String(load_default=None, allow_none=True)
     customer_id = Identifier(load_default=None, allow_none=True)
-    invoices = fields.List(fields.Nested(_PaymentInvoice), load_default=list)
+    invoices = BoundedList(fields.Nested(_PaymentInvoice), load_default=list, max_length=1000)  # jobs re-read it
 
 
 class _CustomerRef(Inbound):

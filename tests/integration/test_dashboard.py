@@ -35,3 +35,21 @@ def test_requeue_all_by_get_is_refused(client, queues):
 def test_cross_site_post_is_refused(client):
     resp = client.post("/rq/requeue/webhooks", headers={**auth(), "Origin": "https://evil.example"})
     assert resp.status_code == 403
+
+
+def test_requeue_through_the_dashboard_keeps_the_job_readable(client, queues, redis_conn):
+    """rq-dashboard's requeue re-saves the job; it must stay JSON (workers and `jobs failed` read its meta)."""
+    from integration.queueing import enqueue_job
+
+    from ..conftest import run_worker
+
+    q = queues["webhooks"]
+    job_id = enqueue_job(q, "tests.workers.jobs_for_tests.fail_permanent", {}, retry_schedule=(1,),
+                         meta={"source": "zoho", "event_type": "invoice_created", "event_id": "ev-rq"})
+    run_worker(redis_conn)
+    assert q.failed_job_registry.get_job_ids() == [job_id]
+    resp = client.post(f"/rq/job/{job_id}/requeue", headers=auth())
+    assert resp.status_code == 200
+    job = q.fetch_job(job_id)
+    assert job.get_status() == "queued"
+    assert job.meta == {"source": "zoho", "event_type": "invoice_created", "event_id": "ev-rq"}

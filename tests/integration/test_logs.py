@@ -112,3 +112,13 @@ def test_the_net_catches_what_code_should_not_have_logged(settings: Any, capsys:
     assert record["message"] == "job failed for [email] with key [secret], card [card]"
     assert "arguments" not in record and record["note"] == "mailto:[email]"
     assert record["func"] == "workers.jobs.collection.run_invoice_created"
+
+
+def test_a_credential_in_the_url_path_is_not_logged(client: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    token = "pay-link-token-3c9e1f0b"
+    capsys.readouterr()
+    client.get(f"/pay/{token}")
+    out = capsys.readouterr().out
+    [line] = [r for r in lines(out) if r["logger"] == "integration.request"]
+    assert line["path"] == "/pay/[secret]" and line["method"] == "GET"
+    assert token not in out

@@ -360,3 +360,12 @@ def test_cron_checkin_reports_progress_then_outcome(collector: Collector, redis_
     assert {c["monitor_slug"] for c in checkins} == {"catalog-sync"}
     assert checkins[0]["check_in_id"] == checkins[1]["check_in_id"] != checkins[2]["check_in_id"]
     assert checkins[0]["monitor_config"]["schedule"] == {"type": "interval", "value": 15, "unit": "minute"}
+
+
+def test_cron_checkin_without_sentry_just_runs_the_block() -> None:
+    ran = []
+    with cron_checkin("catalog-sync", interval_minutes=15):
+        ran.append(True)
+    with pytest.raises(KeyError), cron_checkin("catalog-sync"):
+        raise KeyError("propagates")
+    assert ran == [True]

@@ -60,3 +60,15 @@ def sleep_once_then_succeed(payload: dict[str, Any]) -> str:
         fh.write(f"start {os.getpid()}\n")
     time.sleep(payload.get("seconds", 60))
     return "ok"
+
+
+def fail_once_then_succeed(payload: dict[str, Any]) -> str:
+    """Fail permanently on the first run, succeed on the next (runs counted in Redis at ``payload['counter']``)."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    runs = int(job.connection.incr(payload["counter"]))
+    if runs == 1:
+        raise ServiceRejected("attio", "first run fails on purpose", status=400)
+    return f"ok after {runs} runs"

@@ -9,7 +9,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,10 +19,12 @@ from rq.registry import FinishedJobRegistry
 
 from integration.clients.attio import build_attio_client
 from integration.clients.zoho import build_zoho_client
+from integration.errors import ServiceUnavailable
 from integration.locks import hold
 from integration.queueing import enqueue_job, make_queues, make_redis
 from integration.routing import CATALOG_QUEUE, CATALOG_SYNC
 from tests.conftest import TEST_REDIS_URL, Stack, run_until_idle, run_worker
+from tests.simulators.attio import AttioSimulator
 from workers import runtime
 from workers.jobs.catalog import LOCK_NAME, handle_catalog_sync
 from workers.schedule import install_schedule, period_job_id, period_start
@@ -31,6 +34,7 @@ SERVICE_SLUGS = ("external_id", "name", "description", "kind", "code", "price", 
                  "zoho_product_id", "last_synced_at")  # fmt: skip
 PUT_RECORDS = "/v2/objects/services/records"
 PLANS = "/billing/v1/plans"
+_KEY_FIELDS = ("value", "currency_value", "target_record_id", "email_address", "domain", "full_name")
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
@@ -49,12 +53,12 @@ def seed(stack: Stack, plans: int, addons: int) -> None:
                              interval_unit="yearly" if i % 2 else "monthly")  # fmt: skip
 
 
-def services(stack: Stack) -> dict[str, dict[str, Any]]:
+def services(attio: AttioSimulator) -> dict[str, dict[str, Any]]:
     """Every ``services`` record's plain values, by external_id (fails on a duplicate)."""
     found: dict[str, dict[str, Any]] = {}
-    for record in stack.attio.records("services"):
+    for record in attio.records("services"):
         rid = record["id"]["record_id"]
-        values = {slug: stack.attio.value("services", rid, slug) for slug in SERVICE_SLUGS}
+        values = {slug: attio.value("services", rid, slug) for slug in SERVICE_SLUGS}
         assert values["external_id"] not in found, f"duplicate {values['external_id']}"
         found[values["external_id"]] = values
     return found
@@ -66,9 +70,42 @@ def clients(stack: Stack, conn: redis.Redis, **overrides: Any) -> dict[str, Any]
     return {"zoho": build_zoho_client(settings, conn), "attio": build_attio_client(settings, conn)}
 
 
-def writes(stack: Stack) -> int:
+def writes(attio: AttioSimulator) -> int:
     """Attio writes the simulator accepted so far."""
-    return stack.attio.writes_ok
+    return attio.writes_ok
+
+
+class MemoAttioSimulator(AttioSimulator):
+    """The Attio simulator, computing each stored value's key once instead of on every scan.
+
+    The stock simulator serialises every record's unique value to JSON twice per upsert: at 1,200 records a
+    write costs it ~15–20 ms, and the 1,200-record test below would spend ~30 s in the simulator alone. The keys
+    are tuples with the same equality; nothing on the wire changes.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._keys: dict[int, tuple[dict[str, Any], Any]] = {}  # id(value) → (value, key): the value pins its id
+        super().__init__(**kwargs)
+
+    def _key(self, attr: dict[str, Any], fields: dict[str, Any]) -> Any:  # type: ignore[override]
+        hit = self._keys.get(id(fields))
+        if hit is not None and hit[0] is fields:
+            return hit[1]
+        if "option" in fields:
+            key: Any = fields["option"]["id"]["option_id"]
+        else:
+            key = tuple((k, fields[k]) for k in _KEY_FIELDS if k in fields)
+        self._keys[id(fields)] = (fields, key)
+        return key
+
+
+@pytest.fixture
+def fast_attio(stack: Stack) -> Iterator[MemoAttioSimulator]:
+    """A fresh Attio workspace with the data model, on the memoising simulator."""
+    sim = MemoAttioSimulator(writes_per_second=None, reads_per_second=None).start()
+    sim.setup_schema()
+    yield sim
+    sim.stop()
 
 
 # -- mapping ----------------------------------------------------------------------------------------------------
@@ -83,17 +120,18 @@ def test_billing_interval_in_words(interval, unit, words):
 
 
 # -- the reconcile ----------------------------------------------------------------------------------------------
-def test_full_catalog_first_sync_then_no_writes_then_only_the_changes(stack, redis_conn):
+def test_full_catalog_first_sync_then_no_writes_then_only_the_changes(stack, fast_attio, redis_conn):
     """1,000 plans + 200 addons over several Zoho pages: create all, then nothing, then exactly 3 + 2 writes."""
+    attio = fast_attio
     seed(stack, plans=1000, addons=200)
-    manual = stack.attio.add_record("services", {"external_id": "manual-42", "name": "Hand-made", "status": "Active"})
-    c = clients(stack, redis_conn)
+    manual = attio.add_record("services", {"external_id": "manual-42", "name": "Hand-made", "status": "Active"})
+    c = clients(stack, redis_conn, attio_api_url=attio.url)
 
     first = sync_services(**c, now=datetime.now(UTC))
 
     assert (first.created, first.updated, first.unchanged, first.removed) == (1200, 0, 0, 0)
     assert len(stack.zoho.calls_to("GET", PLANS)) == 5  # 200 per page
-    state = services(stack)
+    state = services(attio)
     assert len(state) == 1201
     assert state["zoho-plan:plan-0000"] | {"last_synced_at": None} == {
         "external_id": "zoho-plan:plan-0000", "name": "Plan 0", "description": None, "kind": "Plan",
@@ -114,12 +152,12 @@ def test_full_catalog_first_sync_then_no_writes_then_only_the_changes(stack, red
     assert state["zoho-plan:plan-0005"]["last_synced_at"].startswith(datetime.now(UTC).strftime("%Y-%m-%d"))
 
     # Unchanged catalogue: Attio is read (one query, paged), never written.
-    before, calls_before = writes(stack), len(stack.attio.calls)
+    before, calls_before = writes(attio), len(attio.calls)
     again = sync_services(**c, now=datetime.now(UTC))
     assert (again.created, again.updated, again.unchanged, again.removed) == (0, 0, 1200, 0)
-    assert writes(stack) == before
-    assert {call.method for call in stack.attio.calls[calls_before:]} == {"POST"}  # records/query only
-    assert all(call.path.endswith("/records/query") for call in stack.attio.calls[calls_before:])
+    assert writes(attio) == before
+    assert {call.method for call in attio.calls[calls_before:]} == {"POST"}  # records/query only
+    assert all(call.path.endswith("/records/query") for call in attio.calls[calls_before:])
 
     # 3 plans change, 1 plan and 1 addon disappear.
     stack.zoho.update_plan("plan-0003", recurring_price=12.5)
@@ -127,15 +165,15 @@ def test_full_catalog_first_sync_then_no_writes_then_only_the_changes(stack, red
     stack.zoho.update_plan("plan-0007", status="inactive")
     stack.zoho.remove_plan("plan-0008")
     stack.zoho.remove_addon("addon-007")
-    before = writes(stack)
+    before = writes(attio)
     third = sync_services(**c, now=datetime.now(UTC))
     assert (third.created, third.updated, third.unchanged, third.removed) == (0, 3, 1195, 2)
-    assert writes(stack) - before == 5
+    assert writes(attio) - before == 5
     assert sorted(ch.describe() for ch in third.changes) == [
         "remove zoho-addon:addon-007", "remove zoho-plan:plan-0008", "update zoho-plan:plan-0003 (price)",
         "update zoho-plan:plan-0004 (name, description)", "update zoho-plan:plan-0007 (status)",
     ]  # fmt: skip
-    after = services(stack)
+    after = services(attio)
     assert after["zoho-plan:plan-0003"]["price"] == 12.5
     assert after["zoho-plan:plan-0004"]["name"] == "Plan four, renamed"
     assert after["zoho-plan:plan-0004"]["description"] is None
@@ -146,13 +184,15 @@ def test_full_catalog_first_sync_then_no_writes_then_only_the_changes(stack, red
         k: v for k, v in state["zoho-plan:plan-0008"].items() if k not in ("status", "last_synced_at")
     }
     assert after["zoho-addon:addon-007"]["status"] == "Removed"
-    assert stack.attio.value("services", manual, "status") == "Active"  # not ours: never touched
+    assert attio.value("services", manual, "status") == "Active"  # not ours: never touched
     assert len(after) == 1201
 
+    assert {call.method for call in stack.zoho.calls if call.path.startswith("/billing")} == {"GET"}  # read only
+
     # Removed records stay Removed without being rewritten.
-    before = writes(stack)
+    before = writes(attio)
     fourth = sync_services(**c, now=datetime.now(UTC))
-    assert (fourth.updated, fourth.removed, writes(stack) - before) == (0, 0, 0)
+    assert (fourth.updated, fourth.removed, writes(attio) - before) == (0, 0, 0)
 
 
 def test_dry_run_plans_but_writes_nothing(stack, redis_conn):
@@ -161,7 +201,7 @@ def test_dry_run_plans_but_writes_nothing(stack, redis_conn):
     summary = sync_services(**c, now=datetime.now(UTC), dry_run=True)
     assert (summary.created, summary.dry_run) == (5, True)
     assert "create zoho-plan:basic-monthly" in [ch.describe() for ch in summary.changes]
-    assert writes(stack) == 0
+    assert writes(stack.attio) == 0
     assert stack.attio.records("services") == []
 
 
@@ -176,7 +216,7 @@ def test_a_record_marked_removed_comes_back_when_zoho_lists_it_again(stack, redi
                         product_id=plan["product_id"])  # fmt: skip
     back = sync_services(**c, now=datetime.now(UTC))
     assert [ch.describe() for ch in back.changes] == ["update zoho-plan:basic-monthly (status)"]
-    assert services(stack)["zoho-plan:basic-monthly"]["status"] == "Active"
+    assert services(stack.attio)["zoho-plan:basic-monthly"]["status"] == "Active"
 
 
 # -- the job ----------------------------------------------------------------------------------------------------
@@ -191,9 +231,9 @@ def test_job_survives_attio_429_and_zoho_503_and_converges_without_duplicates(st
     def inject_mid_run() -> None:
         nonlocal throttle, lost
         while not stop.is_set():
-            if throttle is None and writes(stack) >= 60:
+            if throttle is None and writes(stack.attio) >= 60:
                 throttle = stack.attio.faults.add("PUT", PUT_RECORDS, status=429, headers={"Retry-After": "1"})
-            if throttle is not None and throttle.fired and lost is None and writes(stack) >= 120:
+            if throttle is not None and throttle.fired and lost is None and writes(stack.attio) >= 120:
                 lost = stack.attio.faults.add("PUT", PUT_RECORDS, after=502)  # written, answer lost
             time.sleep(0.002)
 
@@ -212,7 +252,7 @@ def test_job_survives_attio_429_and_zoho_503_and_converges_without_duplicates(st
     assert stack.zoho.calls_to("GET", PLANS)[0].status == 503
     assert throttle is not None and throttle.fired == 1 and lost is not None and lost.fired == 1
     assert job.retries_left == 2  # four failed attempts: two 503s, one 429, one lost answer
-    assert len(services(stack)) == 180  # every item once: no duplicate from the retries
+    assert len(services(stack.attio)) == 180  # every item once: no duplicate from the retries
     assert job.return_value()["outcome"] == "synced"
     assert stack.attio.calls_to("PUT", PUT_RECORDS)[-1].status == 200
     counts = Counter(c.status for c in stack.attio.calls_to("PUT", PUT_RECORDS))
@@ -240,6 +280,34 @@ def test_overlapping_runs_are_refused(stack, redis_conn):
     assert results["first"]["outcome"] == "synced" and results["first"]["created"] == 5
     with hold(redis_conn, LOCK_NAME, ttl=5, wait=0):  # released after the run
         pass
+
+
+def _event(received: datetime) -> dict[str, Any]:
+    """The job payload of a Zoho catalogue webhook received at ``received``."""
+    return {"source": "zoho", "event_type": "plan_updated", "event_id": "90300000099",
+            "received_at": received.isoformat(), "event": {"event_type": "plan_updated"}}  # fmt: skip
+
+
+def test_a_burst_of_catalog_events_reads_the_catalogue_once_per_run(stack, redis_conn):
+    """An event's run is skipped when a complete run started after the event arrived; a newer event runs."""
+    stack.zoho.seed_sample_data()
+    c = clients(stack, redis_conn)
+    unreachable = clients(stack, redis_conn, attio_api_url="http://127.0.0.1:9", zoho_api_url="http://127.0.0.1:9")
+    now = datetime.now(UTC)
+    assert handle_catalog_sync({"trigger": "admin"}, **c, redis=redis_conn, now=now)["created"] == 5
+
+    earlier = handle_catalog_sync(_event(now - timedelta(seconds=60)), **unreachable, redis=redis_conn, now=now)
+    assert earlier["outcome"] == "skipped"
+    later = handle_catalog_sync(_event(now + timedelta(seconds=1)), **c, redis=redis_conn, now=now)
+    assert (later["outcome"], later["unchanged"]) == ("synced", 5)
+
+
+def test_an_event_run_retries_rather_than_skip_while_a_sync_is_running(stack, redis_conn):
+    """The sync in progress may have read Zoho before the event's change: the event's job must run after it."""
+    c = clients(stack, redis_conn)
+    with hold(redis_conn, LOCK_NAME, ttl=30, wait=0), pytest.raises(ServiceUnavailable):
+        handle_catalog_sync(_event(datetime.now(UTC)), **c, redis=redis_conn, now=datetime.now(UTC))
+    assert stack.zoho.calls == [] and stack.attio.calls == []
 
 
 # -- the schedule ---------------------------------------------------------------------------------------------

@@ -167,6 +167,7 @@ def map_addon(addon: Mapping[str, Any]) -> dict[str, Any]:
     code = str(addon["addon_code"])
     brackets = addon.get("price_brackets") or []
     first = brackets[0] if brackets and isinstance(brackets[0], Mapping) else {}
+    interval: str | None
     if str(addon.get("type") or "").lower() == "one_time":
         interval = "one time"
     else:
