@@ -82,7 +82,7 @@ class Settings:
         """(public, private) key pairs; the first makes API calls, any one verifies a webhook (rotation)."""
         pubs = [k.strip() for k in self.braintree_public_key.split(",") if k.strip()]
         privs = [k.strip() for k in self.braintree_private_key.split(",") if k.strip()]
-        return tuple(zip(pubs, privs))
+        return tuple(zip(pubs, privs, strict=False))  # from_env checks the counts match
 
     @property
     def link_secret(self) -> bytes:

@@ -12,7 +12,6 @@ import binascii
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import braintree
 from braintree.exceptions import InvalidChallengeError, InvalidSignatureError

@@ -162,6 +162,28 @@ class PrivateRedis:
             self._proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def module_redis_url() -> Iterator[str]:
+    """A redis-server for one test module (for tests whose Redis state must not be flushed by a concurrent run);
+    the shared test DB when no redis-server binary exists."""
+    if shutil.which("redis-server") is None:
+        yield TEST_REDIS_URL
+        return
+    server = PrivateRedis()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture
+def module_redis_conn(module_redis_url: str) -> Iterator[redis.Redis]:
+    """A connection to the module's own Redis, flushed before and after."""
+    conn = make_redis(module_redis_url)
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+    conn.close()
+
+
 @pytest.fixture
 def private_redis() -> Iterator[PrivateRedis]:
     """A disposable redis-server on a free port."""

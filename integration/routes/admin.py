@@ -1,4 +1,7 @@
-"""``/admin``: operator actions (basic auth is enforced app-wide for the prefix, see ``auth``). ``POST /admin/sync/services`` enqueues a catalog reconcile."""
+"""``/admin``: operator actions; ``POST /admin/sync/services`` enqueues a catalog reconcile.
+
+Basic auth is enforced app-wide for the prefix (``auth.require_auth_under``), unknown paths and methods included.
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,8 +12,7 @@ from flask.testing import FlaskCliRunner
 from integration import create_app
 from integration.attio_schema import CURRENCY, OBJECTS
 from integration.clients.attio import build_attio_client
-from integration.queueing import make_redis
-from tests.conftest import TEST_REDIS_URL, PrivateRedis, make_settings
+from tests.conftest import make_settings
 from tests.simulators.attio import AttioSimulator
 
 UNIQUE = {("companies", "braintree_customer_id"), ("companies", "zoho_customer_id"), ("services", "external_id"),
@@ -22,25 +20,15 @@ UNIQUE = {("companies", "braintree_customer_id"), ("companies", "zoho_customer_i
 
 
 @pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A redis-server of this module's own: other test runs flush the shared test DB at any moment, which would
-    reset budget windows and breaker counts mid-test (falls back to the shared DB without a redis-server)."""
-    if shutil.which("redis-server") is None:
-        yield TEST_REDIS_URL
-        return
-    server = PrivateRedis()
-    yield server.url
-    server.stop()
+def redis_url(module_redis_url: str) -> str:
+    """This module's own redis-server (budget windows and breaker counts must not be flushed by other runs)."""
+    return module_redis_url
 
 
 @pytest.fixture
-def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
-    """A connection to this module's Redis, flushed before and after (overrides conftest's)."""
-    conn = make_redis(redis_url)
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
+def redis_conn(module_redis_conn: redis.Redis) -> redis.Redis:
+    """A flushed connection to this module's own Redis (overrides conftest's)."""
+    return module_redis_conn
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -16,32 +15,22 @@ from integration.clients.attio import build_attio_client
 from integration.clients.budget import RateBudget
 from integration.errors import ServiceError, ServiceUnavailable
 from integration.queueing import make_redis
-from tests.conftest import TEST_REDIS_URL, PrivateRedis, make_settings
+from tests.conftest import make_settings
 from tests.simulators.attio import AttioSimulator
 
 LIMIT, PERIOD = 20, 1.0
 
 
 @pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
-    """A redis-server of this module's own: other test runs flush the shared test DB at any moment, which would
-    reset budget windows and breaker counts mid-test (falls back to the shared DB without a redis-server)."""
-    if shutil.which("redis-server") is None:
-        yield TEST_REDIS_URL
-        return
-    server = PrivateRedis()
-    yield server.url
-    server.stop()
+def redis_url(module_redis_url: str) -> str:
+    """This module's own redis-server (budget windows and breaker counts must not be flushed by other runs)."""
+    return module_redis_url
 
 
 @pytest.fixture
-def redis_conn(redis_url: str) -> Iterator[redis.Redis]:
-    """A connection to this module's Redis, flushed before and after (overrides conftest's)."""
-    conn = make_redis(redis_url)
-    conn.flushdb()
-    yield conn
-    conn.flushdb()
-    conn.close()
+def redis_conn(module_redis_conn: redis.Redis) -> redis.Redis:
+    """A flushed connection to this module's own Redis (overrides conftest's)."""
+    return module_redis_conn
 
 
 def _hammer(url: str, name: str, ready: Any, results: Any, duration: float) -> None:
