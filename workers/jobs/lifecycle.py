@@ -2,11 +2,21 @@
 
 ``handle_*`` take the job payload (``{"source", "event_type", "event_id", "received_at", "event"}``) and the
 clients; ``run_*`` are the RQ entrypoints, which build the clients from the environment and delegate.
+
+Each ``run_*`` holds a lock on the Attio record its event is about (the Zoho subscription, the Zoho payment, the
+Braintree transaction) for the whole job. The handlers read the record, and for subscriptions Zoho too, and then
+write. Without the lock, two jobs for one record interleave when Attio answers slowly, and the older write lands
+last: a ``dispute_won`` overwritten by ``transaction_settled``, or ``Past due`` from an older ``subscription_unpaid``
+written over the ``Non-renewing`` of the newer event, whose own job had already run (found by the chaos suite).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+
+from integration.locks import hold
 
 from .. import runtime
 from ..crm import AttioLike
@@ -54,27 +64,53 @@ def handle_dispute_event(payload: dict[str, Any], *, attio: AttioLike) -> dict[s
     return apply_dispute_event(payload["event"], attio=attio)
 
 
+LOCK_TTL = 120.0  # seconds; a job makes a few calls, each bounded by the HTTP timeouts; a dead holder's lock lapses
+LOCK_WAIT = 15.0  # seconds to wait for another job on the same record before retrying later
+
+
+@contextlib.contextmanager
+def _one_job_per_record(kind: str, key: Any) -> Iterator[None]:
+    """Hold ``lifecycle:<kind>:<key>`` for the block (nothing to hold when the event names no record)."""
+    if not key:
+        yield
+        return
+    with hold(runtime.redis_connection(), f"lifecycle:{kind}:{key}", ttl=LOCK_TTL, wait=LOCK_WAIT):
+        yield
+
+
+def _event(payload: dict[str, Any]) -> dict[str, Any]:
+    return payload.get("event") or {}
+
+
 @entrypoint("lifecycle.subscription_event")
 def run_subscription_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Zoho ``subscription_*``."""
-    return handle_subscription_event(payload, zoho=runtime.zoho_client(), attio=runtime.attio_client())
+    sub_id = ((_event(payload).get("data") or {}).get("subscription") or {}).get("subscription_id")
+    with _one_job_per_record("zoho-subscription", sub_id):
+        return handle_subscription_event(payload, zoho=runtime.zoho_client(), attio=runtime.attio_client())
 
 
 @entrypoint("lifecycle.payment_event")
 def run_payment_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Zoho ``payment_thankyou`` / ``payment_declined`` / ``payment_refunded``."""
-    return handle_payment_event(
-        payload, zoho=runtime.zoho_client(), braintree=runtime.braintree_client(), attio=runtime.attio_client()
-    )
+    payment_id = ((_event(payload).get("data") or {}).get("payment") or {}).get("payment_id")
+    with _one_job_per_record("zoho-payment", payment_id):
+        return handle_payment_event(
+            payload, zoho=runtime.zoho_client(), braintree=runtime.braintree_client(), attio=runtime.attio_client()
+        )
 
 
 @entrypoint("lifecycle.transaction_event")
 def run_transaction_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Braintree ``transaction_settled`` / ``transaction_settlement_declined``."""
-    return handle_transaction_event(payload, attio=runtime.attio_client())
+    txn_id = (_event(payload).get("transaction") or {}).get("id")
+    with _one_job_per_record("braintree-transaction", txn_id):
+        return handle_transaction_event(payload, attio=runtime.attio_client())
 
 
 @entrypoint("lifecycle.dispute_event")
 def run_dispute_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Braintree ``dispute_opened`` / ``dispute_won`` / ``dispute_lost``."""
-    return handle_dispute_event(payload, attio=runtime.attio_client())
+    txn_id = ((_event(payload).get("dispute") or {}).get("transaction") or {}).get("id")
+    with _one_job_per_record("braintree-transaction", txn_id):  # the same payment record as the settlement
+        return handle_dispute_event(payload, attio=runtime.attio_client())
