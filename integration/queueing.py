@@ -32,6 +32,7 @@ __all__ = [
     "RESULT_TTL",
     "Enqueued",
     "EventEnvelope",
+    "attempts_of",
     "enqueue_events",
     "enqueue_job",
     "job_id_for",
@@ -79,6 +80,13 @@ def retry_policy(schedule: Sequence[int]) -> Retry | None:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def attempts_of(job: Any) -> int:
+    """How many times a job was started: counted in its meta by each start (RQ 2.12's ``number_of_retries``
+    does not count retries after an exception)."""
+    meta = getattr(job, "meta", None) or {}
+    return int(meta.get("attempts") or 0)
 
 
 def job_id_for(source: str, dedupe_id: str) -> str:

@@ -16,7 +16,7 @@ from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
-from ..queueing import retry_policy
+from ..queueing import attempts_of, retry_policy
 
 __all__ = ["failed_jobs", "group", "retry_job"]
 
@@ -71,7 +71,7 @@ def failed_command(queue_name: str | None, limit: int) -> None:
             failed_at = _failed_at(job)
             click.echo(
                 f"{job.id}\n"
-                f"  queue={queue.name} handler={job.func_name} attempts={(job.number_of_retries or 0) + 1}\n"
+                f"  queue={queue.name} handler={job.func_name} attempts={attempts_of(job)}\n"
                 f"  event={event}\n"
                 f"  failed_at={failed_at.isoformat() if failed_at else '-'}\n"
                 f"  error={_last_error_line(job)}"

@@ -52,4 +52,6 @@ def test_requeue_through_the_dashboard_keeps_the_job_readable(client, queues, re
     assert resp.status_code == 200
     job = q.fetch_job(job_id)
     assert job.get_status() == "queued"
-    assert job.meta == {"source": "zoho", "event_type": "invoice_created", "event_id": "ev-rq"}
+    assert {k: job.meta[k] for k in ("source", "event_type", "event_id")} == {
+        "source": "zoho", "event_type": "invoice_created", "event_id": "ev-rq"}
+    assert job.meta["attempts"] == 1

@@ -78,3 +78,16 @@ def test_purge_deletes_only_old_failures(app, queues, redis_conn):
     assert "purged 1 job(s)" in runner.invoke(args=["jobs", "purge", "--older-than", "2"]).output
     assert queues["webhooks"].failed_job_registry.count == 0
     assert queues["webhooks"].fetch_job(job_id) is None
+
+
+def test_attempts_count_the_retries_used(app, queues, redis_conn):
+    job_id = fail_one(queues, redis_conn, func="tests.workers.jobs_for_tests.fail_transient")
+    q = queues["webhooks"]
+    for _ in range(3):
+        for scheduled in q.scheduled_job_registry.get_job_ids():
+            job = q.fetch_job(scheduled)
+            q.scheduled_job_registry.remove(job)
+            q.enqueue_job(job)
+        run_worker(redis_conn)
+    out = app.test_cli_runner().invoke(args=["jobs", "failed"]).output
+    assert job_id in out and "attempts=2" in out  # the first run and its one retry (a schedule of one delay)

@@ -7,13 +7,16 @@ import time
 from typing import Any
 
 from integration.errors import ServiceRejected, ServiceUnavailable
+from workers.jobs._entry import entrypoint
 
 
+@entrypoint("tests.fail_transient")
 def fail_transient(payload: dict[str, Any]) -> None:
     """Always fail with a transient provider error (optionally carrying Retry-After)."""
     raise ServiceUnavailable("zoho", "503 from provider", status=503, retry_after=payload.get("retry_after"))
 
 
+@entrypoint("tests.fail_permanent")
 def fail_permanent(payload: dict[str, Any]) -> None:
     """Always fail with a provider's validation error."""
     raise ServiceRejected("attio", "value_not_found: status 'Nope'", status=400, request_id="req-1")

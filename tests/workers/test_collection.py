@@ -208,3 +208,28 @@ def test_audit_is_clean_after_collections_and_finds_planted_violations(stack, we
     assert f"double_charge: invoice={paid[0]}" in dirty.output
     assert f"missing_zoho_payment: invoice={orphan_invoice} transactions={orphan.transaction.id}" in dirty.output
     assert f"missing_attio_payment: invoice={orphan_invoice} transactions={orphan.transaction.id}" in dirty.output
+
+
+def test_settlement_arriving_before_the_collection_is_recorded_is_not_lost(stack, web, redis_conn, queues):
+    import requests as http
+
+    books = Books(stack)
+    invoice_id = books.invoice(33.0)
+    stack.attio.faults.add("PUT", "/v2/objects/payments/records", status=503, times=None)
+    deliver(web.url, invoice_id, "ev-early")
+    run_worker(redis_conn)  # charged and recorded in Zoho; the Attio write failed: the job waits for a retry
+    [sale] = stack.braintree.sales_for_order(invoice_id)
+    assert queues["webhooks"].scheduled_job_registry.count == 1
+    stack.attio.faults.clear()
+    stack.braintree.settle(sale["id"])
+    fields = stack.braintree.notification("transaction_settled", sale["id"])
+    assert http.post(f"{web.url}/webhooks/braintree", data=fields, timeout=10).status_code == 202
+    run_worker(redis_conn)  # only the settlement is queued now
+    record = payment_record(stack, sale["id"])
+    assert record is not None
+    rid = record["id"]["record_id"]
+    assert stack.attio.value("payments", rid, "status") == "Settled"
+    run_until_idle(redis_conn)  # the collection's retry fills in the rest and does not move the status back
+    assert stack.attio.value("payments", rid, "status") == "Settled"
+    assert stack.attio.value("payments", rid, "company") == books.company
+    assert len(stack.attio.find("payments", "external_id", f"braintree:{sale['id']}")) == 1

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from rq import get_current_job
 
+from integration.queueing import attempts_of
 from integration.observability import bind
 
 __all__ = ["entrypoint"]
@@ -17,6 +18,16 @@ __all__ = ["entrypoint"]
 log = logging.getLogger("workers.job")
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _count_attempt(job: Any) -> int:
+    """Record one more start of the job in its meta (kept across retries); returns the attempt number."""
+    if job is None:
+        return 1
+    attempt = attempts_of(job) + 1
+    job.meta["attempts"] = attempt
+    job.save_meta()
+    return attempt
 
 
 def entrypoint(workflow: str) -> Callable[[F], F]:
@@ -40,7 +51,7 @@ def entrypoint(workflow: str) -> Callable[[F], F]:
                 handler=handler,
                 workflow=workflow,
             ):
-                attempt = (job.number_of_retries or 0) + 1 if job else 1
+                attempt = _count_attempt(job)
                 log.info("job started (attempt %s)", attempt, extra={"step": "start", "attempt": attempt})
                 started = time.perf_counter()
                 try:

@@ -87,7 +87,7 @@ def collect_invoice(
             ours = [p for p in invoice.get("payments") or [] if _is_ours(p)]
             for payment in ours:
                 _record_success(attio, context, str(payment["reference_number"]),
-                                Decimal(str(payment.get("amount") or 0)), now=now())
+                                Decimal(str(payment.get("amount") or 0)), now=now(), connection=connection)
             if ours:
                 return Collection("already_charged", invoice_id, transaction_id=str(ours[0]["reference_number"]))
             log.info("invoice %s is %s with balance %s: nothing to charge", invoice_id, invoice.get("status"), balance)
@@ -109,7 +109,7 @@ def collect_invoice(
 
         recorded = _record_zoho_payment(zoho, invoice_id, txn_id, amount, now=now())
         lock.refresh()
-        _record_success(attio, context, txn_id, amount, now=now())
+        _record_success(attio, context, txn_id, amount, now=now(), connection=connection)
         return Collection(outcome, invoice_id, transaction_id=txn_id, zoho_payment_recorded=recorded)
 
 
@@ -188,13 +188,18 @@ def _record_zoho_payment(zoho: Any, invoice_id: str, txn_id: str, amount: Decima
     return True
 
 
-def _record_success(attio: AttioLike, ctx: _Context, txn_id: str, amount: Decimal, *, now: datetime) -> None:
-    upsert_payment(
-        attio,
-        f"braintree:{txn_id}",
-        {**ctx.base_fields(), "amount": str(amount), "status": "Submitted", "failure_reason": "",
-         "occurred_at": iso(now)},
-    )
+def _record_success(
+    attio: AttioLike, ctx: _Context, txn_id: str, amount: Decimal, *, now: datetime, connection: redis.Redis
+) -> None:
+    # The same lock as the lifecycle jobs of this transaction: a settlement or dispute applied meanwhile must not
+    # be overwritten by this read-then-write (upsert_payment never moves a status back, given it reads the latest).
+    with hold(connection, f"lifecycle:braintree-transaction:{txn_id}", ttl=60.0, wait=15.0):
+        upsert_payment(
+            attio,
+            f"braintree:{txn_id}",
+            {**ctx.base_fields(), "amount": str(amount), "status": "Submitted", "failure_reason": "",
+             "occurred_at": iso(now)},
+        )
     if ctx.subscription is not None:
         attio.update_record(
             "subscriptions",

@@ -238,8 +238,7 @@ def apply_transaction_event(event: Mapping[str, Any], *, attio: AttioLike) -> di
     external_id = f"braintree:{txn_id}"
     record = find_one(attio, "payments", "external_id", external_id)
     if record is None:
-        log.info("braintree %s for unknown transaction %s: nothing to update", kind, txn_id)
-        return {"outcome": "unknown_transaction", "transaction_id": txn_id}
+        return _unrecorded(attio, kind, txn, status, external_id)
     if status == "Failed":
         reason = str(
             txn.get("processor_settlement_response_text") or txn.get("processor_response_text") or "Settlement declined"
@@ -248,6 +247,34 @@ def apply_transaction_event(event: Mapping[str, Any], *, attio: AttioLike) -> di
     else:
         changed = _advance(attio, record, external_id, status)
     return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status}
+
+
+def _unrecorded(
+    attio: AttioLike, kind: str, txn: Mapping[str, Any], status: str, external_id: str
+) -> dict[str, Any]:
+    """A notification about a transaction Attio has no payment for yet.
+
+    A sale of ours carries the invoice id as ``order_id``; its notification can arrive before the collection wrote
+    the payment (the collection job may be waiting for a retry). Dropping it would lose the event, so the record
+    is created here with what the notification says; the collection's later write fills in the company and
+    subscription and cannot move the status back (``upsert_payment``). A transaction without an order id is not
+    one of ours: logged, nothing created.
+    """
+    txn_id = str(txn.get("id"))
+    order_id = txn.get("order_id")
+    if not order_id:
+        log.info("braintree %s for unknown transaction %s: nothing to update", kind, txn_id)
+        return {"outcome": "unknown_transaction", "transaction_id": txn_id}
+    fields: dict[str, Any] = {"status": status, "zoho_invoice_id": str(order_id)}
+    amount = _money(txn.get("amount"))
+    if amount is not None:
+        fields["amount"] = str(amount)
+    if status == "Failed":
+        fields["failure_reason"] = str(txn.get("processor_settlement_response_text") or "Settlement declined")
+    upsert_payment(attio, external_id, fields)
+    log.info("braintree %s for transaction %s (invoice %s) before its collection was recorded: created %s",
+             kind, txn_id, order_id, status)
+    return {"outcome": "created", "transaction_id": txn_id, "status": status}
 
 
 def apply_dispute_event(event: Mapping[str, Any], *, attio: AttioLike) -> dict[str, Any]:
@@ -267,8 +294,7 @@ def apply_dispute_event(event: Mapping[str, Any], *, attio: AttioLike) -> dict[s
         # Warn before writing: a retry after a failed write warns again (Sentry groups it), never not at all.
         _warn_dispute(dispute, txn_id, known=record is not None)
     if record is None:
-        log.info("braintree %s for unknown transaction %s: nothing to update", kind, txn_id)
-        return {"outcome": "unknown_transaction", "transaction_id": txn_id}
+        return _unrecorded(attio, kind, txn, status, external_id)
     changed = _advance(attio, record, external_id, status)
     return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status}
 
