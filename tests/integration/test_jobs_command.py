@@ -16,6 +16,16 @@ def fail_one(queues, redis_conn, func="tests.workers.jobs_for_tests.fail_permane
     return job_id
 
 
+def run_retries_now(q, redis_conn, rounds=3):
+    """Make every scheduled retry due now and run it, until the schedule is spent."""
+    for _ in range(rounds):
+        for scheduled in q.scheduled_job_registry.get_job_ids():
+            job = q.fetch_job(scheduled)
+            q.scheduled_job_registry.remove(job)
+            q.enqueue_job(job)
+        run_worker(redis_conn)
+
+
 def test_failed_lists_id_handler_event_attempts_error_and_time(app, queues, redis_conn):
     job_id = fail_one(queues, redis_conn)
     result = app.test_cli_runner().invoke(args=["jobs", "failed"])
@@ -37,12 +47,7 @@ def test_retry_requeues_with_a_fresh_budget_and_the_job_runs(app, queues, redis_
     job_id = fail_one(queues, redis_conn, func="tests.workers.jobs_for_tests.fail_transient")
     q = queues["webhooks"]
     # Spend the schedule: the job ends in the failed registry with no retries left.
-    for _ in range(3):
-        for scheduled in q.scheduled_job_registry.get_job_ids():
-            job = q.fetch_job(scheduled)
-            q.scheduled_job_registry.remove(job)
-            q.enqueue_job(job)
-        run_worker(redis_conn)
+    run_retries_now(q, redis_conn)
     assert q.failed_job_registry.get_job_ids() == [job_id]
     result = app.test_cli_runner().invoke(args=["jobs", "retry", job_id])
     assert result.exit_code == 0 and "requeued 1 job(s)" in result.output
@@ -83,11 +88,6 @@ def test_purge_deletes_only_old_failures(app, queues, redis_conn):
 def test_attempts_count_the_retries_used(app, queues, redis_conn):
     job_id = fail_one(queues, redis_conn, func="tests.workers.jobs_for_tests.fail_transient")
     q = queues["webhooks"]
-    for _ in range(3):
-        for scheduled in q.scheduled_job_registry.get_job_ids():
-            job = q.fetch_job(scheduled)
-            q.scheduled_job_registry.remove(job)
-            q.enqueue_job(job)
-        run_worker(redis_conn)
+    run_retries_now(q, redis_conn)
     out = app.test_cli_runner().invoke(args=["jobs", "failed"]).output
     assert job_id in out and "attempts=2" in out  # the first run and its one retry (a schedule of one delay)
