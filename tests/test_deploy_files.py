@@ -1,0 +1,56 @@
+"""Procfile, render.yaml and .env.example agree with each other and with the configuration the code reads."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from integration.config import _REQUIRED
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def procfile() -> dict[str, str]:
+    lines = (ROOT / "Procfile").read_text().splitlines()
+    return dict(line.split(":", 1) for line in lines if line.strip())
+
+
+def blueprint() -> dict:
+    return yaml.safe_load((ROOT / "render.yaml").read_text())
+
+
+def test_render_runs_the_procfile_commands():
+    services = {s["name"]: s for s in blueprint()["services"]}
+    web, worker = services["integration-web"], services["integration-worker"]
+    assert web["startCommand"] == procfile()["web"].strip().replace("${PORT:-8000}", "$PORT")
+    assert worker["startCommand"] == procfile()["worker"].strip() == "python -m workers"
+    assert web["healthCheckPath"] == "/healthz"
+
+
+def test_key_value_is_wired_to_redis_url_and_never_evicts():
+    services = {s["name"]: s for s in blueprint()["services"]}
+    kv = services["integration-redis"]
+    assert kv["type"] == "keyvalue" and kv["maxmemoryPolicy"] == "noeviction"
+    for name in ("integration-web", "integration-worker"):
+        [redis_url] = [e for e in services[name]["envVars"] if e.get("key") == "REDIS_URL"]
+        assert redis_url["fromService"] == {"type": "keyvalue", "name": "integration-redis",
+                                            "property": "connectionString"}
+
+
+def test_every_required_secret_is_declared_without_a_value():
+    services = {s["name"]: s for s in blueprint()["services"]}
+    for name in ("integration-web", "integration-worker"):
+        declared = {e["key"]: e for e in services[name]["envVars"] if "key" in e}
+        for key in _REQUIRED:
+            assert declared[key] == {"key": key, "sync": False}, (name, key)
+
+
+def test_env_example_lists_every_variable_of_the_readme_table():
+    example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    table = set(re.findall(r"^\| `([A-Z_]+)`", readme, flags=re.M))
+    assert table, "README configuration table not found"
+    for name in table:
+        assert re.search(rf"^#? ?{name}=", example, flags=re.M), name
