@@ -11,11 +11,6 @@ Prints, for the first sync, the wall time, the ideal time the budget allows (wri
 ≤ 1.15; the floor is 1.05, the budget stretching its 1 s window by 5 % against clock jitter), the same ratio for
 each half of the writes (the simulator's upsert cost grows with the records it holds), the simulator's 429 count;
 for the re-sync, its wall time and its Attio calls (reads only).
-
-The stock Attio simulator recomputes, on every upsert, a JSON key for the unique value of every record, twice
-(``tests/simulators/attio.py``: ``_key``): about 15–20 ms per write at 1,200 records, more than the 10 ms slot of
-a 100/s budget, which would measure the simulator rather than the service. So by default its keys are computed
-once per stored value (``_MemoAttio``: same equality); ``--stock-simulator`` runs it unmodified.
 """
 
 from __future__ import annotations
@@ -40,41 +35,15 @@ from workers.workflows.catalog import WRITERS, SyncSummary, sync_services
 
 from ._common import BENCH_REDIS_URL, SERVICE_ENV, table
 
-_KEY_FIELDS = ("value", "currency_value", "target_record_id", "email_address", "domain", "full_name")
 
 
 # -- the Attio simulator's process ------------------------------------------------------------------------------
-def _memo_simulator(**kwargs: Any) -> Any:
-    """The Attio simulator with each stored value's key computed once (a tuple: the same equality as its JSON)."""
-    from tests.simulators.attio import AttioSimulator
-
-    class _MemoAttio(AttioSimulator):
-        def __init__(self, **kw: Any) -> None:
-            # id(value) → (value, key); holding the value keeps its id from being reused by another object
-            self._keys: dict[int, tuple[dict[str, Any], Any]] = {}
-            super().__init__(**kw)
-
-        def _key(self, attr: dict[str, Any], fields: dict[str, Any]) -> Any:  # type: ignore[override]
-            hit = self._keys.get(id(fields))
-            if hit is not None and hit[0] is fields:
-                return hit[1]
-            if "option" in fields:
-                key: Any = fields["option"]["id"]["option_id"]
-            else:
-                key = tuple((k, fields[k]) for k in _KEY_FIELDS if k in fields)
-            self._keys[id(fields)] = (fields, key)
-            return key
-
-    return _MemoAttio(**kwargs)
-
-
-def _serve_attio(conn: Connection, budget: int, stock: bool) -> None:
+def _serve_attio(conn: Connection, budget: int) -> None:
     """Run the Attio simulator (write limit = budget) and answer ``counters`` / ``stop`` messages."""
     from tests.simulators.attio import AttioSimulator
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    make = AttioSimulator if stock else _memo_simulator
-    sim = make(writes_per_second=budget, reads_per_second=100)
+    sim = AttioSimulator(writes_per_second=budget, reads_per_second=100)
     sim.start()
     sim.setup_schema()
     conn.send((sim.url, sim.api_key))
@@ -92,10 +61,10 @@ def _serve_attio(conn: Connection, budget: int, stock: bool) -> None:
 class _AttioProcess:
     """The Attio simulator in a spawned process, driven through a pipe."""
 
-    def __init__(self, budget: int, stock: bool) -> None:
+    def __init__(self, budget: int) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve_attio, args=(child, budget, stock), daemon=True)
+        self._proc = ctx.Process(target=_serve_attio, args=(child, budget), daemon=True)
         self._proc.start()
         self.url, self.api_key = self._conn.recv()
 
@@ -163,14 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--plans", type=int, default=1000)
     parser.add_argument("--addons", type=int, default=200)
     parser.add_argument("--writers", type=int, default=WRITERS, help="Attio clients writing in parallel")
-    parser.add_argument("--stock-simulator", action="store_true", help="the unmodified (slower) Attio simulator")
     return parser
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Seed, sync twice; the figures of both syncs."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    attio_sim = _AttioProcess(args.budget, args.stock_simulator)
+    attio_sim = _AttioProcess(args.budget)
     zoho_sim = ZohoSimulator()
     zoho_sim.start()
     _seed(zoho_sim, args.plans, args.addons)
@@ -207,7 +175,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "addons": args.addons,
         "budget": args.budget,
         "writers": args.writers,
-        "simulator": "stock" if args.stock_simulator else "memoised",
         "first_sync": {
             "summary": first.line(),
             "writes": writes,
@@ -237,7 +204,7 @@ def report(result: dict[str, Any]) -> str:
     first, again = result["first_sync"], result["resync"]
     head = (f"bench.catalog: {result['plans']} plans + {result['addons']} addons; Attio write budget "
             f"B = {result['budget']}/s (client and simulator); {result['writers']} writers; "
-            f"{result['simulator']} Attio simulator in its own process")  # fmt: skip
+            "Attio simulator in its own process")  # fmt: skip
     return head + "\n" + table([
         ("first sync", first["summary"]),
         ("  wall time", f"{first['wall_s']:.2f} s"),

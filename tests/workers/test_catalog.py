@@ -34,7 +34,6 @@ SERVICE_SLUGS = ("external_id", "name", "description", "kind", "code", "price", 
                  "zoho_product_id", "last_synced_at")  # fmt: skip
 PUT_RECORDS = "/v2/objects/services/records"
 PLANS = "/billing/v1/plans"
-_KEY_FIELDS = ("value", "currency_value", "target_record_id", "email_address", "domain", "full_name")
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------
@@ -75,34 +74,10 @@ def writes(attio: AttioSimulator) -> int:
     return attio.writes_ok
 
 
-class MemoAttioSimulator(AttioSimulator):
-    """The Attio simulator, computing each stored value's key once instead of on every scan.
-
-    The stock simulator serialises every record's unique value to JSON twice per upsert: at 1,200 records a
-    write costs it ~15–20 ms, and the 1,200-record test below would spend ~30 s in the simulator alone. The keys
-    are tuples with the same equality; nothing on the wire changes.
-    """
-
-    def __init__(self, **kwargs: Any) -> None:
-        self._keys: dict[int, tuple[dict[str, Any], Any]] = {}  # id(value) → (value, key): the value pins its id
-        super().__init__(**kwargs)
-
-    def _key(self, attr: dict[str, Any], fields: dict[str, Any]) -> Any:  # type: ignore[override]
-        hit = self._keys.get(id(fields))
-        if hit is not None and hit[0] is fields:
-            return hit[1]
-        if "option" in fields:
-            key: Any = fields["option"]["id"]["option_id"]
-        else:
-            key = tuple((k, fields[k]) for k in _KEY_FIELDS if k in fields)
-        self._keys[id(fields)] = (fields, key)
-        return key
-
-
 @pytest.fixture
-def fast_attio(stack: Stack) -> Iterator[MemoAttioSimulator]:
-    """A fresh Attio workspace with the data model, on the memoising simulator."""
-    sim = MemoAttioSimulator(writes_per_second=None, reads_per_second=None).start()
+def fast_attio(stack: Stack) -> Iterator[AttioSimulator]:
+    """A fresh Attio workspace with the data model, without rate limits."""
+    sim = AttioSimulator(writes_per_second=None, reads_per_second=None).start()
     sim.setup_schema()
     yield sim
     sim.stop()
