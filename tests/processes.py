@@ -125,5 +125,7 @@ def wait_until(predicate: Any, *, timeout: float, interval: float = 0.1, message
 def queues_idle(connection: redis.Redis, names: tuple[str, ...] = ("webhooks",)) -> bool:
     """No job queued, started or scheduled in these queues (the catalog queue always holds the next sync)."""
     qs: dict[str, Queue] = make_queues(connection)
-    return all(q.count == 0 and q.started_job_registry.count == 0 and q.scheduled_job_registry.count == 0
+    # A job a worker has just dequeued sits in RQ's intermediate list before the started registry: count it too.
+    return all(q.count == 0 and connection.llen(q.intermediate_queue_key) == 0
+               and q.started_job_registry.count == 0 and q.scheduled_job_registry.count == 0
                for name, q in qs.items() if name in names)

@@ -65,7 +65,9 @@ def test_worker_killed_mid_collection_recovers_with_one_sale(stack, web, redis_c
 
     second = WorkerProcess(settings, tmp_path, name="second")
     try:
+        # The Zoho payment alone is no sign of recovery: the killed worker's request may still land after the kill.
         wait_until(lambda: any(p["reference_number"] for p in stack.zoho.payments_for_invoice(invoice_id))
+                   and any(payment_record(stack, s["id"]) for s in stack.braintree.sales_for_order(invoice_id))
                    and queues_idle(redis_conn), timeout=180, interval=0.5, message="recovery")
     finally:
         second.stop()
