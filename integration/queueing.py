@@ -9,9 +9,12 @@ failed job is kept, so a redelivery can never overwrite a failed job of the same
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import random
 import re
+import weakref
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,10 +23,13 @@ from typing import Any
 import redis
 from redis.exceptions import RedisError
 from rq import Queue, Retry
+from rq.job import Job
 from rq.serializers import JSONSerializer
+from rq.utils import now, utcformat
 
 from .errors import QueueUnavailable
 from .routing import QUEUES, Route
+from .script_runner import ScriptRunner
 
 __all__ = [
     "DEDUPE_TTL",
@@ -76,7 +82,11 @@ def retry_policy(schedule: Sequence[int]) -> Retry | None:
     """RQ retries after each transient failure: the base delays, each stretched by ±20% jitter, per enqueue."""
     if not schedule:
         return None
-    return Retry(max=len(schedule), interval=[max(1, round(s * random.uniform(0.8, 1.2))) for s in schedule])
+    return Retry(max=len(schedule), interval=_jittered(schedule))
+
+
+def _jittered(schedule: Sequence[int]) -> list[int]:
+    return [max(1, round(s * random.uniform(0.8, 1.2))) for s in schedule]
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -129,35 +139,43 @@ def _dedupe_key(env: EventEnvelope) -> str:
     return f"dedupe:{env.source}:{hashlib.sha256(env.dedupe_id.encode('utf-8')).hexdigest()}"
 
 
-# KEYS = one dedupe key per event. ARGV[1] = dedupe TTL; then per event: job id, number of commands, and for
-# each command its argument count and arguments. An event whose key exists is skipped (its job id returned);
-# otherwise its commands run and its key is set last, so a write refused half-way (e.g. Redis out of memory)
-# never leaves an acknowledged event without its job. The script runs atomically.
+# The hot path of every webhook. It writes the same job record RQ's ``Queue.enqueue_job`` writes (the hash
+# ``rq:job:<id>`` that ``Job.restore`` reads, the id pushed on the queue, the queue in ``rq:queues``), but builds it
+# here instead of through RQ's ``Job`` (whose ``to_dict`` of ~25 fields cost more than verifying and validating
+# the request). ``tests/integration/test_queueing.py`` checks the record field by field against one RQ writes.
+#
+# KEYS = one dedupe key per event. ARGV = dedupe TTL, now (RQ's timestamp format), job timeout, result TTL,
+# failure TTL, then per event: job id, queue key, data, description, meta, retries left, retry intervals.
+# An event whose dedupe key exists is skipped (its job id returned); otherwise its job is written and queued and
+# its key is set last, so a write refused half-way (e.g. Redis out of memory) never leaves an acknowledged event
+# without its job. The script runs atomically.
 _ENQUEUE_UNLESS_SEEN = """
-local ttl = ARGV[1]
-local pos = 2
+local ttl, now, timeout, result_ttl, failure_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local result = {}
 for i, key in ipairs(KEYS) do
-  local job_id = ARGV[pos]
-  local ncmds = tonumber(ARGV[pos + 1])
-  pos = pos + 2
+  local pos = 6 + (i - 1) * 7
   local existing = redis.call('GET', key)
-  for c = 1, ncmds do
-    local n = tonumber(ARGV[pos])
-    if not existing then
-      redis.call(unpack(ARGV, pos + 1, pos + n))
-    end
-    pos = pos + 1 + n
-  end
   if existing then
     result[i] = existing
   else
+    local job_id, queue_key = ARGV[pos], ARGV[pos + 1]
+    redis.call('SADD', '%(queues_key)s', queue_key)
+    redis.call('HSET', '%(job_prefix)s' .. job_id,
+      'status', 'queued', 'created_at', now, 'enqueued_at', now, 'origin', string.sub(queue_key, %(origin_at)d),
+      'data', ARGV[pos + 2], 'description', ARGV[pos + 3], 'meta', ARGV[pos + 4],
+      'timeout', timeout, 'result_ttl', result_ttl, 'failure_ttl', failure_ttl,
+      'retries_left', ARGV[pos + 5], 'retry_intervals', ARGV[pos + 6])
+    redis.call('RPUSH', queue_key, job_id)
     redis.call('SET', key, job_id, 'EX', ttl)
     result[i] = ''
   end
 end
 return result
-"""
+""" % {  # noqa: UP031 - the script is full of braces
+    "queues_key": Queue.redis_queues_keys,
+    "job_prefix": Job.redis_job_namespace_prefix,
+    "origin_at": len(Queue.redis_queue_namespace_prefix) + 1,
+}
 
 
 def enqueue_events(
@@ -169,25 +187,18 @@ def enqueue_events(
 ) -> list[Enqueued]:
     """Atomically record and enqueue every new envelope; a known one comes back as a duplicate, untouched.
 
-    RQ builds each job's commands into a pipeline that is never executed; one Lua script then runs them, only
-    for the events not seen before, together with their dedupe records: one round trip, all or nothing.
+    One Lua script writes each new event's RQ job and its dedupe record: one round trip, all or nothing.
     """
     if not envelopes:
         return []
     keys = [_dedupe_key(env) for env in envelopes]
-    args: list[Any] = [DEDUPE_TTL]
+    args: list[Any] = [DEDUPE_TTL, utcformat(now()), JOB_TIMEOUT, RESULT_TTL, FAILURE_TTL]
     job_ids = []
+    for env in envelopes:
+        job_id = job_id_for(env.source, env.dedupe_id)
+        job_ids.append(job_id)
+        args.extend(_job_fields(queues[env.route.queue], env, job_id, retry_schedule))
     try:
-        with connection.pipeline(transaction=False) as pipe:
-            for env in envelopes:
-                job_id = job_id_for(env.source, env.dedupe_id)
-                job_ids.append(job_id)
-                _enqueue_in_pipeline(pipe, queues[env.route.queue], env, job_id, retry_schedule)
-                args.extend((job_id, len(pipe.command_stack)))
-                for command_args, _options in pipe.command_stack:
-                    args.append(len(command_args))
-                    args.extend(command_args)
-                pipe.reset()
         replies = _script(connection)(keys=keys, args=args)
     except RedisError as exc:
         raise QueueUnavailable(f"redis: {type(exc).__name__}") from exc
@@ -197,33 +208,33 @@ def enqueue_events(
     ]
 
 
-_scripts: dict[int, Any] = {}
+_runners: weakref.WeakKeyDictionary[redis.Redis, ScriptRunner] = weakref.WeakKeyDictionary()
 
 
-def _script(connection: redis.Redis) -> Any:
-    """The registered enqueue script for a connection (registration is local; Redis loads it on first use)."""
-    key = id(connection)
-    if key not in _scripts:
-        _scripts[key] = connection.register_script(_ENQUEUE_UNLESS_SEEN)
-    return _scripts[key]
+def _script(connection: redis.Redis) -> ScriptRunner:
+    """The enqueue script's runner for a client (built on first use; Redis loads the script on first call)."""
+    runner = _runners.get(connection)
+    if runner is None:
+        runner = _runners[connection] = ScriptRunner(connection, _ENQUEUE_UNLESS_SEEN)
+    return runner
 
 
-def _enqueue_in_pipeline(
-    pipe: Any, queue: Queue, env: EventEnvelope, job_id: str, retry_schedule: Sequence[int]
-) -> None:
-    job = queue.create_job(
-        env.route.job,
-        args=(env.job_payload(),),
-        job_id=job_id,
-        timeout=JOB_TIMEOUT,
-        result_ttl=RESULT_TTL,
-        failure_ttl=FAILURE_TTL,
-        ttl=None,  # a queued event never expires unrun
-        retry=retry_policy(retry_schedule),
-        description=f"{env.source} {env.event_type} {env.dedupe_id}",
-        meta={"source": env.source, "event_type": env.event_type, "event_id": env.dedupe_id},
+def _job_fields(
+    queue: Queue, env: EventEnvelope, job_id: str, retry_schedule: Sequence[int]
+) -> tuple[str, str, bytes, str, bytes, int | str, str]:
+    """The per-event script arguments: what RQ's ``Job.to_dict`` would store, serialized as RQ serializes it."""
+    intervals = _jittered(retry_schedule)  # as retry_policy() would give, without building RQ's Retry
+    data = JSONSerializer.dumps([env.route.job, None, [env.job_payload()], {}])
+    meta = JSONSerializer.dumps({"source": env.source, "event_type": env.event_type, "event_id": env.dedupe_id})
+    return (
+        job_id,
+        queue.key,
+        zlib.compress(data),  # as RQ stores it (Job.restore also reads it uncompressed)
+        f"{env.source} {env.event_type} {env.dedupe_id}",
+        meta,
+        len(intervals) if intervals else "",  # "" reads back as None: RQ leaves both unset without a policy
+        json.dumps(intervals) if intervals else "",
     )
-    queue.enqueue_job(job, pipeline=pipe)
 
 
 def enqueue_job(

@@ -7,10 +7,19 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from rq import Retry
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from integration import queueing
 from integration.errors import QueueUnavailable
-from integration.queueing import DEDUPE_TTL, EventEnvelope, enqueue_events, job_id_for, retry_policy
+from integration.queueing import (
+    DEDUPE_TTL,
+    EventEnvelope,
+    enqueue_events,
+    job_id_for,
+    retry_policy,
+)
 from integration.routing import route_for
 
 from ..helpers import job_count, signed_attio
@@ -47,26 +56,49 @@ def test_job_ids_are_rq_safe_and_distinct():
         assert job_id.replace("-", "").replace("_", "").isalnum()
 
 
-def test_failed_enqueue_leaves_no_dedupe_record(redis_conn, queues, monkeypatch):
-    calls = {"n": 0}
-    real = queueing._enqueue_in_pipeline
-
-    def flaky(pipe, queue, env, job_id, schedule):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise queueing.RedisError("connection lost mid-transaction")
-        return real(pipe, queue, env, job_id, schedule)
-
-    monkeypatch.setattr(queueing, "_enqueue_in_pipeline", flaky)
+def test_a_write_refused_inside_the_script_leaves_that_event_unacknowledged(redis_conn, queues):
+    # The second event's job key already holds a string, so the script's HSET for it fails (WRONGTYPE) after the
+    # first event was written: the first is complete (job and dedupe record), the second has neither.
+    blocker = "rq:job:" + job_id_for("zoho", "b")
+    redis_conn.set(blocker, "not a hash")
     with pytest.raises(QueueUnavailable):
         enqueue_events(redis_conn, queues, [envelope("a"), envelope("b")], retry_schedule=(1,))
-    assert redis_conn.keys("dedupe:*") == []
-    assert job_count(queues) == 0
-    monkeypatch.setattr(queueing, "_enqueue_in_pipeline", real)
-    # The sender retries: now both go in.
+    assert len(redis_conn.keys("dedupe:*")) == 1
+    assert queues["webhooks"].job_ids == [job_id_for("zoho", "a")]
+    redis_conn.delete(blocker)
+    # The sender retries the whole delivery (it got a 503): the first is a duplicate, the second goes in.
     outcomes = enqueue_events(redis_conn, queues, [envelope("a"), envelope("b")], retry_schedule=(1,))
-    assert [o.duplicate for o in outcomes] == [False, False]
+    assert [o.duplicate for o in outcomes] == [True, False]
     assert job_count(queues) == 2
+
+
+def test_the_job_record_is_the_one_rq_writes(redis_conn, queues):
+    """The script writes the job hash itself (not through RQ's Job): RQ must read back exactly what its own
+    ``enqueue_job`` would have stored for the same job."""
+    env = envelope("same")
+    [ours] = enqueue_events(redis_conn, queues, [env], retry_schedule=(10, 100))
+    mine = Job.fetch(ours.job_id, connection=redis_conn, serializer=JSONSerializer)
+    theirs = queues["webhooks"].enqueue_job(queues["webhooks"].create_job(
+        env.route.job, args=mine.args, job_id="rq-own", timeout=queueing.JOB_TIMEOUT,
+        result_ttl=queueing.RESULT_TTL, failure_ttl=queueing.FAILURE_TTL, ttl=None,
+        retry=Retry(max=2, interval=mine.retry_intervals), description=mine.description, meta=mine.meta,
+    ))
+    theirs = Job.fetch("rq-own", connection=redis_conn, serializer=JSONSerializer)
+    skip = {"created_at", "enqueued_at"}
+    assert {k: v for k, v in mine.to_dict().items() if k not in skip} == {
+        k: v for k, v in theirs.to_dict().items() if k not in skip
+    }
+    assert mine.get_status() == theirs.get_status() == "queued"
+    assert mine.origin == "webhooks" and mine.func_name == env.route.job
+    assert abs((mine.enqueued_at - theirs.enqueued_at).total_seconds()) < 5
+    assert sorted(redis_conn.smembers("rq:queues")) == [b"rq:queue:webhooks"]
+    assert queues["webhooks"].job_ids == [ours.job_id, "rq-own"]
+
+
+def test_without_a_retry_policy_the_job_has_none(redis_conn, queues):
+    [outcome] = enqueue_events(redis_conn, queues, [envelope("no-retry")], retry_schedule=())
+    job = Job.fetch(outcome.job_id, connection=redis_conn, serializer=JSONSerializer)
+    assert job.retries_left is None and job.retry_intervals is None
 
 
 def test_concurrent_identical_deliveries_enqueue_once(live_server, queues):
