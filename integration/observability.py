@@ -12,6 +12,7 @@ import contextlib
 import contextvars
 import dataclasses
 import datetime as dt
+import json
 import logging
 import re
 import sys
@@ -58,6 +59,11 @@ _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)
 _DIGIT_RUN = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
 _secrets: set[str] = set()
 _secret_re: re.Pattern[str] | None = None
+_secret_forms: tuple[str, ...] = ()
+# Every _DIGIT_RUN match lies inside a match of this (13+ characters of digits, spaces and dashes, digits at both
+# ends), which a regex engine finds ~30 times faster. Log times are ISO 8601 ("2026-11-30T09:19:22.123+00:00"),
+# which never match it.
+_CARD_SHAPED = re.compile(r"\d[\d -]{11,}\d")
 
 log = logging.getLogger("integration.request")
 
@@ -122,11 +128,25 @@ def secret_values(settings: Settings) -> set[str]:
 
 
 def _register_secrets(values: Iterable[str]) -> None:
-    global _secret_re
+    global _secret_re, _secret_forms
     new = {v for v in values if len(v) >= 8} - _secrets
     if new:
         _secrets.update(new)
         _secret_re = re.compile("|".join(re.escape(s) for s in sorted(_secrets, key=len, reverse=True)))
+        # Each secret as it appears inside a JSON line (quotes, backslashes and non-ASCII escaped) as well as raw.
+        _secret_forms = tuple(_secrets | {json.dumps(s)[1:-1] for s in _secrets})
+
+
+def _may_need_redaction(text: str) -> bool:
+    """Whether ``redact`` could change anything in a serialized line: a secret, a hidden URL part, an ``@`` that
+    may belong to an email address, or a run of digits, spaces and dashes long enough to be a card number. Cheap
+    substring and character-class checks (the exact, slower patterns run only on a hit)."""
+    return (
+        any(secret in text for secret in _secret_forms)
+        or bool(_CARD_SHAPED.search(text) and _DIGIT_RUN.search(text))
+        or (("@" in text or "%40" in text) and bool(_EMAIL.search(text)))
+        or any(hidden in text or json.dumps(hidden)[1:-1] in text for hidden in _HIDDEN.get())
+    )
 
 
 def _luhn(digits: str) -> bool:
@@ -158,12 +178,16 @@ def _card_or_text(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """Replace known secret values, the request's hidden URL parts, email addresses and card numbers."""
-    if _secret_re is not None:
+    # Each substitution runs only when a cheap check says it could match (most strings hold none of these).
+    if _secret_re is not None and _secret_re.search(text):
         text = _secret_re.sub("[secret]", text)
     for hidden in _HIDDEN.get():
         text = text.replace(hidden, "[secret]")
-    text = _EMAIL.sub("[email]", text)
-    return _DIGIT_RUN.sub(_card_or_text, text)
+    if "@" in text or "%40" in text:
+        text = _EMAIL.sub("[email]", text)
+    if _CARD_SHAPED.search(text):
+        text = _DIGIT_RUN.sub(_card_or_text, text)
+    return text
 
 
 def _scrub(value: Any) -> Any:
@@ -174,6 +198,8 @@ def _scrub(value: Any) -> Any:
         return {k: _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_scrub(v) for v in value]
+    if isinstance(value, int) and not isinstance(value, bool) and 10**12 <= value < 10**19:
+        return "[card]" if _is_card(str(value)) else value  # a card number passed as a number
     if value is None or isinstance(value, bool | int | float | dt.date | dt.time):
         return value
     return redact(str(value))
@@ -189,12 +215,26 @@ class _ContextFilter(logging.Filter):
 
 
 class _JsonLines(JsonFormatter):
-    """python-json-logger's formatter, minus payload-carrying fields, with every string redacted."""
+    """python-json-logger's formatter, minus payload-carrying fields, with every string redacted.
+
+    The finished line is searched once for anything ``redact`` would replace; only a line with a hit is built
+    again from its fields, each redacted (a per-field pass on every line cost ~25 µs of each request's ~45 µs
+    log line).
+    """
 
     def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
         for key in _UNSAFE_FIELDS.intersection(log_data):
             del log_data[key]
-        return _scrub(log_data)  # type: ignore[no-any-return]
+        return log_data
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
+
+    def serialize_log_record(self, log_data: dict[str, Any]) -> str:  # type: ignore[override]
+        line = super().serialize_log_record(log_data)
+        if _may_need_redaction(line):
+            line = super().serialize_log_record(_scrub(log_data))
+        return line
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]

@@ -122,3 +122,27 @@ def test_a_credential_in_the_url_path_is_not_logged(client: Any, capsys: pytest.
     [line] = [r for r in lines(out) if r["logger"] == "integration.request"]
     assert line["path"] == "/pay/[secret]" and line["method"] == "GET"
     assert token not in out
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ({"note": "nothing private", "ids": ["k1796030847496027490-0:0"]},
+         {"note": "nothing private", "ids": ["k1796030847496027490-0:0"]}),
+        ({"note": f"to {CUSTOMER_EMAIL}"}, {"note": "to [email]"}),
+        ({"note": f"key {SECRETS['zoho_webhook_secret']}"}, {"note": "key [secret]"}),
+        ({"note": "card 4111-1111-1111-1111"}, {"note": "card [card]"}),
+        ({"card": 4111111111111111}, {"card": "[card]"}),
+        ({"invoice": "2000000012345678"}, {"invoice": "2000000012345678"}),  # long, but no card (Luhn fails)
+    ],
+)
+def test_each_kind_of_private_value_is_caught_on_its_own(
+    settings: Any, capsys: pytest.CaptureFixture[str], extra: dict[str, Any], expected: dict[str, Any]
+) -> None:
+    """A line is searched once as a whole and rebuilt field by field only on a hit: each kind alone must hit."""
+    create_app(settings)
+    capsys.readouterr()
+    logging.getLogger("integration.request").info("one line", extra=extra)
+    [record] = lines(capsys.readouterr().out)
+    assert {k: record[k] for k in expected} == expected
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", record["time"])
