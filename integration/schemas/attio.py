@@ -4,18 +4,9 @@ from __future__ import annotations
 
 from marshmallow import fields, validate
 
-from .base import BoundedList, Identifier, Inbound
+from .base import BoundedList, Identifier, IdentifierMap, Inbound
 
 __all__ = ["AttioDeliverySchema", "AttioEventSchema"]
-
-
-class _EventIds(Inbound):
-    workspace_id = Identifier(load_default=None)
-    object_id = Identifier(load_default=None)
-    record_id = Identifier(load_default=None)
-    attribute_id = Identifier(load_default=None)
-    list_id = Identifier(load_default=None)
-    entry_id = Identifier(load_default=None)
 
 
 class _Actor(Inbound):
@@ -27,7 +18,9 @@ class AttioEventSchema(Inbound):
     """One event of a delivery."""
 
     event_type = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    id = fields.Nested(_EventIds, required=True)
+    id = IdentifierMap(
+        ("workspace_id", "object_id", "record_id", "attribute_id", "list_id", "entry_id"), required=True
+    )
     actor = fields.Nested(_Actor, load_default=None, allow_none=True)
     parent_object_id = Identifier(load_default=None, allow_none=True)
     parent_record_id = Identifier(load_default=None, allow_none=True)
