@@ -22,7 +22,7 @@ from ._common import ROOT
 
 Rows = list[tuple[str, str, str]]  # (figure, value, target)
 
-INTAKE_ARGS = ["--seconds", "5"]
+INTAKE_ARGS = ["--seconds", "4", "--baselines", ""]
 CATALOG_ARGS = ["--plans", "300", "--addons", "60"]
 COLLECTION_ARGS = ["--invoices", "60"]
 BUDGET_ARGS = ["--seconds", "5"]
