@@ -87,7 +87,7 @@ def env_with(**extra: str) -> dict[str, str]:
     env.update(SERVICE_ENV)
     env.update(extra)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("EXTRA_PYTHONPATH", "")
+    env["PYTHONPATH"] = str(ROOT)
     return env
 
 
