@@ -22,6 +22,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     from .auth import require_auth_under
     from .commands import register_all
+    from .dashboard import PREFIX as DASHBOARD_PREFIX
     from .dashboard import init_dashboard
     from .handlers import register_error_handlers
     from .observability import init_request_logging, init_sentry, secret_values, setup_logging
@@ -46,7 +47,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     for blueprint in (attio.bp, zoho.bp, braintree.bp, health.bp, admin.bp, pay.bp):
         app.register_blueprint(blueprint)
-    require_auth_under(app, "/admin", settings)
+    require_auth_under(app, ("/admin", DASHBOARD_PREFIX), settings)
     init_dashboard(app, settings)
     register_error_handlers(app)
     register_all(app)

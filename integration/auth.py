@@ -31,12 +31,15 @@ def challenge() -> Response:
     )
 
 
-def require_auth_under(app: Flask, prefix: str, settings: Settings) -> None:
-    """Refuse every request under ``prefix`` (any method, known path or not) without the credentials."""
+def require_auth_under(app: Flask, prefixes: tuple[str, ...], settings: Settings) -> None:
+    """Refuse every request under any of ``prefixes`` (any method, known path or not) without the credentials.
+
+    One hook for all of them: it runs before every request, webhooks included."""
+    starts = tuple(p + "/" for p in prefixes)
 
     @app.before_request
     def _guard() -> Response | None:
         path = request.path
-        if (path == prefix or path.startswith(prefix + "/")) and not basic_auth_ok(settings):
+        if (path in prefixes or path.startswith(starts)) and not basic_auth_ok(settings):
             return challenge()
         return None

@@ -14,7 +14,6 @@ from flask import Flask, Response, request
 from rq import requeue_job
 from rq.serializers import JSONSerializer
 
-from .auth import require_auth_under
 from .config import Settings
 
 __all__ = ["PREFIX", "init_dashboard"]
@@ -23,7 +22,7 @@ PREFIX = "/rq"
 
 
 def init_dashboard(app: Flask, settings: Settings) -> None:
-    """Mount rq-dashboard under ``/rq`` behind the operators' credentials."""
+    """Mount rq-dashboard under ``/rq``; call after ``require_auth_under`` covers ``/rq`` (401 comes first)."""
     import rq_dashboard
     from rq_dashboard import web
 
@@ -33,7 +32,6 @@ def init_dashboard(app: Flask, settings: Settings) -> None:
     app.config.setdefault("RQ_DASHBOARD_POLL_INTERVAL", 2500)
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
     web.setup_rq_connection(app)  # builds a client; Redis is contacted on the first page load
-    require_auth_under(app, PREFIX, settings)
 
     @app.before_request
     def _guard_dashboard() -> Response | None:

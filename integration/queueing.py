@@ -14,7 +14,6 @@ import logging
 import random
 import re
 import weakref
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -229,7 +228,9 @@ def _job_fields(
     return (
         job_id,
         queue.key,
-        zlib.compress(data),  # as RQ stores it (Job.restore also reads it uncompressed)
+        # Stored as plain JSON: RQ compresses it, but Job.restore reads uncompressed data as is (its own
+        # fallback; RQ re-saves it compressed), and skipping zlib saves ~11 µs and a GIL release per webhook.
+        data,
         f"{env.source} {env.event_type} {env.dedupe_id}",
         meta,
         len(intervals) if intervals else "",  # "" reads back as None: RQ leaves both unset without a policy
