@@ -282,51 +282,55 @@ def setup_logging(level: str = "INFO", component: str = "web", *, secrets: Itera
 
 def init_request_logging(app: Flask) -> None:
     """One JSON line per request (method, path, status, duration, source, event and job ids), ids bound inside."""
+    from flask import request
+
+    # These run on every request: each reads the real request object once (every attribute read through Flask's
+    # ``request`` proxy is a context lookup) and keeps its state in the WSGI environ rather than in ``g``.
+    def started() -> None:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        blueprint = req.blueprint or ""
+        source = blueprint.removesuffix("_webhooks") if blueprint.endswith("_webhooks") else None
+        view_args = req.view_args
+        hidden = tuple(str(v) for k, v in view_args.items() if k in _SECRET_VIEW_ARGS and v) if view_args else ()
+        context = _CONTEXT.get()
+        req.environ[_STATE] = (
+            time.perf_counter(),
+            _CONTEXT.set({**context, "source": source} if source else context),
+            _NOTES.set({}),
+            _HIDDEN.set(hidden),
+        )
+
+    def finished(response: Response) -> Response:
+        req = request._get_current_object()  # type: ignore[attr-defined]
+        state = req.environ.get(_STATE)
+        method, path, status = req.method, req.path, response.status_code  # no query string: it may hold a token
+        level = logging.DEBUG if path in _QUIET_PATHS else logging.INFO
+        if log.isEnabledFor(level):
+            fields: dict[str, Any] = {
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round((time.perf_counter() - state[0]) * 1000, 1) if state else None,
+                **(_NOTES.get() or {}),
+            }
+            log.log(level, "%s %s %s", method, path, status, extra=fields)
+        return response
+
+    def ended(exc: BaseException | None) -> None:
+        state = request.environ.pop(_STATE, None)
+        if state is None:
+            return
+        for var, token in zip((_CONTEXT, _NOTES, _HIDDEN), state[1:], strict=True):
+            with contextlib.suppress(ValueError):  # set in another context (never in Flask's own flow)
+                var.reset(token)  # type: ignore[attr-defined]
+
     # First before-request hook, last after-request hook: the line sees the final status, even of auth refusals.
-    app.before_request_funcs.setdefault(None, []).insert(0, _request_started)
-    app.after_request_funcs.setdefault(None, []).insert(0, _request_finished)
-    app.teardown_request_funcs.setdefault(None, []).append(_request_ended)
+    app.before_request_funcs.setdefault(None, []).insert(0, started)
+    app.after_request_funcs.setdefault(None, []).insert(0, finished)
+    app.teardown_request_funcs.setdefault(None, []).append(ended)
 
 
-def _request_started() -> None:
-    from flask import g, request
-
-    blueprint = request.blueprint or ""
-    source = blueprint.removesuffix("_webhooks") if blueprint.endswith("_webhooks") else None
-    hidden = tuple(str(v) for k, v in (request.view_args or {}).items() if k in _SECRET_VIEW_ARGS and v)
-    g.observability = (
-        time.perf_counter(),
-        _CONTEXT.set({**_CONTEXT.get(), **({"source": source} if source else {})}),
-        _NOTES.set({}),
-        _HIDDEN.set(hidden),
-    )
-
-
-def _request_finished(response: Response) -> Response:
-    from flask import g, request
-
-    started = g.observability[0] if "observability" in g else None
-    fields: dict[str, Any] = {
-        "method": request.method,
-        "path": request.path,  # no query string: a sender may put a token there
-        "status": response.status_code,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 1) if started is not None else None,
-        **(_NOTES.get() or {}),
-    }
-    level = logging.DEBUG if request.path in _QUIET_PATHS else logging.INFO
-    log.log(level, "%s %s %s", request.method, request.path, response.status_code, extra=fields)
-    return response
-
-
-def _request_ended(exc: BaseException | None) -> None:
-    from flask import g
-
-    if "observability" not in g:
-        return
-    _, *tokens = g.pop("observability")
-    for var, token in zip((_CONTEXT, _NOTES, _HIDDEN), tokens, strict=True):
-        with contextlib.suppress(ValueError):  # set in another context (never in Flask's own flow)
-            var.reset(token)  # type: ignore[attr-defined]
+_STATE = "integration.observability"  # the WSGI environ key of a request's start time and context tokens
 
 
 # -- Sentry -----------------------------------------------------------------------------------------------------
