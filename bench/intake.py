@@ -96,8 +96,8 @@ def _wrk(url: str, script: Path, *, seconds: int, connections: int) -> dict[str,
 def build_parser() -> argparse.ArgumentParser:
     """The command's arguments."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=5, help="length of one measured run")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating bare/web rounds; medians are reported")
+    parser.add_argument("--seconds", type=int, default=4, help="length of one measured run")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--log-level", default="INFO", help="web's LOG_LEVEL (INFO, the default, logs each request)")
     parser.add_argument("--baselines", default="floor,naive",
