@@ -28,8 +28,63 @@ APPS = {
 }
 
 
+# Parts of web's request, each run alone on the same delivery: where its instructions go.
+PARTS = {
+    "part:verify": "verify_attio on the raw body",
+    "part:parse": "load_json of the body",
+    "part:schema": "AttioDeliverySchema().load of the parsed body (parsed once)",
+    "part:enqueue": "enqueue_events of one event (job record + dedupe script, with its Redis round trip)",
+    "part:logline": "one request log line at INFO (formatting, redaction check, write)",
+}
+
+
+def _run_part(part: str, count: int) -> None:
+    import json
+    import logging
+
+    from integration.config import Settings
+    from integration.observability import secret_values, setup_logging
+    from integration.queueing import EventEnvelope, enqueue_events, make_queues, make_redis
+    from integration.routing import route_for
+    from integration.schemas import AttioDeliverySchema
+    from integration.verify import attio_signature, verify_attio
+
+    from .intake import _delivery
+
+    body = _delivery()
+    secret = SERVICE_ENV["ATTIO_WEBHOOK_SECRET"]
+    headers = {"Attio-Signature": attio_signature(body, secret)}
+    schema = AttioDeliverySchema()
+    parsed = json.loads(body)
+    event = schema.load(parsed)["events"][0]
+    connection = make_redis(BENCH_REDIS_URL)
+    queues = make_queues(connection)
+    route = route_for("attio", "record.updated")
+    assert route is not None
+    setup_logging("INFO", "web", secrets=secret_values(Settings.from_env()))
+    stamp = time.time_ns()
+    fields = {"method": "POST", "path": "/webhooks/attio", "status": 202, "duration_ms": 1.0,
+              "event_ids": [f"bench-{stamp}-1:0"], "job_ids": [f"attio-bench-{stamp}-1_0-90afbf26e824"],
+              "outcome": "accepted", "event_types": ["record.updated"]}
+    for i in range(count + 20):
+        if part == "part:verify":
+            verify_attio(body, headers, secrets=(secret,))
+        elif part == "part:parse":
+            json.loads(body.decode("utf-8"))
+        elif part == "part:schema":
+            schema.load(parsed)
+        elif part == "part:enqueue":
+            envelope = EventEnvelope("attio", "record.updated", f"bench-{stamp}-{i}:0", route, event)
+            enqueue_events(connection, queues, [envelope], retry_schedule=(15, 60, 300, 900, 1800))
+        elif part == "part:logline":
+            logging.getLogger("integration.request").info("POST /webhooks/attio 202", extra=fields)
+
+
 def serve(app_path: str, count: int) -> None:
     """Serve ``count`` fresh signed deliveries (plus a warm-up of 20) to the app, in this process."""
+    if app_path.startswith("part:"):
+        _run_part(app_path, count)
+        return
     from werkzeug.test import EnvironBuilder
 
     from integration.verify import attio_signature
@@ -71,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--requests", type=int, default=300, help="requests counted per app")
     parser.add_argument("--log-level", default="INFO", help="web's LOG_LEVEL")
     parser.add_argument("--apps", default="bare,floor,web", help=f"comma-separated, of {', '.join(APPS)}")
+    parser.add_argument("--parts", action="store_true", help="also count each part of web's request alone: "
+                        + "; ".join(f"{k[5:]}: {v}" for k, v in PARTS.items()))
     parser.add_argument("--serve", help=argparse.SUPPRESS)  # internal: the process valgrind runs
     return parser
 
@@ -87,6 +144,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         base = _count(APPS[name], 0, args.log_level)
         total = _count(APPS[name], args.requests, args.log_level)
         result["apps"][name] = (total - base) // args.requests
+    if args.parts:
+        for part in PARTS:
+            base = _count(part, 0, args.log_level)
+            total = _count(part, args.requests, args.log_level)
+            result["apps"][part] = (total - base) // args.requests
     redis.Redis.from_url(BENCH_REDIS_URL).flushdb()
     return result
 
@@ -97,7 +159,8 @@ def report(result: dict[str, Any]) -> str:
     rows: list[tuple[str, Any]] = [("", "instructions/request   vs bare")]
     for name, count in apps.items():
         ratio = f"{count / apps['bare']:8.2f}" if "bare" in apps else ""
-        rows.append((name, f"{count:20,d}   {ratio}"))
+        label = f"  {name[5:]} alone" if name.startswith("part:") else name
+        rows.append((label, f"{count:20,d}   {ratio}"))
     head = (f"bench.instructions: {result['requests']} signed Attio deliveries per app, in process, under "
             f"callgrind; web at LOG_LEVEL={result['log_level']}")
     return head + "\n" + table(rows)
