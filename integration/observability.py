@@ -20,8 +20,6 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pythonjsonlogger.json import JsonFormatter
-
 from .config import Settings
 
 if TYPE_CHECKING:
@@ -219,26 +217,53 @@ class _ContextFilter(logging.Filter):
         return True
 
 
-class _JsonLines(JsonFormatter):
-    """python-json-logger's formatter, minus payload-carrying fields, with every string redacted.
+# Every attribute a plain LogRecord has: what is not one of these was passed in ``extra`` (or set by a filter).
+_RECORD_ATTRS = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+def _json_default(value: Any) -> Any:
+    """How a log field that JSON cannot hold is written: dates as ISO 8601, anything else as its ``str``."""
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    return str(value)
+
+
+_dumps = json.JSONEncoder(default=_json_default).encode  # ASCII only: non-ASCII text is escaped ("\u00e9")
+
+
+class _JsonLines(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, component, then the record's extra fields
+    (minus payload-carrying ones) and any traceback, with every string redacted.
 
     The finished line is searched once for anything ``redact`` would replace; only a line with a hit is built
-    again from its fields, each redacted (a per-field pass on every line cost ~25 µs of each request's ~45 µs
-    log line).
+    again from its fields, each redacted. Written here rather than taken from python-json-logger, whose formatter
+    (field renaming, reserved-attribute scans, a generic ``default``) cost 47 k more instructions per line.
     """
 
-    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
-        for key in _UNSAFE_FIELDS.intersection(log_data):
-            del log_data[key]
-        return log_data
+    def __init__(self, component: str) -> None:
+        super().__init__()
+        self.component = component
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
-
-    def serialize_log_record(self, log_data: dict[str, Any]) -> str:  # type: ignore[override]
-        line = super().serialize_log_record(log_data)
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "component": self.component,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRS and key not in _UNSAFE_FIELDS:
+                data[key] = value
+        if record.exc_info:
+            data["exc_info"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            data["stack_info"] = self.formatStack(record.stack_info)
+        line = _dumps(data)
         if _may_need_redaction(line):
-            line = super().serialize_log_record(_scrub(log_data))
+            line = _dumps(_scrub(data))
         return line
 
 
@@ -265,13 +290,7 @@ def setup_logging(level: str = "INFO", component: str = "web", *, secrets: Itera
     if _handler is not None and _handler in root.handlers:
         return
     handler = _handler = _StdoutHandler()
-    handler.setFormatter(
-        _JsonLines(
-            "%(asctime)s %(levelname)s %(name)s %(message)s",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            static_fields={"component": component},
-        )
-    )
+    handler.setFormatter(_JsonLines(component))
     handler.addFilter(_ContextFilter())
     root.handlers[:] = [handler]
     # Third-party loggers that would otherwise print request details at INFO.
