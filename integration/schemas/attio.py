@@ -2,16 +2,39 @@
 
 from __future__ import annotations
 
-from marshmallow import fields, validate
+from typing import Any
 
-from .base import BoundedList, Identifier, IdentifierMap, Inbound
+from marshmallow import ValidationError, fields, validate
+
+from .base import BoundedList, Identifier, IdentifierMap, Inbound, identifier
 
 __all__ = ["AttioDeliverySchema", "AttioEventSchema"]
 
 
-class _Actor(Inbound):
-    type = fields.String(required=True, validate=validate.Length(max=64))
-    id = Identifier(load_default=None, allow_none=True)
+class _Actor(fields.Field):
+    """``{"type": "workspace-member", "id": ...}``: ``type`` a required string of at most 64 characters, ``id`` an
+    optional ``Identifier``, other keys dropped. What a nested schema of those two fields gives, with the same
+    errors per key, at half the cost on the hot path of every Attio webhook."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str | None]:
+        if not isinstance(value, dict):
+            raise ValidationError("Invalid input type.")
+        kind, ident = value.get("type"), value.get("id")
+        errors: dict[str, list[str]] = {}
+        if kind is None:
+            errors["type"] = ["Missing data for required field."]
+        elif not isinstance(kind, str):
+            errors["type"] = ["Not a valid string."]
+        elif len(kind) > 64:
+            errors["type"] = ["Longer than maximum length 64."]
+        if ident is not None:
+            try:
+                ident = identifier(ident)
+            except ValidationError as exc:
+                errors["id"] = exc.messages  # type: ignore[assignment]
+        if errors:
+            raise ValidationError(errors)
+        return {"type": kind, "id": ident}
 
 
 class AttioEventSchema(Inbound):
@@ -21,11 +44,9 @@ class AttioEventSchema(Inbound):
     id = IdentifierMap(
         ("workspace_id", "object_id", "record_id", "attribute_id", "list_id", "entry_id"), required=True
     )
-    actor = fields.Nested(_Actor, load_default=None, allow_none=True)
-    parent_object_id = Identifier(load_default=None, allow_none=True)
-    parent_record_id = Identifier(load_default=None, allow_none=True)
-    duplicate_object_id = Identifier(load_default=None, allow_none=True)
-    duplicate_record_id = Identifier(load_default=None, allow_none=True)
+    actor = _Actor(load_default=None, allow_none=True)
+    # Only record.created / record.updated are routed (routing.py), so the ids other event types carry
+    # (parent_*, duplicate_*: reference/attio.md) are dropped with the other unknown fields.
 
 
 class AttioDeliverySchema(Inbound):

@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
-__all__ = ["BoundedList", "Identifier", "IdentifierMap", "Inbound"]
+__all__ = ["BoundedList", "Identifier", "IdentifierMap", "Inbound", "identifier"]
 
 _ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
@@ -23,10 +23,11 @@ class Identifier(fields.Field):
     """A provider id: a string or a whole number (Zoho ids are numeric strings, sometimes sent bare)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        return _identifier(value)
+        return identifier(value)
 
 
-def _identifier(value: Any) -> str:
+def identifier(value: Any) -> str:
+    """A valid provider id as a string; ValidationError otherwise."""
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise ValidationError("must be a string id")
     text = str(value)
@@ -52,7 +53,7 @@ class IdentifierMap(fields.Field):
         for key in self.keys:
             item = value.get(key)
             try:
-                result[key] = None if item is None else _identifier(item)
+                result[key] = None if item is None else identifier(item)
             except ValidationError as exc:
                 errors[key] = exc.messages if isinstance(exc.messages, list) else [str(exc.messages)]
         if errors:
