@@ -6,6 +6,7 @@ signature, a body, an email address or a card number.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import re
@@ -146,3 +147,28 @@ def test_each_kind_of_private_value_is_caught_on_its_own(
     [record] = lines(capsys.readouterr().out)
     assert {k: record[k] for k in expected} == expected
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", record["time"])
+
+
+def test_a_logged_exception_carries_its_traceback_redacted_and_odd_fields_as_text(
+    settings: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    create_app(settings)
+    capsys.readouterr()
+    when = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
+    try:
+        raise ValueError(f"refused for {CUSTOMER_EMAIL}")
+    except ValueError:
+        logging.getLogger("workers.job").exception(
+            "job failed", extra={"when": when, "kinds": ("a",), "obj": _Odd(), "status": 500, "ok": False})
+    [record] = lines(capsys.readouterr().out)
+    assert (record["level"], record["logger"], record["message"]) == ("ERROR", "workers.job", "job failed")
+    assert record["exc_info"].startswith("Traceback (most recent call last):")
+    assert record["exc_info"].endswith("ValueError: refused for [email]")
+    assert (record["when"], record["kinds"], record["obj"]) == ("2026-11-30T09:00:00+00:00", ["a"], "odd thing")
+    assert (record["status"], record["ok"]) == (500, False)
+    assert "lineno" not in record and "thread" not in record  # only what was passed, not the record's internals
+
+
+class _Odd:
+    def __str__(self) -> str:
+        return "odd thing"
