@@ -247,13 +247,7 @@ class _JsonLines(logging.Formatter):
         self.component = component
 
     def format(self, record: logging.LogRecord) -> str:
-        data: dict[str, Any] = {
-            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "component": self.component,
-        }
+        data = self.head(record.created, record.levelname, record.name, record.getMessage())
         for key, value in record.__dict__.items():
             if key not in _RECORD_ATTRS and key not in _UNSAFE_FIELDS:
                 data[key] = value
@@ -261,6 +255,20 @@ class _JsonLines(logging.Formatter):
             data["exc_info"] = self.formatException(record.exc_info)
         if record.stack_info:
             data["stack_info"] = self.formatStack(record.stack_info)
+        return self.line(data)
+
+    def head(self, created: float, level: str, logger: str, message: str) -> dict[str, Any]:
+        """The fields every line starts with."""
+        return {
+            "time": dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": level,
+            "logger": logger,
+            "message": message,
+            "component": self.component,
+        }
+
+    def line(self, data: dict[str, Any]) -> str:
+        """``data`` as one JSON line, redacted."""
         line = _dumps(data)
         if _may_need_redaction(line):
             line = _dumps(_scrub(data))
@@ -270,12 +278,21 @@ class _JsonLines(logging.Formatter):
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stdout`` is at the time (as ``logging.lastResort`` does for stderr)."""
 
-    def __init__(self) -> None:
+    def __init__(self, formatter: _JsonLines) -> None:
         logging.Handler.__init__(self)
+        self.setFormatter(formatter)
+        self.json_lines = formatter
 
     @property
     def stream(self) -> Any:  # type: ignore[override]
         return sys.stdout
+
+    def write_line(self, line: str) -> None:
+        """Write one finished line, as ``emit`` writes a formatted record."""
+        with self.lock:  # type: ignore[union-attr]
+            stream = sys.stdout
+            stream.write(line + self.terminator)
+            stream.flush()
 
 
 _handler: _StdoutHandler | None = None
@@ -289,8 +306,7 @@ def setup_logging(level: str = "INFO", component: str = "web", *, secrets: Itera
     root.setLevel(level)
     if _handler is not None and _handler in root.handlers:
         return
-    handler = _handler = _StdoutHandler()
-    handler.setFormatter(_JsonLines(component))
+    handler = _handler = _StdoutHandler(_JsonLines(component))
     handler.addFilter(_ContextFilter())
     root.handlers[:] = [handler]
     # Third-party loggers that would otherwise print request details at INFO.
@@ -332,7 +348,7 @@ def init_request_logging(app: Flask) -> None:
                 "duration_ms": round((time.perf_counter() - state[0]) * 1000, 1) if state else None,
                 **(_NOTES.get() or {}),
             }
-            log.log(level, "%s %s %s", method, path, status, extra=fields)
+            _request_line(level, f"{method} {path} {status}", fields)
         return response
 
     def ended(exc: BaseException | None) -> None:
@@ -350,6 +366,36 @@ def init_request_logging(app: Flask) -> None:
 
 
 _STATE = "integration.observability"  # the WSGI environ key of a request's start time and context tokens
+
+
+def _only_way_out(handler: _StdoutHandler, level: int) -> bool:
+    """Whether a record of ``level`` from ``log`` reaches that handler alone, and unfiltered but for the context."""
+    if level < handler.level or len(handler.filters) != 1 or not isinstance(handler.filters[0], _ContextFilter):
+        return False
+    logger: logging.Logger | None = log
+    while logger is not None and logger is not logging.root:
+        if logger.handlers or not logger.propagate or logger.filters:
+            return False
+        logger = logger.parent
+    return logging.root.handlers == [handler]
+
+
+def _request_line(level: int, message: str, fields: dict[str, Any]) -> None:
+    """Log a request's line: exactly the line ``log.log(level, message, extra=fields)`` gives, but written straight
+    to the stream of ``setup_logging``'s handler when that handler is the only way out of ``log`` (as it is in the
+    web process). logging's own path to it (a LogRecord, the caller's frame, the logger tree, handler filters)
+    cost more than building and writing the line, on every webhook; ``bench.instructions --parts`` counts both."""
+    handler = _handler
+    if handler is None or not _only_way_out(handler, level):
+        log.log(level, message, extra=fields)  # someone else listens too (a test's handler, another setup)
+        return
+    data = handler.json_lines.head(time.time(), logging.getLevelName(level), log.name, message)
+    for key, value in fields.items():
+        if key not in _UNSAFE_FIELDS:
+            data[key] = value
+    for key, value in _CONTEXT.get().items():  # what _ContextFilter adds to a record
+        data.setdefault(key, value)
+    handler.write_line(handler.json_lines.line(data))
 
 
 # -- Sentry -----------------------------------------------------------------------------------------------------

@@ -172,3 +172,29 @@ def test_a_logged_exception_carries_its_traceback_redacted_and_odd_fields_as_tex
 class _Odd:
     def __str__(self) -> str:
         return "odd thing"
+
+
+def test_the_request_line_written_directly_is_the_line_logging_writes(
+    settings: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The web writes its request line straight to the log stream (observability._request_line); the same line
+    must come out when logging's own path is taken (here forced by a second handler on the way)."""
+    from integration import observability
+
+    create_app(settings)
+    fields = {"method": "POST", "path": "/webhooks/zoho", "status": 202, "duration_ms": 1.5,
+              "event_ids": ["ev-1"], "job_ids": ["zoho-ev-1-abc"], "note": f"for {CUSTOMER_EMAIL}", "body": SENTINEL}
+    capsys.readouterr()
+    with observability.bind(source="zoho", job_id="not-this-one"):
+        observability._request_line(logging.INFO, "POST /webhooks/zoho 202", {**fields, "job_id": "this-one"})
+        extra = logging.NullHandler()
+        logging.getLogger("integration").addHandler(extra)
+        try:
+            observability._request_line(logging.INFO, "POST /webhooks/zoho 202", {**fields, "job_id": "this-one"})
+        finally:
+            logging.getLogger("integration").removeHandler(extra)
+    direct, through_logging = lines(capsys.readouterr().out)
+    assert direct.pop("time")[:16] == through_logging.pop("time")[:16]
+    assert list(direct.items()) == list(through_logging.items())  # same fields, same order
+    assert direct["note"] == "for [email]" and "body" not in direct
+    assert (direct["source"], direct["job_id"]) == ("zoho", "this-one")
