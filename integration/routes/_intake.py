@@ -6,10 +6,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from flask import Response
+
 from ..extensions import queues, redis_conn, settings
 from ..observability import note
 from ..queueing import EventEnvelope, enqueue_events
 from ..routing import route_for
+from ._json import json_response
 
 __all__ = ["Candidate", "accept"]
 
@@ -18,7 +21,7 @@ log = logging.getLogger("integration.intake")
 Candidate = tuple[str, str, dict[str, Any]]  # (event_type, dedupe id, validated event)
 
 
-def accept(source: str, candidates: Sequence[Candidate]) -> tuple[dict[str, Any], int]:
+def accept(source: str, candidates: Sequence[Candidate]) -> Response:
     """Enqueue the routed events of one delivery atomically; answer 202, or 200 duplicate / ignored."""
     envelopes: list[EventEnvelope] = []
     ignored: list[str] = []
@@ -32,7 +35,7 @@ def accept(source: str, candidates: Sequence[Candidate]) -> tuple[dict[str, Any]
     note(event_ids=[dedupe_id for _, dedupe_id, _ in candidates])
     if not envelopes:
         note(outcome="ignored", ignored=ignored)
-        return {"status": "ignored", "event_types": ignored}, 200
+        return json_response({"status": "ignored", "event_types": ignored}, 200)
     outcomes = enqueue_events(
         redis_conn(), queues(), envelopes, retry_schedule=settings().retry_schedule_seconds
     )
@@ -42,10 +45,10 @@ def accept(source: str, candidates: Sequence[Candidate]) -> tuple[dict[str, Any]
     # The request's one log line (observability.init_request_logging) carries these ids and the outcome.
     note(outcome="accepted" if new else "duplicate", event_types=[env.event_type for env in envelopes])
     if not new:
-        return {"status": "duplicate", "jobs": dupes}, 200
+        return json_response({"status": "duplicate", "jobs": dupes}, 200)
     body: dict[str, Any] = {"status": "accepted", "jobs": new}
     if dupes:
         body["duplicates"] = dupes
     if ignored:
         body["ignored"] = ignored
-    return body, 202
+    return json_response(body, 202)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
 from ..extensions import settings
 from ..schemas import AttioDeliverySchema
@@ -21,7 +20,7 @@ bp = Blueprint("attio_webhooks", __name__, url_prefix="/webhooks")
 
 
 @bp.post("/attio")
-def receive() -> tuple[dict[str, Any], int]:
+def receive() -> Response:
     """Accept an Attio delivery: verify, validate, enqueue each event, answer."""
     body = request.get_data(cache=True)  # raw bytes: the signature covers these, not re-serialized JSON
     verify_attio(body, request.headers, secrets=settings().attio_webhook_secrets)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
 
 from flask import Blueprint, Response, request
 
@@ -20,7 +19,7 @@ bp = Blueprint("braintree_webhooks", __name__, url_prefix="/webhooks")
 
 
 @bp.post("/braintree")
-def receive() -> tuple[dict[str, Any], int]:
+def receive() -> Response:
     """Accept a Braintree notification: verify and parse through the SDK, validate, enqueue, answer."""
     signature = request.form.get("bt_signature")
     payload = request.form.get("bt_payload")

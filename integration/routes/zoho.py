@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
 
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
 from ..extensions import settings
 from ..schemas import ZohoEventSchema
@@ -20,7 +19,7 @@ bp = Blueprint("zoho_webhooks", __name__, url_prefix="/webhooks")
 
 
 @bp.post("/zoho")
-def receive() -> tuple[dict[str, Any], int]:
+def receive() -> Response:
     """Accept a Zoho Billing event: verify, validate, enqueue, answer."""
     body = request.get_data(cache=True)  # raw bytes, read before request.form / request.json
     is_form = request.mimetype == "application/x-www-form-urlencoded"
