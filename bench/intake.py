@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -23,8 +25,18 @@ import redis
 
 from integration.verify import attio_signature
 
-from ._common import BENCH_REDIS_URL, ROOT, SERVICE_ENV, env_with, free_port, procfile_command, start, stop
-from ._common import table, wait_http
+from ._common import (
+    BENCH_REDIS_URL,
+    ROOT,
+    SERVICE_ENV,
+    env_with,
+    free_port,
+    procfile_command,
+    start,
+    stop,
+    table,
+    wait_http,
+)
 
 # Each wrk thread has its own Lua state and, unseeded, the same math.random sequence: without a seed per thread
 # and per run, two threads (and the warm-up and the measured run) would send the same keys, and the web would
@@ -85,12 +97,63 @@ def _server(app: str, log: Path, log_level: str) -> tuple[subprocess.Popen[bytes
     return proc, url
 
 
-def _wrk(url: str, script: Path, *, seconds: int, connections: int) -> dict[str, float]:
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time so far of these processes (all their threads), from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of proc(5))
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _switches(pids: list[int]) -> int:
+    """Context switches so far (voluntary and not) of these processes' threads, from /proc."""
+    total = 0
+    for pid in pids:
+        for status in Path(f"/proc/{pid}/task").glob("*/status"):
+            try:
+                text = status.read_text()
+            except OSError:
+                continue
+            total += sum(int(n) for n in re.findall(r"ctxt_switches:\s+(\d+)", text))
+    return total
+
+
+def _tree(pid: int) -> list[int]:
+    """A process and its children (gunicorn's master and its workers)."""
+    children = [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return [pid, *children]
+
+
+def _redis_pids(conn: redis.Redis) -> list[int]:
+    """The Redis server's pid when it runs on this machine (its CPU is part of each request's cost), else none."""
+    pid = int(conn.info("server").get("process_id", 0))
+    return [pid] if pid and Path(f"/proc/{pid}").exists() else []
+
+
+def _wrk(url: str, script: Path, *, seconds: int, connections: int, server: list[int] | None = None,
+         redis_pids: list[int] | None = None) -> dict[str, float]:
+    """One wrk run; with ``server`` (pids), also the CPU time per request of the server, Redis and wrk itself."""
+    before = (_cpu_seconds(server or []), _cpu_seconds(redis_pids or []),
+              resource.getrusage(resource.RUSAGE_CHILDREN), _switches(server or []), _switches(redis_pids or []))
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), url],
         capture_output=True, text=True, check=True,
     ).stdout
-    return _parse_wrk(out)
+    result = _parse_wrk(out)
+    if server:
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        requests_done = result["rps"] * seconds
+        result["cpu_server_us"] = (_cpu_seconds(server) - before[0]) / requests_done * 1e6
+        result["cpu_redis_us"] = (_cpu_seconds(redis_pids or []) - before[1]) / requests_done * 1e6
+        wrk_cpu = after.ru_utime + after.ru_stime - before[2].ru_utime - before[2].ru_stime
+        result["cpu_wrk_us"] = wrk_cpu / requests_done * 1e6
+        result["switches_server"] = (_switches(server) - before[3]) / requests_done
+        result["switches_redis"] = (_switches(redis_pids or []) - before[4]) / requests_done
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,9 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _median_round(rounds: list[dict[str, float]]) -> dict[str, float]:
-    """The round with the median throughput, plus the worst p99 of all rounds."""
+    """The round with the median throughput, plus the worst p99 of all rounds and the median CPU per request."""
     ordered = sorted(rounds, key=lambda r: r["rps"])
-    return {**ordered[len(ordered) // 2], "worst_p99": max(r["p99"] for r in rounds)}
+    result = {**ordered[len(ordered) // 2], "worst_p99": max(r["p99"] for r in rounds)}
+    for key in ("cpu_server_us", "cpu_redis_us", "cpu_wrk_us", "switches_server", "switches_redis"):
+        if all(key in r for r in rounds):
+            result[key] = sorted(r[key] for r in rounds)[len(rounds) // 2]
+    return result
 
 
 _APPS = {
@@ -143,9 +210,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 servers[name] = _server(_APPS[name], Path(tmp) / f"{name}.log", args.log_level)
             for _, url in servers.values():  # warm-up: imports, connections, the script loaded into Redis
                 _wrk(url, script, seconds=2, connections=4)
+            redis_pids = _redis_pids(conn)
             for _ in range(args.rounds):
-                for name, (_, url) in servers.items():
-                    rounds[name].append(_wrk(url, script, seconds=args.seconds, connections=args.connections))
+                for name, (proc, url) in servers.items():
+                    rounds[name].append(_wrk(url, script, seconds=args.seconds, connections=args.connections,
+                                             server=_tree(proc.pid), redis_pids=redis_pids))
         finally:
             for proc, _ in servers.values():
                 stop(proc)
@@ -178,6 +247,14 @@ def report(result: dict[str, Any]) -> str:
             + " ".join(f"{x:.2f}" for x in result["ratios" if name == "web" else name + "_ratios"]) + ")"
         )
         rows.append((labels[name], f"{r['rps']:10.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['non2xx']:8.0f} {ratio}"))
+    rows.append(("", "CPU µs per request (median round): server + Redis + wrk = total"))
+    for name in ["bare", "web", *result["baselines"]]:
+        r = result[name]
+        if "cpu_server_us" in r:
+            total = r["cpu_server_us"] + r["cpu_redis_us"] + r["cpu_wrk_us"]
+            rows.append((f"  {name}", f"{r['cpu_server_us']:6.0f} + {r['cpu_redis_us']:4.0f} + {r['cpu_wrk_us']:4.0f} "
+                                      f"= {total:6.0f}   context switches per request: server "
+                                      f"{r['switches_server']:.1f}, Redis {r['switches_redis']:.1f}"))
     rows += [
         ("web worst p99 of all rounds", f"{'':10s} {'':8s} {result['web']['worst_p99']:8.2f}"),
         ("ratio web/bare (median)", f"{result['ratio']:10.2f}   target >= 0.5, p99 <= 15 ms"),
