@@ -33,18 +33,21 @@ def init_dashboard(app: Flask, settings: Settings) -> None:
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
     web.setup_rq_connection(app)  # builds a client; Redis is contacted on the first page load
 
-    @app.before_request
-    def _guard_dashboard() -> Response | None:
-        path = request.path
-        if path != PREFIX and not path.startswith(PREFIX + "/"):
-            return None
-        if request.method not in ("GET", "HEAD", "POST") or (
-            request.method != "POST" and path.startswith(PREFIX + "/requeue/")
-        ):
-            return Response('{"error": "method_not_allowed"}', status=405, mimetype="application/json",
-                            headers={"Allow": "POST"})
-        origin = request.headers.get("Origin")
-        if request.method == "POST" and origin and urlparse(origin).netloc != request.host:
-            # Basic auth is replayed by browsers: refuse a cross-site form posting into the dashboard.
-            return Response('{"error": "cross_origin"}', status=403, mimetype="application/json")
-        return None
+    # Runs for the dashboard's own routes only (a hook of its blueprint, kept in this app's registry: the blueprint
+    # object is shared by every app of the process). A path under /rq that matches none of them answers 404 or 405.
+    app.before_request_funcs.setdefault(rq_dashboard.blueprint.name, []).insert(0, _guard_dashboard)
+
+
+def _guard_dashboard() -> Response | None:
+    """No state change by GET (rq-dashboard 0.9's "requeue all" answers GET) and no cross-site POST."""
+    path = request.path
+    if request.method not in ("GET", "HEAD", "POST") or (
+        request.method != "POST" and path.startswith(PREFIX + "/requeue/")
+    ):
+        return Response('{"error": "method_not_allowed"}', status=405, mimetype="application/json",
+                        headers={"Allow": "POST"})
+    origin = request.headers.get("Origin")
+    if request.method == "POST" and origin and urlparse(origin).netloc != request.host:
+        # Basic auth is replayed by browsers: refuse a cross-site form posting into the dashboard.
+        return Response('{"error": "cross_origin"}', status=403, mimetype="application/json")
+    return None

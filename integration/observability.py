@@ -355,9 +355,13 @@ def init_request_logging(app: Flask) -> None:
         state = request.environ.pop(_STATE, None)
         if state is None:
             return
-        for var, token in zip((_CONTEXT, _NOTES, _HIDDEN), state[1:], strict=True):
-            with contextlib.suppress(ValueError):  # set in another context (never in Flask's own flow)
-                var.reset(token)  # type: ignore[attr-defined]
+        _, context_token, notes_token, hidden_token = state
+        try:
+            _CONTEXT.reset(context_token)
+            _NOTES.reset(notes_token)
+            _HIDDEN.reset(hidden_token)
+        except ValueError:  # set in another context (never in Flask's own flow): leave them
+            pass
 
     # First before-request hook, last after-request hook: the line sees the final status, even of auth refusals.
     app.before_request_funcs.setdefault(None, []).insert(0, started)
