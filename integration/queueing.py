@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from redis.exceptions import RedisError
@@ -100,9 +100,12 @@ def attempts_of(job: Any) -> int:
 
 def job_id_for(source: str, dedupe_id: str) -> str:
     """A deterministic RQ job id (only ``[A-Za-z0-9_-]``, as RQ >= 2.8 demands) for an event's dedupe id."""
-    digest = hashlib.sha256(dedupe_id.encode("utf-8")).hexdigest()[:12]
+    return _job_id(source, dedupe_id, hashlib.sha256(dedupe_id.encode("utf-8")).hexdigest())
+
+
+def _job_id(source: str, dedupe_id: str, digest: str) -> str:
     readable = _UNSAFE.sub("_", dedupe_id)[:48].strip("_")
-    return f"{source}-{readable}-{digest}" if readable else f"{source}-{digest}"
+    return f"{source}-{readable}-{digest[:12]}" if readable else f"{source}-{digest[:12]}"
 
 
 @dataclass(frozen=True)
@@ -126,16 +129,15 @@ class EventEnvelope:
         }
 
 
-@dataclass(frozen=True)
-class Enqueued:
+class Enqueued(NamedTuple):
     """What happened to one envelope: its job id and whether it was already there."""
 
     job_id: str
     duplicate: bool
 
 
-def _dedupe_key(env: EventEnvelope) -> str:
-    return f"dedupe:{env.source}:{hashlib.sha256(env.dedupe_id.encode('utf-8')).hexdigest()}"
+def _dedupe_key(source: str, digest: str) -> str:
+    return f"dedupe:{source}:{digest}"
 
 
 # The hot path of every webhook. It writes the same job record RQ's ``Queue.enqueue_job`` writes (the hash
@@ -190,12 +192,14 @@ def enqueue_events(
     """
     if not envelopes:
         return []
-    keys = [_dedupe_key(env) for env in envelopes]
     received = datetime.now(UTC)
+    keys = []
     args: list[Any] = [DEDUPE_TTL, _rq_time(received), JOB_TIMEOUT, RESULT_TTL, FAILURE_TTL]
     job_ids = []
     for env in envelopes:
-        job_id = job_id_for(env.source, env.dedupe_id)
+        digest = hashlib.sha256(env.dedupe_id.encode("utf-8")).hexdigest()  # names both the dedupe key and the job
+        keys.append(_dedupe_key(env.source, digest))
+        job_id = _job_id(env.source, env.dedupe_id, digest)
         job_ids.append(job_id)
         args.extend(_job_fields(queues[env.route.queue], env, job_id, retry_schedule, received))
     try:
