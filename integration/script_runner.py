@@ -60,8 +60,22 @@ class ScriptRunner:
 
     def _evalsha(self, conn: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
         try:
-            conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            conn.send_packed_command(_pack(conn, ("EVALSHA", self.sha, len(keys), *keys, *args)))
             return conn.read_response()
         except NoScriptError:  # Redis restarted or flushed its script cache
-            conn.send_command("EVAL", self.source, len(keys), *keys, *args)
+            conn.send_packed_command(_pack(conn, ("EVAL", self.source, len(keys), *keys, *args)))
             return conn.read_response()
+
+
+def _pack(conn: Any, command: tuple[Any, ...]) -> list[bytes]:
+    """The command in RESP, as ``conn.send_command`` would send it: hiredis packs it in C when installed (redis-py's
+    own wrapper around it cost as much again), else the connection's packer."""
+    if _hiredis_pack is not None:
+        return [_hiredis_pack(command)]
+    return conn.pack_command(*command)  # type: ignore[no-any-return]
+
+
+try:
+    from hiredis import pack_command as _hiredis_pack
+except ImportError:  # pragma: no cover - hiredis is in requirements.txt
+    _hiredis_pack = None

@@ -54,3 +54,24 @@ def test_threads_share_a_runner(redis_conn):
         list(pool.map(lambda _: [runner(["n"], [1]) for _ in range(50)], range(16)))
     assert int(redis_conn.get("n")) == 800
     assert 1 <= len(runner._free) <= 16
+
+
+def test_without_hiredis_the_connection_packs_the_command(redis_conn, monkeypatch):
+    from integration import script_runner
+
+    monkeypatch.setattr(script_runner, "_hiredis_pack", None)
+    runner = ScriptRunner(redis_conn, "return {KEYS[1], ARGV[1], ARGV[2]}")
+    assert runner(["k é"], ["v", 7]) == [b"k \xc3\xa9", b"v", b"7"]
+    redis_conn.script_flush()  # and the EVAL fallback packs the same way
+    assert runner(["k"], [b"\x00bin"]) == [b"k", b"\x00bin"]
+
+
+def test_hiredis_packs_what_the_connection_would(redis_conn):
+    from integration import script_runner
+
+    conn = redis_conn.connection_pool.get_connection()
+    try:
+        command = ("EVALSHA", "ab" * 20, 1, "k é", "v", 7, 2.5, b"\x00bin")
+        assert b"".join(script_runner._pack(conn, command)) == b"".join(conn.pack_command(*command))
+    finally:
+        redis_conn.connection_pool.release(conn)
