@@ -11,7 +11,7 @@ from rq import Queue
 from .config import Settings
 from .verify import BraintreeVerifier
 
-__all__ = ["braintree_verifier", "queues", "redis_conn", "settings"]
+__all__ = ["braintree_verifier", "intake_resources", "queues", "redis_conn", "settings"]
 
 
 def settings() -> Settings:
@@ -30,6 +30,12 @@ def queues() -> dict[str, Queue]:
     """Every queue of the service, by name."""
     result: dict[str, Queue] = current_app.extensions["queues"]
     return result
+
+
+def intake_resources() -> tuple[Settings, redis.Redis, dict[str, Queue]]:
+    """Settings, Redis client and queues in one lookup of the app (every webhook needs all three)."""
+    ext = current_app.extensions
+    return ext["settings"], ext["redis"], ext["queues"]
 
 
 def braintree_verifier() -> BraintreeVerifier:

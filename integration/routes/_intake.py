@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Response
 
-from ..extensions import queues, redis_conn, settings
+from ..extensions import intake_resources
 from ..observability import note
 from ..queueing import EventEnvelope, enqueue_events
 from ..routing import route_for
@@ -36,14 +36,13 @@ def accept(source: str, candidates: Sequence[Candidate]) -> Response:
     if not envelopes:
         note(outcome="ignored", ignored=ignored)
         return json_response({"status": "ignored", "event_types": ignored}, 200)
-    outcomes = enqueue_events(
-        redis_conn(), queues(), envelopes, retry_schedule=settings().retry_schedule_seconds
-    )
-    note(job_ids=[o.job_id for o in outcomes])
+    settings, connection, queues = intake_resources()
+    outcomes = enqueue_events(connection, queues, envelopes, retry_schedule=settings.retry_schedule_seconds)
     new = [o.job_id for o in outcomes if not o.duplicate]
     dupes = [o.job_id for o in outcomes if o.duplicate]
     # The request's one log line (observability.init_request_logging) carries these ids and the outcome.
-    note(outcome="accepted" if new else "duplicate", event_types=[env.event_type for env in envelopes])
+    note(job_ids=[o.job_id for o in outcomes], outcome="accepted" if new else "duplicate",
+         event_types=[env.event_type for env in envelopes])
     if not new:
         return json_response({"status": "duplicate", "jobs": dupes}, 200)
     body: dict[str, Any] = {"status": "accepted", "jobs": new}
