@@ -6,6 +6,11 @@ service's default ``LOG_LEVEL`` (INFO: one JSON line per request, to a file), on
 machine's drift hits both alike. Every request is a valid signed Attio delivery with a fresh ``Idempotency-Key``,
 so each one is verified, validated and enqueued (no duplicate shortcut). Prints requests/s, p50 and p99 of the
 median round of each, and the median of the rounds' ratios. Targets (2 cores): ratio ≥ 0.5, p99 ≤ 15 ms.
+
+Throughput on a shared machine drifts by ±10 % between rounds; what each request costs drifts less. So each round
+also reads, from /proc, the CPU time (user + system) of the gunicorn processes, of the Redis server (when it runs
+here) and of wrk, and the context switches of the server and Redis, and prints them per request: with both cores
+busy, req/s is about 2 cores / (total CPU per request), so the ratio of the totals predicts the req/s ratio.
 """
 
 from __future__ import annotations
