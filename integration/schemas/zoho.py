@@ -38,7 +38,7 @@ class _PaymentRef(Inbound):
     payment_id = Identifier(required=True)
     reference_number = fields.String(load_default=None, allow_none=True)
     customer_id = Identifier(load_default=None, allow_none=True)
-    invoices = BoundedList(fields.Nested(_PaymentInvoice), load_default=list, max_length=1000)  # jobs re-read it
+    invoices = BoundedList(_PaymentInvoice, load_default=list, max_length=1000)  # jobs re-read it
 
 
 class _CustomerRef(Inbound):
