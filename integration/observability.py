@@ -225,7 +225,7 @@ def _json_default(value: Any) -> Any:
     """How a log field that JSON cannot hold is written: dates as ISO 8601, anything else as its ``str``."""
     if isinstance(value, dt.date | dt.time):
         return value.isoformat()
-    if isinstance(value, set | frozenset | tuple):
+    if isinstance(value, set | frozenset):
         return list(value)
     return str(value)
 

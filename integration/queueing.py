@@ -243,7 +243,7 @@ def _job_fields(
         f"{env.source} {env.event_type} {env.dedupe_id}",
         _dumps({"source": env.source, "event_type": env.event_type, "event_id": env.dedupe_id}),
         len(intervals) if intervals else "",  # "" reads back as None: RQ leaves both unset without a policy
-        "[" + ", ".join(map(str, intervals)) + "]" if intervals else "",  # json.dumps of a list of ints
+        _dumps(intervals) if intervals else "",
     )
 
 
