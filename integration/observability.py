@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .config import Settings
+from .jsontext import encoder
 
 if TYPE_CHECKING:
     from flask import Flask, Response
@@ -65,6 +66,11 @@ _CARD_SHAPED = re.compile(r"\d[\d -]{11,}\d")
 # The same for a serialized (ASCII-only) line: an ASCII class is ~15 times cheaper than \d, which has to know
 # every Unicode digit; non-ASCII text in a line is escaped ("\u0664"), which _may_need_redaction checks for.
 _CARD_SHAPED_ASCII = re.compile(r"[0-9][0-9 -]{11,}[0-9]")
+# Whether a line has 13 characters in a row of digits, spaces and dashes (as every _CARD_SHAPED_ASCII match does):
+# its bytes with each of those made "#" and anything else ".", searched for 13 "#". Several times faster than that
+# regex's scan, which then runs only on the few lines that have such a run.
+_CARD_CHARS = bytes(ord("#") if chr(i) in "0123456789 -" else ord(".") for i in range(256))
+_CARD_RUN = b"#" * 13
 
 log = logging.getLogger("integration.request")
 
@@ -145,7 +151,10 @@ def _may_need_redaction(text: str) -> bool:
     stretches those flag (lookbehinds still see the characters before a stretch)."""
     return (
         any(secret in text for secret in _secret_forms)
-        or any(_DIGIT_RUN.search(text, m.start(), m.end()) for m in _CARD_SHAPED_ASCII.finditer(text))
+        or (
+            _CARD_RUN in text.encode("ascii", "ignore").translate(_CARD_CHARS)  # dropping a character can only join runs
+            and any(_DIGIT_RUN.search(text, m.start(), m.end()) for m in _CARD_SHAPED_ASCII.finditer(text))
+        )
         or (("@" in text or "%40" in text) and bool(_EMAIL.search(text)))
         or "\\u" in text
         or any(hidden in text or json.dumps(hidden)[1:-1] in text for hidden in _HIDDEN.get())
@@ -230,7 +239,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-_dumps = json.JSONEncoder(default=_json_default).encode  # ASCII only: non-ASCII text is escaped ("\u00e9")
+_dumps = encoder(default=_json_default)  # ASCII only: non-ASCII text is escaped ("\u00e9")
 
 
 class _JsonLines(logging.Formatter):

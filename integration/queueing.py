@@ -9,7 +9,6 @@ failed job is kept, so a redelivery can never overwrite a failed job of the same
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import re
@@ -26,6 +25,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from .errors import QueueUnavailable
+from .jsontext import encoder
 from .routing import QUEUES, Route
 from .script_runner import ScriptRunner
 
@@ -247,7 +247,7 @@ def _job_fields(
     )
 
 
-_dumps = json.JSONEncoder().encode  # json.dumps with default options, minus its per-call argument checks
+_dumps = encoder()  # json.dumps with default options, without its per-call checks and encoder building
 
 
 def enqueue_job(
