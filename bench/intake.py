@@ -260,7 +260,15 @@ def report(result: dict[str, Any]) -> str:
             rows.append((f"  {name}", f"{r['cpu_server_us']:6.0f} + {r['cpu_redis_us']:4.0f} + {r['cpu_wrk_us']:4.0f} "
                                       f"= {total:6.0f}   context switches per request: server "
                                       f"{r['switches_server']:.1f}, Redis {r['switches_redis']:.1f}"))
+    # With a fixed number of connections each waiting for its answer, the mean latency is connections / throughput
+    # (Little's law), so a p99 target is a throughput target too.
+    conns = result["connections"]
+    mean = {name: 1000 * conns / result[name]["rps"] for name in ("bare", "web")}
+    shape = result["web"]["p99"] / mean["web"]
     rows += [
+        ("closed loop: mean ms = conns/rps", f"{'':10s} bare {mean['bare']:.2f}, web {mean['web']:.2f}; web's p99 is "
+                                             f"{shape:.1f}x its mean, so p99 <= 15 ms needs "
+                                             f"~{1000 * conns * shape / 15:.0f} req/s"),
         ("web worst p99 of all rounds", f"{'':10s} {'':8s} {result['web']['worst_p99']:8.2f}"),
         ("ratio web/bare (median)", f"{result['ratio']:10.2f}   target >= 0.5, p99 <= 15 ms"),
         ("jobs enqueued by web", f"{result['queued']:10d}"),
