@@ -233,3 +233,49 @@ def test_settlement_arriving_before_the_collection_is_recorded_is_not_lost(stack
     assert stack.attio.value("payments", rid, "status") == "Settled"
     assert stack.attio.value("payments", rid, "company") == books.company
     assert len(stack.attio.find("payments", "external_id", f"braintree:{sale['id']}")) == 1
+
+
+# -- the subscription: its status follows the collection, unless a newer event has been applied --------------------
+# zoho_delivery's events are raised at 2026-11-30T10:00:00+0000.
+@pytest.mark.parametrize(
+    ("card", "amount", "status_after"),
+    [("valid", 50.0, "Active"), ("declining", 75.0, "Past due")],
+)
+def test_the_collection_sets_the_subscription_status(stack, web, redis_conn, card, amount, status_after):
+    books = Books(stack, card=card)
+    stack.attio.set_values("subscriptions", books.subscription, {
+        "zoho_subscription_id": "sub-collect-1", "status": "Trial", "last_event_at": "2026-11-30T09:00:00.000000Z"})
+    invoice_id = stack.zoho.raise_invoice(books.zoho_customer, amount, subscription_id="sub-collect-1")["invoice_id"]
+    assert deliver(web.url, invoice_id, "ev-s1").status_code == 202
+    run_worker(redis_conn)
+
+    attio = stack.attio
+    assert attio.value("subscriptions", books.subscription, "status") == status_after
+    # Only lifecycle events move the mark: one raised before the invoice (subscription_created) still applies.
+    assert attio.value("subscriptions", books.subscription, "last_event_at").startswith("2026-11-30T09:00:00")
+    paid_at = attio.value("subscriptions", books.subscription, "last_payment_at")
+    assert (paid_at is not None) == (status_after == "Active")
+
+
+@pytest.mark.parametrize(("card", "amount"), [("valid", 50.0), ("declining", 75.0)])
+def test_a_subscription_changed_by_a_newer_event_keeps_its_status(stack, web, redis_conn, card, amount):
+    """Cancelled at 11:00 (a lifecycle event), then the collection of a 10:00 invoice runs (say a retry): the
+    charge and its records happen as always, the payment time is written, the status stays Cancelled."""
+    books = Books(stack, card=card)
+    stack.attio.set_values("subscriptions", books.subscription, {
+        "zoho_subscription_id": "sub-collect-2", "status": "Cancelled",
+        "last_event_at": "2026-11-30T11:00:00.000000Z"})
+    invoice_id = stack.zoho.raise_invoice(books.zoho_customer, amount, subscription_id="sub-collect-2")["invoice_id"]
+    assert deliver(web.url, invoice_id, "ev-s2").status_code == 202
+    run_worker(redis_conn)
+
+    attio = stack.attio
+    [txn] = [t for t in stack.braintree.transactions if t["order_id"] == invoice_id]
+    record = payment_record(stack, txn["id"])
+    assert record is not None
+    expected = "Submitted" if card == "valid" else "Declined"
+    assert attio.value("payments", record["id"]["record_id"], "status") == expected
+    assert attio.value("subscriptions", books.subscription, "status") == "Cancelled"
+    assert attio.value("subscriptions", books.subscription, "last_event_at").startswith("2026-11-30T11:00:00")
+    paid_at = attio.value("subscriptions", books.subscription, "last_payment_at")
+    assert (paid_at is not None) == (card == "valid")

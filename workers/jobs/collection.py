@@ -9,6 +9,7 @@ import redis
 from integration.errors import PayloadInvalid
 
 from .. import runtime
+from ..crm import parse_time
 from ..workflows.collection import collect_invoice
 from ._entry import entrypoint
 
@@ -26,7 +27,8 @@ def handle_invoice_created(
     # The delivery that asked for the charge: a redelivery or a job retry keeps it, so its sale keeps its key.
     attempt = str(payload.get("event", {}).get("event_id") or payload.get("event_id"))
     result = collect_invoice(
-        str(invoice_id), attempt=attempt, zoho=zoho, braintree=braintree, attio=attio, connection=connection
+        str(invoice_id), attempt=attempt, zoho=zoho, braintree=braintree, attio=attio, connection=connection,
+        event_time=parse_time(payload.get("event", {}).get("event_time")),
     )
     return result.to_dict()
 

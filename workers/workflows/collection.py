@@ -28,7 +28,16 @@ import redis
 from integration.clients.attio_values import record_id, value
 from integration.locks import hold
 
-from ..crm import AttioLike, find_company_by_zoho_customer, find_subscription_by_zoho_id, iso, ref, upsert_payment
+from ..crm import (
+    AttioLike,
+    find_company_by_zoho_customer,
+    find_subscription_by_zoho_id,
+    iso,
+    parse_time,
+    ref,
+    set_subscription,
+    upsert_payment,
+)
 
 __all__ = ["OPEN_STATUSES", "Collection", "collect_invoice"]
 
@@ -69,9 +78,13 @@ def collect_invoice(
     braintree: Any,
     attio: AttioLike,
     connection: redis.Redis,
+    event_time: datetime | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> Collection:
-    """Charge an open invoice's balance at most once, record it in Zoho and Attio; idempotent on retry."""
+    """Charge an open invoice's balance at most once, record it in Zoho and Attio; idempotent on retry.
+
+    ``event_time`` is when Zoho raised the event that asked for the charge: the subscription's status is left
+    alone when a newer event has already been applied to it (see ``_update_subscription``)."""
     with hold(connection, f"collect:{invoice_id}", ttl=LOCK_TTL, wait=15.0) as lock:
         invoice = zoho.get_invoice(invoice_id)
         if invoice is None:
@@ -80,7 +93,7 @@ def collect_invoice(
         balance = Decimal(str(invoice.get("balance") or 0))
         company = find_company_by_zoho_customer(attio, str(invoice.get("customer_id")))
         subscription = _subscription_of(attio, invoice)
-        context = _Context(invoice, company, subscription)
+        context = _Context(invoice, company, subscription, event_time)
         if invoice.get("status") not in OPEN_STATUSES or balance <= 0:
             # Paid, void or draft: nothing to charge. If our own sale paid it (a retry after a crash between the
             # Zoho payment and Attio), finish the Attio side from the invoice alone — no Braintree call.
@@ -118,6 +131,7 @@ class _Context:
     invoice: dict[str, Any]
     company: dict[str, Any] | None
     subscription: dict[str, Any] | None
+    event_time: datetime | None = None
 
     def base_fields(self) -> dict[str, Any]:
         invoice = self.invoice
@@ -200,12 +214,7 @@ def _record_success(
             {**ctx.base_fields(), "amount": str(amount), "status": "Submitted", "failure_reason": "",
              "occurred_at": iso(now)},
         )
-    if ctx.subscription is not None:
-        attio.update_record(
-            "subscriptions",
-            record_id(ctx.subscription),
-            {"last_payment_at": iso(now), "status": "Active", "status_detail": ""},
-        )
+    _update_subscription(attio, ctx, {"status": "Active", "status_detail": ""}, facts={"last_payment_at": iso(now)})
 
 
 def _record_failure(attio: AttioLike, ctx: _Context, charge: _Charge, *, attempt: str, now: datetime) -> None:
@@ -227,7 +236,27 @@ def _record_failure(attio: AttioLike, ctx: _Context, charge: _Charge, *, attempt
         {**ctx.base_fields(), "amount": str(amount), "status": status, "failure_reason": reason,
          "occurred_at": iso(now)},
     )
-    if ctx.subscription is not None:
-        attio.update_record(
-            "subscriptions", record_id(ctx.subscription), {"status": "Past due", "status_detail": detail}
-        )
+    _update_subscription(attio, ctx, {"status": "Past due", "status_detail": detail})
+
+
+def _update_subscription(
+    attio: AttioLike, ctx: _Context, status: dict[str, Any], *, facts: dict[str, Any] | None = None
+) -> None:
+    """Write a collection's outcome to the invoice's subscription: ``facts`` (when it was paid) always, ``status``
+    only if no event newer than the invoice's has been applied to it. Workflow 4's ordering rule: a collection
+    retried hours later must not turn a subscription cancelled meanwhile back to Active or Past due.
+
+    ``last_event_at`` is read, not moved: the lifecycle jobs (which re-read Zoho's subscription) stay its only
+    writers, so one raised just before the invoice (``subscription_created``, say) is still applied after it."""
+    if ctx.subscription is None:
+        return
+    # Read again: a lifecycle event may have been applied while the card was being charged.
+    record = attio.get_record("subscriptions", record_id(ctx.subscription)) or ctx.subscription
+    applied = parse_time(value(record, "last_event_at"))
+    changes = dict(facts or {})
+    if ctx.event_time is None or applied is None or ctx.event_time >= applied:
+        changes.update(status)
+    else:
+        log.info("subscription %s has an event newer than invoice %s's: status left as is",
+                 record_id(record), ctx.invoice.get("invoice_id"))
+    set_subscription(attio, record, changes)
