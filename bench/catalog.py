@@ -36,7 +36,6 @@ from workers.workflows.catalog import WRITERS, SyncSummary, sync_services
 from ._common import BENCH_REDIS_URL, SERVICE_ENV, table
 
 
-
 # -- the Attio simulator's process ------------------------------------------------------------------------------
 def _serve_attio(conn: Connection, budget: int) -> None:
     """Run the Attio simulator (write limit = budget) and answer ``counters`` / ``stop`` messages."""

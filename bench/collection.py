@@ -49,8 +49,7 @@ from tests.simulators.attio import AttioSimulator
 from tests.simulators.braintree import BraintreeSimulator
 from tests.simulators.zoho import ZohoSimulator
 
-from ._common import BENCH_REDIS_URL, SERVICE_ENV, env_with, free_port, procfile_command, start, stop, table
-from ._common import wait_http
+from ._common import BENCH_REDIS_URL, SERVICE_ENV, env_with, free_port, procfile_command, start, stop, table, wait_http
 from .worker import _PreimportingWorker
 
 POLL = 0.01  # seconds between looks at the Zoho simulator's payments

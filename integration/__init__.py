@@ -27,8 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .handlers import register_error_handlers
     from .observability import init_request_logging, init_sentry, secret_values, setup_logging
     from .queueing import make_queues, make_redis
-    from .routes import attio, braintree, zoho
-    from .routes import admin, health, pay
+    from .routes import admin, attio, braintree, health, pay, zoho
 
     if settings is None:
         settings = _settings_or_exit()

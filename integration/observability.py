@@ -152,7 +152,8 @@ def _may_need_redaction(text: str) -> bool:
     return (
         any(secret in text for secret in _secret_forms)
         or (
-            _CARD_RUN in text.encode("ascii", "ignore").translate(_CARD_CHARS)  # dropping a character can only join runs
+            # (dropping a non-ASCII character can only join runs, never split one)
+            _CARD_RUN in text.encode("ascii", "ignore").translate(_CARD_CHARS)
             and any(_DIGIT_RUN.search(text, m.start(), m.end()) for m in _CARD_SHAPED_ASCII.finditer(text))
         )
         or (("@" in text or "%40" in text) and bool(_EMAIL.search(text)))

@@ -591,7 +591,7 @@ class Report:
             f"jobs: {counts(before.jobs)}; automatic retries by RQ: {before.rq_retries}",
             f"job outcomes: {counts(before.outcomes)}",
             f"applied (checked in the simulators): {counts(before.applied)}",
-            f"drained: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in self.drained.items()),
+            "drained: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in self.drained.items()),
             f"failed registry before the retry: {len(before.failed)} job(s); audit findings on their invoices: "
             f"{len(before.pending)}",
             *[f"  failed {line}" for line in before.failed[:25]],

@@ -16,9 +16,10 @@ import re
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, Callable
+from typing import Any
 
 import requests
 from flask import Flask, Response, request
@@ -57,7 +58,7 @@ def _bad(message: str, code: str = "validation_type") -> AttioError:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
 
 
 def _uid() -> str:
@@ -76,7 +77,7 @@ def parse_timestamp(value: Any) -> datetime:
         offset = (1 if tz[0] == "+" else -1) * timedelta(hours=int(tz[1:3]), minutes=int(tz[3:5]))
     try:
         return datetime(int(y), int(mo), int(d), int(h or 0), int(mi or 0), int(s or 0),
-                        int((frac or "0").ljust(6, "0")[:6]), tzinfo=timezone(offset)).astimezone(timezone.utc)
+                        int((frac or "0").ljust(6, "0")[:6]), tzinfo=timezone(offset)).astimezone(UTC)
     except ValueError:
         raise _bad(f"Invalid timestamp value {value!r}") from None
 
@@ -656,7 +657,7 @@ class AttioSimulator(Simulator):
             if limit is not None and used >= limit:
                 self.rate_limited += 1
                 self._window = (second, reads, writes)
-                retry = email.utils.format_datetime(datetime.fromtimestamp(now + 1, timezone.utc), usegmt=True)
+                retry = email.utils.format_datetime(datetime.fromtimestamp(now + 1, UTC), usegmt=True)
                 err = AttioError(429, "rate_limit_exceeded", "Rate limit exceeded, please try again later",
                                  "rate_limit_error")
                 return Response(json.dumps(err.body()), 429, headers={"Retry-After": retry},
@@ -685,7 +686,7 @@ class AttioSimulator(Simulator):
 
         def _late_headers(resp: Response) -> Response:
             if resp.status_code == 429 and "Retry-After" not in resp.headers:
-                when = datetime.fromtimestamp(int(time.time()) + 1, timezone.utc)
+                when = datetime.fromtimestamp(int(time.time()) + 1, UTC)
                 resp.headers["Retry-After"] = email.utils.format_datetime(when, usegmt=True)
             resp.headers.setdefault("X-Attio-Execution-Id", _uid())
             return resp

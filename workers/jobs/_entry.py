@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 from rq import get_current_job
 
-from integration.queueing import attempts_of
 from integration.observability import bind
+from integration.queueing import attempts_of
 
 __all__ = ["entrypoint"]
 
