@@ -25,6 +25,7 @@ __all__ = [
     "find_company_by_zoho_customer",
     "find_one",
     "find_subscription_by_zoho_id",
+    "is_stale",
     "iso",
     "parse_time",
     "ref",
@@ -143,6 +144,15 @@ def _is_uuid(text: str) -> bool:
     return True
 
 
+def is_stale(record: Mapping[str, Any], event_time: datetime | None) -> bool:
+    """Whether an event raised at ``event_time`` is older than the newest one applied to a subscription (its
+    ``last_event_at``); an event without a time is never stale."""
+    if event_time is None:
+        return False
+    applied = parse_time(value(record, "last_event_at"))
+    return applied is not None and event_time < applied
+
+
 def set_subscription(
     attio: AttioLike,
     record: Mapping[str, Any],
@@ -154,9 +164,9 @@ def set_subscription(
     anything was written. Values already equal are not rewritten (each write echoes back as a webhook)."""
     values = dict(changes)
     if event_time is not None:
-        applied = parse_time(value(record, "last_event_at"))
-        if applied is not None and event_time < applied:
-            log.info("stale event for subscription %s: %s < %s", record_id(record), event_time, applied)
+        if is_stale(record, event_time):
+            log.info("stale event for subscription %s: %s < %s", record_id(record), event_time,
+                     value(record, "last_event_at"))
             return False
         values["last_event_at"] = iso(event_time)
     pending = {k: v for k, v in values.items() if not _same(value(record, k), v)}

@@ -32,8 +32,8 @@ from ..crm import (
     AttioLike,
     find_company_by_zoho_customer,
     find_subscription_by_zoho_id,
+    is_stale,
     iso,
-    parse_time,
     ref,
     set_subscription,
     upsert_payment,
@@ -252,9 +252,8 @@ def _update_subscription(
         return
     # Read again: a lifecycle event may have been applied while the card was being charged.
     record = attio.get_record("subscriptions", record_id(ctx.subscription)) or ctx.subscription
-    applied = parse_time(value(record, "last_event_at"))
     changes = dict(facts or {})
-    if ctx.event_time is None or applied is None or ctx.event_time >= applied:
+    if not is_stale(record, ctx.event_time):
         changes.update(status)
     else:
         log.info("subscription %s has an event newer than invoice %s's: status left as is",

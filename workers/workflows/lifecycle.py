@@ -30,6 +30,7 @@ from ..crm import (
     find_company_by_zoho_customer,
     find_one,
     find_subscription_by_zoho_id,
+    is_stale,
     iso,
     parse_time,
     ref,
@@ -112,8 +113,7 @@ def sync_subscription(event: Mapping[str, Any], *, zoho: ZohoReader, attio: Atti
         changes["zoho_subscription_id"] = str(sub_id)
 
     event_time = parse_time(event.get("event_time"))
-    applied = parse_time(value(record, "last_event_at"))
-    if event_time is not None and applied is not None and event_time < applied:
+    if is_stale(record, event_time):
         log.info("zoho %s for %s is older than the last applied event: skipped", event.get("event_type"), sub_id)
         return {"outcome": "stale", "record_id": record_id(record)}
     written = set_subscription(attio, record, changes, event_time=event_time)
