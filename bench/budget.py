@@ -33,7 +33,7 @@ from integration.clients.attio import build_attio_client
 from integration.config import Settings
 from integration.errors import ServiceError
 from integration.queueing import make_redis
-from tests.simulators.attio import AttioSimulator
+from simulators.attio import AttioSimulator
 
 from ._common import BENCH_REDIS_URL, SERVICE_ENV, table
 

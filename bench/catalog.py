@@ -30,7 +30,7 @@ from integration.clients.attio import build_attio_client
 from integration.clients.zoho import build_zoho_client
 from integration.config import Settings
 from integration.errors import ServiceUnavailable
-from tests.simulators.zoho import ZohoSimulator
+from simulators.zoho import ZohoSimulator
 from workers.workflows.catalog import WRITERS, SyncSummary, sync_services
 
 from ._common import BENCH_REDIS_URL, SERVICE_ENV, table
@@ -39,7 +39,7 @@ from ._common import BENCH_REDIS_URL, SERVICE_ENV, table
 # -- the Attio simulator's process ------------------------------------------------------------------------------
 def _serve_attio(conn: Connection, budget: int) -> None:
     """Run the Attio simulator (write limit = budget) and answer ``counters`` / ``stop`` messages."""
-    from tests.simulators.attio import AttioSimulator
+    from simulators.attio import AttioSimulator
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     sim = AttioSimulator(writes_per_second=budget, reads_per_second=100)

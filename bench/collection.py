@@ -45,9 +45,9 @@ from integration.config import Settings
 from integration.queueing import make_redis
 from integration.samples import zoho_delivery
 from tests.processes import WorkerProcess, queues_idle
-from tests.simulators.attio import AttioSimulator
-from tests.simulators.braintree import BraintreeSimulator
-from tests.simulators.zoho import ZohoSimulator
+from simulators.attio import AttioSimulator
+from simulators.braintree import BraintreeSimulator
+from simulators.zoho import ZohoSimulator
 
 from ._common import BENCH_REDIS_URL, SERVICE_ENV, env_with, free_port, procfile_command, start, stop, table, wait_http
 from .worker import _PreimportingWorker

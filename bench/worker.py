@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 # -- the simulator's process ------------------------------------------------------------------------------------
 def _serve_attio(conn: Connection) -> None:
     """Run the Attio simulator and obey (command, argument) messages until ``stop``."""
-    from tests.simulators.attio import AttioSimulator
+    from simulators.attio import AttioSimulator
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     sim = AttioSimulator(writes_per_second=None, reads_per_second=None).start()

@@ -20,7 +20,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.simulators.__main__ import LOCAL_SECRETS  # noqa: E402
+from simulators.__main__ import LOCAL_SECRETS  # noqa: E402
 
 WEB_PORT = int(os.environ.get("PORT", "8000"))
 REDIS_PORT = int(os.environ.get("LOCAL_REDIS_PORT", "6379"))
@@ -82,7 +82,7 @@ def main() -> int:
                     break
                 time.sleep(0.1)
         web_url = f"http://127.0.0.1:{WEB_PORT}"
-        sims = start("simulators", [sys.executable, "-m", "tests.simulators", "--web", web_url], env)
+        sims = start("simulators", [sys.executable, "-m", "simulators", "--web", web_url], env)
         assert sims.stdout is not None
         line = sims.stdout.readline()
         if not line:

@@ -196,9 +196,9 @@ class Stack:
     """The three provider simulators on loopback, Attio's schema in place, and settings pointing at them."""
 
     def __init__(self) -> None:
-        from tests.simulators.attio import AttioSimulator
-        from tests.simulators.braintree import BraintreeSimulator
-        from tests.simulators.zoho import ZohoSimulator
+        from simulators.attio import AttioSimulator
+        from simulators.braintree import BraintreeSimulator
+        from simulators.zoho import ZohoSimulator
 
         self.attio = AttioSimulator(writes_per_second=None, reads_per_second=None).start()
         self.zoho = ZohoSimulator().start()

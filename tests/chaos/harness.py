@@ -72,8 +72,8 @@ from integration.queueing import make_queues, make_redis
 from integration.samples import attio_delivery, attio_event, zoho_delivery
 from tests.conftest import SECRETS, LiveServer, Stack, free_port
 from tests.processes import WorkerProcess, queues_idle
-from tests.simulators.base import Fault
-from tests.simulators.zoho import BASE, ORG_HEADER, SIGNATURE_HEADER, ZohoSimulator
+from simulators.base import Fault
+from simulators.zoho import BASE, ORG_HEADER, SIGNATURE_HEADER, ZohoSimulator
 from workers.crm import PAYMENT_RANK, ZOHO_TO_ATTIO_STATUS
 
 __all__ = ["ChaosOptions", "Report", "run_chaos"]

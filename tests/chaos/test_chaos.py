@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.conftest import Stack
-from tests.simulators.zoho import BASE, ORG_HEADER
+from simulators.zoho import BASE, ORG_HEADER
 from workers.jobs.lifecycle import run_dispute_event, run_subscription_event, run_transaction_event
 
 from .harness import ChaosOptions, run_chaos

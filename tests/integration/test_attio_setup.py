@@ -13,7 +13,7 @@ from integration import create_app
 from integration.attio_schema import CURRENCY, OBJECTS
 from integration.clients.attio import build_attio_client
 from tests.conftest import make_settings
-from tests.simulators.attio import AttioSimulator
+from simulators.attio import AttioSimulator
 
 UNIQUE = {("companies", "braintree_customer_id"), ("companies", "zoho_customer_id"), ("services", "external_id"),
           ("subscriptions", "zoho_subscription_id"), ("payments", "external_id")}

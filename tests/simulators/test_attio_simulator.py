@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.simulators.attio import API_ACTOR_ID, AttioSimulator
+from simulators.attio import API_ACTOR_ID, AttioSimulator
 
 AUTH = {"Authorization": "Bearer test-attio-key"}
 

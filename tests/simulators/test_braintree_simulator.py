@@ -24,7 +24,7 @@ from braintree.exceptions import (
 )
 from braintree.exceptions.http.timeout_error import ReadTimeoutError
 
-from tests.simulators.braintree import BraintreeSimulator
+from simulators.braintree import BraintreeSimulator
 
 CHARGED = [Transaction.Status.Authorized, Transaction.Status.SubmittedForSettlement, Transaction.Status.Settled]
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.simulators.zoho import ZohoSimulator
+from simulators.zoho import ZohoSimulator
 
 ORG_HEADER = "X-com-zoho-subscriptions-organizationid"
 

@@ -22,7 +22,7 @@ from sentry_sdk.transport import Transport
 from integration import Settings
 from tests.conftest import SECRETS, LiveServer, Stack, run_worker
 from tests.helpers import signed_braintree, signed_zoho
-from tests.simulators.zoho import BASE, ORG_HEADER, ZohoSimulator
+from simulators.zoho import BASE, ORG_HEADER, ZohoSimulator
 
 SUBSCRIPTION_EVENTS = {
     "subscription_created", "subscription_activation", "subscription_unpaid", "subscription_cancelled",

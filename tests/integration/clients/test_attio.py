@@ -20,7 +20,7 @@ from integration.clients.breaker import make_breaker
 from integration.errors import CircuitOpen, ServiceRejected, ServiceUnavailable
 from integration.queueing import make_redis
 from tests.conftest import make_settings
-from tests.simulators.attio import AttioSimulator
+from simulators.attio import AttioSimulator
 
 SERVICES = "/v2/objects/services/records"
 

@@ -19,8 +19,8 @@ from integration.clients.braintree import BraintreeClient, SaleResult, build_bra
 from integration.clients.breaker import make_breaker
 from integration.errors import CircuitOpen, ServiceRejected, ServiceUnavailable
 from tests.conftest import free_port, make_settings
-from tests.simulators.braintree import BraintreeSimulator
-from tests.simulators.braintree_xml import api_error_response
+from simulators.braintree import BraintreeSimulator
+from simulators.braintree_xml import api_error_response
 
 SALES = "/merchants/*/transactions"
 CUSTOMERS = "/merchants/*/customers"

@@ -16,7 +16,7 @@ from integration.clients.budget import RateBudget
 from integration.errors import ServiceError, ServiceUnavailable
 from integration.queueing import make_redis
 from tests.conftest import make_settings
-from tests.simulators.attio import AttioSimulator
+from simulators.attio import AttioSimulator
 
 LIMIT, PERIOD = 20, 1.0
 

@@ -18,7 +18,7 @@ from integration.clients.zoho_auth import ZohoTokens
 from integration.errors import CircuitOpen, ServiceRejected, ServiceUnavailable
 from integration.queueing import make_redis
 from tests.conftest import TEST_REDIS_URL, make_settings
-from tests.simulators.zoho import ZohoSimulator
+from simulators.zoho import ZohoSimulator
 
 TOKEN_PATH = "/oauth/v2/token"
 

@@ -19,7 +19,7 @@ from integration.clients.zoho_auth import ZohoTokens
 from integration.errors import ServiceUnavailable
 from integration.queueing import make_redis
 from tests.conftest import TEST_REDIS_URL, make_settings
-from tests.simulators.zoho import ZohoSimulator
+from simulators.zoho import ZohoSimulator
 
 TOKEN_PATH = "/oauth/v2/token"
 PROCESSES = 4

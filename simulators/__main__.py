@@ -1,4 +1,4 @@
-"""``python -m tests.simulators``: the three provider simulators in one process, with demo data, for the local run.
+"""``python -m simulators``: the three provider simulators in one process, with demo data, for the local run.
 
 Attio and Zoho send their webhooks to the local web process (``--web``), signed with the secrets the local run
 configures; Braintree's gateway simulator is what ``BRAINTREE_ENVIRONMENT`` points at. Prints one JSON line with
@@ -15,9 +15,9 @@ import threading
 from typing import Any
 
 from integration.clients.braintree import customer_id_for_company
-from tests.simulators.attio import AttioSimulator
-from tests.simulators.braintree import BraintreeSimulator
-from tests.simulators.zoho import ZohoSimulator
+from simulators.attio import AttioSimulator
+from simulators.braintree import BraintreeSimulator
+from simulators.zoho import ZohoSimulator
 
 LOCAL_SECRETS = {
     "attio_webhook_secret": "local-attio-webhook-secret",

@@ -31,8 +31,8 @@ from typing import Any
 import braintree
 from flask import Blueprint, Flask, Response, g, request
 
-from tests.simulators.base import Simulator
-from tests.simulators.braintree_xml import (
+from simulators.base import Simulator
+from simulators.braintree_xml import (
     ParseError,
     api_error_response,
     card_fields,

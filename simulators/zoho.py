@@ -7,7 +7,7 @@ works unchanged: ``POST /oauth/v2/token`` (form or query parameters, errors as H
 ``page_context`` paging, case-sensitive ``filter_by`` values, no idempotency keys, and signed webhooks.
 
 In-process helpers (``add_plan``, ``raise_invoice``, ``set_subscription_status``, ...) shape the state; a
-simulator run as its own process (``python -m tests.simulators.zoho --seed``) exposes a few of them under
+simulator run as its own process (``python -m simulators.zoho --seed``) exposes a few of them under
 ``/_sim/zoho/*``. State lives in plain dicts guarded by one lock: read them in tests, change them through helpers.
 """
 
@@ -34,7 +34,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, has_request_context, request
 
-from tests.simulators.base import Simulator
+from simulators.base import Simulator
 
 __all__ = ["ZohoError", "ZohoSimulator"]
 
@@ -1331,7 +1331,7 @@ class ZohoSimulator(Simulator):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the simulator in the foreground: ``python -m tests.simulators.zoho --port 9100 --seed``."""
+    """Run the simulator in the foreground: ``python -m simulators.zoho --port 9100 --seed``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)

@@ -25,7 +25,7 @@ import requests
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from tests.simulators.base import Simulator
+from simulators.base import Simulator
 
 __all__ = ["API_ACTOR_ID", "MEMBER_ACTOR_ID", "WORKSPACE_ID", "AttioError", "AttioSimulator"]
 
