@@ -71,6 +71,9 @@ class Settings:
     retry_schedule_seconds: tuple[int, ...] = (15, 60, 300, 900, 1800)
     log_level: str = "INFO"
     http_timeout: tuple[float, float] = (3.05, 20.0)
+    sale_search_lag_seconds: int = 600
+    braintree_duplicate_window_seconds: int = 30
+    braintree_merchant_accounts: tuple[tuple[str, str], ...] = ()  # (currency, merchant account id)
 
     @property
     def is_production(self) -> bool:
@@ -147,6 +150,16 @@ class Settings:
         if public_base is None and bt_env == "production":
             problems.append("missing required variable(s): PUBLIC_BASE_URL (required in production)")
 
+        accounts: list[tuple[str, str]] = []
+        accounts_raw = get("BRAINTREE_MERCHANT_ACCOUNTS", "") or ""
+        for pair in (p.strip() for p in accounts_raw.split(",") if p.strip()):
+            currency, _, account = pair.partition(":")
+            if not re.fullmatch(r"[A-Za-z]{3}", currency.strip()) or not account.strip():
+                problems.append("BRAINTREE_MERCHANT_ACCOUNTS must be CURRENCY:merchant_account_id pairs, "
+                                f"comma-separated (USD:acme_usd,EUR:acme_eur), got {pair!r}")
+                continue
+            accounts.append((currency.strip().upper(), account.strip()))
+
         log_level = (get("LOG_LEVEL", "INFO") or "INFO").upper()
         if log_level not in _LOG_LEVELS:
             problems.append(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
@@ -181,6 +194,9 @@ class Settings:
             catalog_sync_interval_minutes=integer("CATALOG_SYNC_INTERVAL_MINUTES", 15),
             retry_schedule_seconds=schedule,
             log_level=log_level,
+            sale_search_lag_seconds=integer("SALE_SEARCH_LAG_SECONDS", 600),
+            braintree_duplicate_window_seconds=integer("BRAINTREE_DUPLICATE_WINDOW_SECONDS", 30),
+            braintree_merchant_accounts=tuple(accounts),
         )
         pubs = (values["braintree_public_key"] or "").split(",")
         privs = (values["braintree_private_key"] or "").split(",")

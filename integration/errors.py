@@ -11,8 +11,11 @@
     ├── ServiceError                raised by clients/: carries provider, status, code, request_id
     │   ├── ServiceUnavailable      timeout, connection error, 5xx, 429, open circuit, budget spent → retry
     │   │   ├── RateLimited         the provider answered 429: slow down (does not trip the breaker)
-    │   │   └── CircuitOpen         the provider's breaker is open → reschedule
+    │   │   ├── CircuitOpen         the provider's breaker is open → reschedule
+    │   │   ├── LockLost            a fenced lock lapsed before an irreversible step: nothing done → retry
+    │   │   └── SaleOutcomeUnknown  an earlier sale may exist but search cannot see it yet → retry later
     │   └── ServiceRejected         any other 4xx, a validation error → fail now, report
+    ├── SaleNotApplied              money taken that Zoho can no longer book: failed job, refund or apply by hand
     └── NoHandler                   an event routed to a job that does not exist yet → failed registry
 
 Every ``__init__`` hands its message to ``super().__init__()`` and ``__reduce__`` rebuilds the keyword
@@ -27,10 +30,13 @@ __all__ = [
     "CircuitOpen",
     "ConfigError",
     "IntegrationError",
+    "LockLost",
     "NoHandler",
     "PayloadInvalid",
     "QueueUnavailable",
     "RateLimited",
+    "SaleNotApplied",
+    "SaleOutcomeUnknown",
     "ServiceError",
     "ServiceRejected",
     "ServiceUnavailable",
@@ -136,5 +142,19 @@ class CircuitOpen(ServiceUnavailable):
     """The provider's circuit breaker is open; no call was sent."""
 
 
+class LockLost(ServiceUnavailable):
+    """A lock lapsed or was taken over before an irreversible step: the step was not done; retry the job."""
+
+
+class SaleOutcomeUnknown(ServiceUnavailable):
+    """An earlier sale of this invoice may exist but Braintree's search does not show it yet: no new sale until it
+    does or the search-lag bound has passed; retry after ``retry_after``."""
+
+
 class ServiceRejected(ServiceError):
     """Permanent: the provider refused the request (4xx other than 429, validation error)."""
+
+
+class SaleNotApplied(IntegrationError):
+    """Money was taken by a sale that Zoho can no longer book (the invoice was voided, written off or paid
+    elsewhere meanwhile): permanent, and the message tells the operator to refund the sale or apply it by hand."""

@@ -5,7 +5,9 @@ free one) in a background thread, records every call, and can be told to misbeha
 
 - ``status``: answer with that HTTP status (and optional headers/body) *without* doing the work;
 - ``after``: do the work, then answer with that status (the "succeeded but the answer was lost" case);
-- ``delay``: sleep that many seconds before answering (a timeout for a client with a shorter read timeout).
+- ``delay``: sleep that many seconds before answering (a timeout for a client with a shorter read timeout);
+- ``delay_after``: do the work, then sleep that many seconds before answering (a slow answer to a request whose
+  effect others can already see: what a caller read is old by the time it arrives).
 
 Faults are matched by HTTP method and a ``fnmatch`` pattern on the path, and fire ``times`` times (``None`` =
 until cleared). Tests drive a simulator in-process (``sim.faults.add(...)``, ``sim.calls``); a simulator run as
@@ -62,6 +64,7 @@ class Fault:
     status: int | None = None
     after: int | None = None
     delay: float = 0.0
+    delay_after: float = 0.0
     times: int | None = 1
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
@@ -75,7 +78,8 @@ class Fault:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able view, for the control routes."""
-        return {k: getattr(self, k) for k in ("method", "path", "status", "after", "delay", "times", "fired")}
+        return {k: getattr(self, k)
+                for k in ("method", "path", "status", "after", "delay", "delay_after", "times", "fired")}
 
 
 class FaultPlan:
@@ -236,6 +240,8 @@ class Simulator:
             fault: Fault | None = request.environ.get("sim.fault")
             if call is None:
                 return resp
+            if fault is not None and fault.delay_after:
+                time.sleep(fault.delay_after)
             if fault is not None and fault.status is None and fault.after is not None:
                 # The work is done (state changed); the caller only sees an error.
                 resp = _error_response(fault, fault.after, self.fault_body(fault.after), self.error_content_type)
@@ -249,7 +255,7 @@ class Simulator:
         @bp.post("/faults")
         def add_fault() -> tuple[dict[str, Any], int]:
             spec = request.get_json(force=True) or {}
-            allowed = {"method", "path", "status", "after", "delay", "times", "headers", "body"}
+            allowed = {"method", "path", "status", "after", "delay", "delay_after", "times", "headers", "body"}
             fault = self.faults.add(**{k: v for k, v in spec.items() if k in allowed})
             return fault.to_dict(), 201
 

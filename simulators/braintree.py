@@ -22,6 +22,7 @@ import random
 import re
 import string
 import threading
+import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -146,6 +147,9 @@ class BraintreeSimulator(Simulator):
         self.duplicate_checking = duplicate_checking
         self.request_keys_allowed = True  # False: a merchant without Braintree's at-most-once request keys
         self.duplicate_window = timedelta(seconds=30)
+        # Braintree's search index lags behind a new transaction (not documented as instant; seconds to minutes in
+        # incidents): a transaction younger than this is not found by a search, only by ``find`` with its id.
+        self.search_lag_seconds = 0.0
         self._lock = threading.RLock()
         self._rng = random.Random()
         self.reset_state()
@@ -160,6 +164,8 @@ class BraintreeSimulator(Simulator):
             self._txns: dict[str, dict[str, Any]] = {}
             self._request_keys: dict[str, dict[str, Any]] = {}
             self._disputes: dict[str, dict[str, Any]] = {}
+            self._indexed_at: dict[str, float] = {}  # when each transaction becomes visible to searches
+            self._made_at: dict[str, float] = {}  # monotonic creation times (created_at has whole seconds)
 
     def fault_body(self, status: int) -> str:
         """An injected error: an api-error-response for 422 (the SDK parses it), a small XML note otherwise."""
@@ -254,6 +260,13 @@ class BraintreeSimulator(Simulator):
                 self._vault_card(customer_id, CARD_NONCES[CARD_KINDS[card]], make_default=True)
             return self._customer_view(customer_id)
 
+    def add_card(self, customer_id: str, card: str = "valid", *, make_default: bool = True) -> str:
+        """Vault another card for a customer (as the payment page would); returns its token."""
+        if card not in CARD_KINDS:
+            raise ValueError(f"card must be one of {sorted(CARD_KINDS)}")
+        with self._lock:
+            return str(self._vault_card(customer_id, CARD_NONCES[CARD_KINDS[card]], make_default=make_default)["token"])
+
     def customer(self, customer_id: str) -> dict[str, Any] | None:
         """A customer (a copy) with its ``credit_cards`` and ``default_token``, or None."""
         with self._lock:
@@ -309,6 +322,29 @@ class BraintreeSimulator(Simulator):
         key = hashlib.sha1(self.private_key.encode("ascii")).digest()
         signature = hmac.new(key, payload, hashlib.sha1).hexdigest()
         return {"bt_signature": f"{self.public_key}|{signature}", "bt_payload": payload.decode("ascii")}
+
+    # -- merchant kinds (how the real gateway may be configured) ---------------------------------------------------
+    MERCHANT_KINDS = ("keys", "no-keys")
+
+    def configure_merchant(self, kind: str, *, search_lag_seconds: float = 0.0,
+                           duplicate_window_seconds: float = 30.0) -> None:
+        """``keys``: the merchant has ``api_request_key`` (Braintree enables it per merchant) and duplicate checking
+        off; ``no-keys``: keys refused with 915231 and the 30 s duplicate check on, as most merchants run. Both with
+        a search index that lags ``search_lag_seconds`` behind a new transaction."""
+        if kind not in self.MERCHANT_KINDS:
+            raise ValueError(f"merchant kind is one of {self.MERCHANT_KINDS}, not {kind!r}")
+        with self._lock:
+            self.request_keys_allowed = kind == "keys"
+            self.duplicate_checking = kind == "no-keys"
+            self.duplicate_window = timedelta(seconds=duplicate_window_seconds)
+            self.search_lag_seconds = search_lag_seconds
+
+    def void(self, txn_id: str) -> dict[str, Any]:
+        """Void a sale in-process (as a person in the Control Panel would); returns a copy."""
+        with self._lock:
+            txn = self._txn_or_raise(txn_id)
+            self._set_status(txn, "voided")
+            return copy.deepcopy(txn)
 
     def seed_sample_data(self) -> dict[str, Any]:
         """Create ``demo-customer`` with a valid default Visa (idempotent); returns it."""
@@ -493,6 +529,8 @@ class BraintreeSimulator(Simulator):
             "status_history": [{"status": s, "timestamp": now, "amount": str(amount)} for s in history],
         }
         self._txns[txn["id"]] = txn
+        self._indexed_at[txn["id"]] = time.monotonic() + self.search_lag_seconds
+        self._made_at[txn["id"]] = time.monotonic()
         nonce = params.get("payment_method_nonce")
         store = options.get("store_in_vault") or options.get("store_in_vault_on_success")
         if nonce and store and txn["status"] in CHARGED:
@@ -558,9 +596,9 @@ class BraintreeSimulator(Simulator):
     def _is_duplicate(self, amount: Decimal, order_id: str | None, card: Card) -> bool:
         # Braintree's rule: an earlier successful sale within the window with the same amount, order id (when one
         # is given) and card number and expiry.
-        since = _now() - self.duplicate_window
+        since = time.monotonic() - self.duplicate_window.total_seconds()
         return any(
-            t["type"] == "sale" and t["status"] in DUPLICATE_BASIS and t["created_at"] >= since
+            t["type"] == "sale" and t["status"] in DUPLICATE_BASIS and self._made_at.get(t["id"], 0.0) >= since
             and Decimal(t["amount"]) == amount and (order_id is None or t["order_id"] == order_id)
             and t["card"]["unique_number_identifier"] == card["unique_number_identifier"]
             and t["card"]["expiration_year"] == card["expiration_year"]
@@ -632,7 +670,9 @@ class BraintreeSimulator(Simulator):
 
     def _transaction_search_ids(self) -> Response:
         criteria = self._body("search")  # newest first, as the gateway lists them
-        return _xml(search_results([t["id"] for t in reversed(self._txns.values()) if self._txn_matches(t, criteria)]))
+        now = time.monotonic()
+        return _xml(search_results([t["id"] for t in reversed(self._txns.values())
+                                    if self._indexed_at.get(t["id"], 0.0) <= now and self._txn_matches(t, criteria)]))
 
     def _transaction_search_page(self) -> Response:
         # The SDK does not filter a page itself: answer exactly the requested ids that still match.

@@ -1223,6 +1223,43 @@ class ZohoSimulator(Simulator):
         with self._lock:
             return copy.deepcopy(self.invoices[invoice_id])
 
+    # What finance does to an invoice by hand in Zoho Billing (Invoices → More → Void / Write Off / Apply Credits /
+    # Record Payment): each changes the balance a collection sees on its next read.
+    def void_invoice(self, invoice_id: str) -> dict[str, Any]:
+        """Void an invoice (POST /invoices/{id}/status/void): balance 0, status ``void``; a copy."""
+        with self._lock:
+            invoice = self.invoices[invoice_id]
+            invoice.update(status="void", balance=0.0, updated_time=self._ts())
+            return copy.deepcopy(invoice)
+
+    def write_off_invoice(self, invoice_id: str) -> dict[str, Any]:
+        """Write off the balance (POST /invoices/{id}/writeoff): status ``paid``, ``write_off_amount`` set; a copy."""
+        with self._lock:
+            invoice = self.invoices[invoice_id]
+            invoice.update(write_off_amount=invoice["balance"], balance=0.0, status="paid", updated_time=self._ts())
+            return copy.deepcopy(invoice)
+
+    def apply_credit_note(self, invoice_id: str, amount: float) -> dict[str, Any]:
+        """Apply ``amount`` of a credit note to the invoice (lowers its balance, ``credits_applied``); a copy."""
+        with self._lock:
+            invoice = self.invoices[invoice_id]
+            value = round(min(float(amount), invoice["balance"]), 2)
+            invoice["credits_applied"] = round(invoice["credits_applied"] + value, 2)
+            invoice["balance"] = round(invoice["balance"] - value, 2)
+            invoice["status"] = "paid" if invoice["balance"] <= 0 else "partially_paid"
+            invoice["updated_time"] = self._ts()
+            return copy.deepcopy(invoice)
+
+    def pay_offline(self, invoice_id: str, amount: float, mode: str = "check",
+                    reference_number: str = "") -> dict[str, Any]:
+        """Record a payment made outside the service (a cheque, a bank transfer), applied to the invoice."""
+        with self._lock:
+            invoice = self.invoices[invoice_id]
+            body = {"customer_id": invoice["customer_id"], "payment_mode": mode, "amount": amount,
+                    "reference_number": reference_number, "description": f"{mode} received",
+                    "invoices": [{"invoice_id": invoice_id, "amount_applied": amount}]}
+            return copy.deepcopy(self._record_payment(body, round(float(amount), 2)))
+
     def payments_for_invoice(self, invoice_id: str) -> list[dict[str, Any]]:
         """Copies of the recorded payments applied to an invoice."""
         with self._lock:

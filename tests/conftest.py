@@ -13,8 +13,11 @@ from typing import Any
 
 import pytest
 import redis
+import sentry_sdk
 from rq import SimpleWorker
 from rq.serializers import JSONSerializer
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import Transport
 from werkzeug.serving import make_server
 
 from integration import Settings, create_app
@@ -269,3 +272,28 @@ def run_until_idle(redis_conn: redis.Redis, *, rounds: int = 10) -> None:
         if moved == 0 and all(q.count == 0 for q in queues.values()):
             return
         run_worker(redis_conn)
+
+
+class _MemoryTransport(Transport):
+    """Keeps Sentry's events in a list instead of sending them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[dict[str, Any]] = []
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        for item in envelope.items:
+            if item.type == "event" and item.payload.json is not None:
+                self.events.append(item.payload.json)
+
+
+@pytest.fixture
+def sentry_events() -> Iterator[list[dict[str, Any]]]:
+    """Sentry events captured in memory while the test runs; the previous client is put back after."""
+    transport = _MemoryTransport()
+    client = sentry_sdk.Client(dsn="http://public@127.0.0.1:9/1", transport=transport, default_integrations=False)
+    scope = sentry_sdk.get_global_scope()
+    previous = scope.client
+    scope.set_client(client)
+    yield transport.events
+    scope.set_client(previous)

@@ -86,6 +86,8 @@ class SaleResult:
     processor_code: str | None
     message: str
     rejection_reason: str | None = None  # "duplicate": probably charged already, search before anything else
+    keyed: bool = True  # whether Braintree took the api_request_key (False: a merchant without the feature)
+    response_type: str | None = None  # approved | soft_declined | hard_declined (a hard decline needs a new card)
 
     @property
     def charged(self) -> bool:
@@ -211,17 +213,27 @@ class BraintreeClient:
         amount: Decimal,
         customer_id: str,
         payment_method_token: str | None = None,
-        api_request_key: str,
+        api_request_key: str | None,
+        merchant_account_id: str | None = None,
     ) -> SaleResult:
-        """Charge and submit for settlement; ServiceUnavailable means the outcome is unknown (search first)."""
-        if not order_id or not api_request_key or len(api_request_key) > 255 or len(order_id) > 255:
+        """Charge and submit for settlement; ServiceUnavailable means the outcome is unknown (search first).
+
+        ``SaleResult.keyed`` says whether Braintree took the ``api_request_key``: a merchant without the feature
+        refuses it (915231) and the sale is sent again without it (nothing was created by the refused one). A caller
+        that knows the merchant refuses keys passes None and saves that round trip."""
+        if not order_id or len(order_id) > 255 or (api_request_key is not None
+                                                     and not 0 < len(api_request_key) <= 255):
             raise ValueError("order_id and api_request_key must be 1–255 characters")
         params: dict[str, Any] = {
             "amount": _amount_text(amount), "order_id": order_id, "customer_id": customer_id,
-            "api_request_key": api_request_key, "options": {"submit_for_settlement": True},
+            "options": {"submit_for_settlement": True},
         }
+        if api_request_key is not None:
+            params["api_request_key"] = api_request_key
         if payment_method_token is not None:
             params["payment_method_token"] = payment_method_token  # else: the customer's default method
+        if merchant_account_id:
+            params["merchant_account_id"] = merchant_account_id  # else: the merchant's default account
         result = self._call(self._gateway.transaction.sale, params)
         if result is None:  # the SDK's answer to an empty or unknown body: we cannot tell whether it charged
             raise ServiceUnavailable(PROVIDER, f"sale for {order_id}: unreadable answer, outcome unknown")
@@ -237,14 +249,15 @@ class BraintreeClient:
                     raise ServiceUnavailable(PROVIDER, f"sale for {order_id}: unreadable answer, outcome unknown")
                 txn = result.transaction
                 if txn is not None:
-                    return self._sale_result(txn, None if result.is_success else str(result.message))
+                    return self._sale_result(txn, None if result.is_success else str(result.message), keyed=False)
                 code, message = _first_error(result)
             if code in _KEY_RETRY_LATER:
                 raise ServiceUnavailable(PROVIDER, f"sale for {order_id}: request key {_KEY_RETRY_LATER[code]}",
                                          code=code)
             raise ServiceRejected(PROVIDER, f"sale for {order_id} refused: {message} ({code})", status=422,
                                   code=code)
-        return self._sale_result(txn, None if result.is_success else str(result.message))
+        return self._sale_result(txn, None if result.is_success else str(result.message),
+                                 keyed="api_request_key" in params)
 
     def find_transaction(self, transaction_id: str) -> Transaction | None:
         """The transaction, or None when Braintree has none with this id."""
@@ -259,7 +272,7 @@ class BraintreeClient:
 
     # -- internals --------------------------------------------------------------------------------------------
     @staticmethod
-    def _sale_result(txn: Transaction, error_message: str | None) -> SaleResult:
+    def _sale_result(txn: Transaction, error_message: str | None, *, keyed: bool = True) -> SaleResult:
         status = str(txn.status)
         reason = getattr(txn, "gateway_rejection_reason", None) or None
         outcome: Literal["charged", "declined", "rejected", "failed"]
@@ -275,7 +288,8 @@ class BraintreeClient:
         if outcome == "rejected" and reason and reason not in text:
             text = f"{text} ({reason})"
         code = getattr(txn, "processor_response_code", None) or None
-        return SaleResult(outcome, str(txn.id), status, txn.amount, code, text, rejection_reason=reason)
+        return SaleResult(outcome, str(txn.id), status, txn.amount, code, text, rejection_reason=reason, keyed=keyed,
+                          response_type=getattr(txn, "processor_response_type", None) or None)
 
     def _lookup(self, fn: Callable[[str], T], key: str) -> T | None:
         """``fn(key)``, or None on a 404 (including the SDK's local check of the id's characters)."""

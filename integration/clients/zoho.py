@@ -255,12 +255,18 @@ class ZohoClient:
         reference_number: str,
         date: dt.date,
         description: str,
+        amount_applied: Decimal | None = None,
     ) -> dict[str, Any]:
-        """Record an external card payment applied in full to one invoice (look the invoice up before a retry)."""
-        if not isinstance(amount, Decimal):
-            raise TypeError(f"amount must be Decimal, got {type(amount).__name__}")
-        if not amount.is_finite() or amount <= 0:
-            raise ValueError(f"amount must be a positive number, got {amount}")
+        """Record an external card payment of ``amount``, ``amount_applied`` of it (default all) to one invoice; the
+        rest stays with the customer as unused credit (look the invoice up before a retry)."""
+        applied = amount if amount_applied is None else amount_applied
+        for name, number in (("amount", amount), ("amount_applied", applied)):
+            if not isinstance(number, Decimal):
+                raise TypeError(f"{name} must be Decimal, got {type(number).__name__}")
+            if not number.is_finite() or number <= 0:
+                raise ValueError(f"{name} must be a positive number, got {number}")
+        if applied > amount:
+            raise ValueError(f"amount_applied {applied} exceeds the payment amount {amount}")
         body = {
             "customer_id": customer_id,
             "payment_mode": "creditcard",  # an outside gateway's card charge (reference §3.5)
@@ -268,7 +274,7 @@ class ZohoClient:
             "date": date,
             "reference_number": reference_number,
             "description": description,
-            "invoices": [{"invoice_id": invoice_id, "amount_applied": amount}],
+            "invoices": [{"invoice_id": invoice_id, "amount_applied": applied}],
         }
         return self._one("POST", "/payments", "payment", body=body)
 

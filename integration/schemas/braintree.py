@@ -20,6 +20,8 @@ class _Transaction(Inbound):
     order_id = fields.String(load_default=None, allow_none=True)
     processor_response_text = fields.String(load_default=None, allow_none=True)
     processor_settlement_response_text = fields.String(load_default=None, allow_none=True)
+    type = fields.String(load_default=None, allow_none=True)  # sale | credit (a refund: never income)
+    refunded_transaction_id = fields.String(load_default=None, allow_none=True)
 
 
 class _Dispute(Inbound):
@@ -61,6 +63,8 @@ def _transaction(txn: Any) -> dict[str, Any] | None:
         "order_id": _text(getattr(txn, "order_id", None)),
         "processor_response_text": _text(getattr(txn, "processor_response_text", None)),
         "processor_settlement_response_text": _text(getattr(txn, "processor_settlement_response_text", None)),
+        "type": _text(getattr(txn, "type", None)),
+        "refunded_transaction_id": _text(getattr(txn, "refunded_transaction_id", None)),
     }
 
 

@@ -15,9 +15,6 @@ from typing import Any
 import pytest
 import redis
 import requests
-import sentry_sdk
-from sentry_sdk.envelope import Envelope
-from sentry_sdk.transport import Transport
 
 from integration import Settings
 from tests.conftest import SECRETS, LiveServer, Stack, run_worker
@@ -45,31 +42,6 @@ def sims(stack: Stack, live_server: LiveServer) -> Iterator[Stack]:
     stack.zoho.webhook_events = SUBSCRIPTION_EVENTS | PAYMENT_EVENTS
     yield stack
     stack.zoho.webhook_events = None
-
-
-class _MemoryTransport(Transport):
-    """Keeps Sentry's events in a list instead of sending them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.events: list[dict[str, Any]] = []
-
-    def capture_envelope(self, envelope: Envelope) -> None:
-        for item in envelope.items:
-            if item.type == "event" and item.payload.json is not None:
-                self.events.append(item.payload.json)
-
-
-@pytest.fixture
-def sentry_events() -> Iterator[list[dict[str, Any]]]:
-    """Sentry events captured in memory while the test runs; the previous client is put back after."""
-    transport = _MemoryTransport()
-    client = sentry_sdk.Client(dsn="http://public@127.0.0.1:9/1", transport=transport, default_integrations=False)
-    scope = sentry_sdk.get_global_scope()
-    previous = scope.client
-    scope.set_client(client)
-    yield transport.events
-    scope.set_client(previous)
 
 
 # -- helpers ----------------------------------------------------------------------------------------------------

@@ -10,25 +10,27 @@ from integration.errors import PayloadInvalid
 
 from .. import runtime
 from ..crm import parse_time
-from ..workflows.collection import collect_invoice
+from ..workflows.collection import Policy, collect_invoice
 from ._entry import entrypoint
 
 __all__ = ["handle_invoice_created", "run_invoice_created"]
 
 
 def handle_invoice_created(
-    payload: dict[str, Any], *, zoho: Any, braintree: Any, attio: Any, connection: redis.Redis
+    payload: dict[str, Any], *, zoho: Any, braintree: Any, attio: Any, connection: redis.Redis,
+    policy: Policy = Policy(),
 ) -> dict[str, Any]:
-    """Collect the invoice the event names (re-read from Zoho: the event itself is never trusted for money)."""
+    """Collect the invoice the event names (re-read from Zoho: the event itself is never trusted for money).
+
+    The charge's identity is the invoice, not this delivery: every delivery and retry for one invoice goes through
+    the same lock, intent and request key (``workers.workflows.collection``)."""
     invoice = (payload.get("event", {}).get("data") or {}).get("invoice") or {}
     invoice_id = invoice.get("invoice_id")
     if not invoice_id:
         raise PayloadInvalid("invoice_created without an invoice id")
-    # The delivery that asked for the charge: a redelivery or a job retry keeps it, so its sale keeps its key.
-    attempt = str(payload.get("event", {}).get("event_id") or payload.get("event_id"))
     result = collect_invoice(
-        str(invoice_id), attempt=attempt, zoho=zoho, braintree=braintree, attio=attio, connection=connection,
-        event_time=parse_time(payload.get("event", {}).get("event_time")),
+        str(invoice_id), zoho=zoho, braintree=braintree, attio=attio, connection=connection,
+        event_time=parse_time(payload.get("event", {}).get("event_time")), policy=policy,
     )
     return result.to_dict()
 
@@ -42,4 +44,5 @@ def run_invoice_created(payload: dict[str, Any]) -> dict[str, Any]:
         braintree=runtime.braintree_client(),
         attio=runtime.attio_client(),
         connection=runtime.redis_connection(),
+        policy=Policy.from_settings(runtime.settings()),
     )

@@ -16,10 +16,13 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from integration.locks import hold
+import redis
+
+from integration.locks import hold, subscription_lock, transaction_lock
 
 from .. import runtime
 from ..crm import AttioLike
+from ..intents import DeclineMarks
 from ..workflows.lifecycle import (
     BraintreeReader,
     ZohoReader,
@@ -42,9 +45,12 @@ __all__ = [
 ]
 
 
-def handle_subscription_event(payload: dict[str, Any], *, zoho: ZohoReader, attio: AttioLike) -> dict[str, Any]:
-    """Apply a Zoho ``subscription_*`` event to the Attio subscription."""
-    return sync_subscription(payload["event"], zoho=zoho, attio=attio)
+def handle_subscription_event(
+    payload: dict[str, Any], *, zoho: ZohoReader, attio: AttioLike, connection: redis.Redis | None = None
+) -> dict[str, Any]:
+    """Apply a Zoho ``subscription_*`` event to the Attio subscription (keeping a standing decline's Past due)."""
+    marks = (lambda record_id: DeclineMarks(connection, record_id)) if connection is not None else None
+    return sync_subscription(payload["event"], zoho=zoho, attio=attio, marks=marks)
 
 
 def handle_payment_event(
@@ -69,12 +75,12 @@ LOCK_WAIT = 15.0  # seconds to wait for another job on the same record before re
 
 
 @contextlib.contextmanager
-def _one_job_per_record(kind: str, key: Any) -> Iterator[None]:
-    """Hold ``lifecycle:<kind>:<key>`` for the block (nothing to hold when the event names no record)."""
-    if not key:
+def _one_job_per_record(name: str | None) -> Iterator[None]:
+    """Hold the lock ``name`` for the block (nothing to hold when the event names no record)."""
+    if not name:
         yield
         return
-    with hold(runtime.redis_connection(), f"lifecycle:{kind}:{key}", ttl=LOCK_TTL, wait=LOCK_WAIT):
+    with hold(runtime.redis_connection(), name, ttl=LOCK_TTL, wait=LOCK_WAIT):
         yield
 
 
@@ -86,15 +92,17 @@ def _event(payload: dict[str, Any]) -> dict[str, Any]:
 def run_subscription_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Zoho ``subscription_*``."""
     sub_id = ((_event(payload).get("data") or {}).get("subscription") or {}).get("subscription_id")
-    with _one_job_per_record("zoho-subscription", sub_id):
-        return handle_subscription_event(payload, zoho=runtime.zoho_client(), attio=runtime.attio_client())
+    # The lock collection takes to write this subscription's outcome: a cancellation and an Active never interleave.
+    with _one_job_per_record(subscription_lock(str(sub_id)) if sub_id else None):
+        return handle_subscription_event(payload, zoho=runtime.zoho_client(), attio=runtime.attio_client(),
+                                         connection=runtime.redis_connection())
 
 
 @entrypoint("lifecycle.payment_event")
 def run_payment_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Zoho ``payment_thankyou`` / ``payment_declined`` / ``payment_refunded``."""
     payment_id = ((_event(payload).get("data") or {}).get("payment") or {}).get("payment_id")
-    with _one_job_per_record("zoho-payment", payment_id):
+    with _one_job_per_record(f"lifecycle:zoho-payment:{payment_id}" if payment_id else None):
         return handle_payment_event(
             payload, zoho=runtime.zoho_client(), braintree=runtime.braintree_client(), attio=runtime.attio_client()
         )
@@ -104,7 +112,7 @@ def run_payment_event(payload: dict[str, Any]) -> dict[str, Any]:
 def run_transaction_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Braintree ``transaction_settled`` / ``transaction_settlement_declined``."""
     txn_id = (_event(payload).get("transaction") or {}).get("id")
-    with _one_job_per_record("braintree-transaction", txn_id):
+    with _one_job_per_record(transaction_lock(str(txn_id)) if txn_id else None):
         return handle_transaction_event(payload, attio=runtime.attio_client())
 
 
@@ -112,5 +120,5 @@ def run_transaction_event(payload: dict[str, Any]) -> dict[str, Any]:
 def run_dispute_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Braintree ``dispute_opened`` / ``dispute_won`` / ``dispute_lost``."""
     txn_id = ((_event(payload).get("dispute") or {}).get("transaction") or {}).get("id")
-    with _one_job_per_record("braintree-transaction", txn_id):  # the same payment record as the settlement
+    with _one_job_per_record(transaction_lock(str(txn_id)) if txn_id else None):  # the settlement's record too
         return handle_dispute_event(payload, attio=runtime.attio_client())

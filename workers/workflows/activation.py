@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +23,7 @@ import redis
 
 from integration.clients.attio_values import record_id, value
 from integration.errors import ServiceRejected
-from integration.locks import hold
+from integration.locks import activation_lock, company_lock, hold
 from integration.paylinks import PaymentLink, PaymentLinks
 
 from ..crm import ZOHO_TO_ATTIO_STATUS, AttioLike
@@ -67,7 +68,7 @@ def activate(
     resume: bool = False,
 ) -> Activation:
     """Activate one subscription if it asks for it; idempotent, safe to retry after a crash at any step."""
-    with hold(connection, f"activate:{subscription_id}", ttl=60.0, wait=10.0) as lock:
+    with hold(connection, activation_lock(subscription_id), ttl=60.0, wait=10.0) as lock:
         sub = attio.get_record("subscriptions", subscription_id)
         if sub is None:
             return Activation("not_found", subscription_id)
@@ -82,16 +83,19 @@ def activate(
         company_id = record_id(company)
         company_name = value(company, "name") or "the company"
 
-        bt_id = value(company, "braintree_customer_id") or customer_id_for_company(company_id)
-        braintree.ensure_customer(bt_id, email=email, company=company_name)
-        if value(company, "braintree_customer_id") != bt_id:
-            attio.update_record("companies", company_id, {"braintree_customer_id": bt_id})
-        lock.refresh()
+        # The customers belong to the company, not the subscription: two subscriptions of one company requested
+        # together take turns here, and the second re-reads the ids the first wrote.
+        with hold(connection, company_lock(company_id), ttl=60.0, wait=15.0) as company_held:
+            company = attio.get_record("companies", company_id) or company
+            bt_id = value(company, "braintree_customer_id") or customer_id_for_company(company_id)
+            braintree.ensure_customer(bt_id, email=email, company=company_name)
+            if value(company, "braintree_customer_id") != bt_id:
+                attio.update_record("companies", company_id, {"braintree_customer_id": bt_id})
 
-        zoho_customer_id = _ensure_zoho_customer(zoho, company, email=email, name=company_name)
-        if value(company, "zoho_customer_id") != zoho_customer_id:
-            attio.update_record("companies", company_id, {"zoho_customer_id": zoho_customer_id})
-        lock.refresh()
+            zoho_customer_id = _ensure_zoho_customer(zoho, company, email=email, name=company_name,
+                                                     before_create=company_held.check)
+            if value(company, "zoho_customer_id") != zoho_customer_id:
+                attio.update_record("companies", company_id, {"zoho_customer_id": zoho_customer_id})
 
         if braintree.default_payment_method(bt_id) is None:
             link = PaymentLink(
@@ -113,6 +117,7 @@ def activate(
         plan_code = str(value(service, "code"))
         zsub = zoho.find_subscription_by_reference(zoho_customer_id, subscription_id)
         if zsub is None:
+            lock.check()  # fenced: a lapsed activation lock must not create a second Zoho subscription
             try:
                 zsub = zoho.create_subscription(zoho_customer_id, plan_code, subscription_id, auto_collect=False)
             except ServiceRejected as exc:
@@ -157,12 +162,15 @@ def _validate(attio: AttioLike, sub: dict[str, Any]) -> tuple[dict[str, Any], di
     return company, service, str(email).strip()
 
 
-def _ensure_zoho_customer(zoho: Any, company: dict[str, Any], *, email: str, name: str) -> str:
+def _ensure_zoho_customer(
+    zoho: Any, company: dict[str, Any], *, email: str, name: str, before_create: Callable[[], None]
+) -> str:
     stored = value(company, "zoho_customer_id")
     if stored and zoho.get_customer(str(stored)) is not None:
         return str(stored)
     found = zoho.find_customer_by_email(email)
     if found is None:
+        before_create()  # the company's lock is still ours: no other activation can be creating this customer
         found = zoho.create_customer(name, email)
     return str(found["customer_id"])
 

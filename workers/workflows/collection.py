@@ -1,24 +1,42 @@
 """Workflow 3: an open Zoho invoice → at most one Braintree sale → one Zoho payment → Attio.
 
-At most one charge per invoice, by construction:
+At most one charge per invoice, against Braintree as it really behaves (a search index that lags behind a new
+sale; ``api_request_key`` only for some merchants, the others keeping a 30 s duplicate check):
 
-1. one collection at a time per invoice (a Redis lock that expires, so a killed worker cannot wedge it);
-2. before any sale, Braintree is searched for a successful sale with ``order_id`` = the invoice id, and a found
-   one is reused — so a sale whose answer was lost (timeout, 5xx after the gateway acted) is found on retry,
-   never repeated blindly;
-3. the sale itself carries that ``order_id`` and a deterministic ``api_request_key`` (the invoice and the
-   delivery that asked for the charge), so even a replay of the very same request is one transaction.
+1. one collection at a time per invoice: a fenced lock (``integration.locks``), kept alive by a heartbeat while
+   the job runs and checked in Redis right before every irreversible step, so a lock that lapsed anyway is noticed
+   before the step, never after;
+2. a charge's identity is the invoice and its *generation* (advanced only after a recorded decline or a
+   processor failure), never the delivery: every delivery and retry of one attempt sends the same
+   ``api_request_key``;
+3. before a sale, a *charge intent* is written under that lock (``workers.intents``); while an earlier attempt's
+   outcome is unknown (its answer was lost) and Braintree cannot show its sale, no new sale is made: the job waits
+   (``SaleOutcomeUnknown``) until the sale shows or ``SALE_SEARCH_LAG_SECONDS`` and the duplicate window have
+   passed; a merchant known to take request keys replays the very same request instead, which Braintree answers
+   with the original transaction;
+4. the sale of an invoice is looked for by the intent's transaction id (``find`` is immediate), by the
+   reference numbers of the invoice's card payments, then by an ``order_id`` search;
+5. a ``duplicate`` rejection means "probably charged": it is never booked as a decline; processor failures
+   (3000, network unavailable) are retried as a new attempt; real declines are outcomes.
 
-At most one Zoho payment per transaction: the invoice is re-read right before ``POST /payments`` and the
-payment is skipped when one with that ``reference_number`` is already applied. The Zoho payment is recorded
-before Attio is written, so an Attio outage never leaves a charge unrecorded in the books.
+Every sale is booked or loudly escalated: the Zoho payment's ``amount`` is the sale, ``amount_applied`` at most the
+invoice's balance (the rest stays with the customer as credit); a sale that Zoho can no longer book (the invoice
+was voided, written off or paid elsewhere after it) gets its Attio payment and fails the job with
+``SaleNotApplied`` ("refund or apply manually"). The Zoho payment is recorded before Attio is written, so an Attio
+outage never leaves a charge unrecorded in the books.
+
+Only invoices of subscriptions the service manages are charged (the subscription is in Attio, or its Zoho
+``reference_id`` names an Attio subscription, or it is a mapped customer's with ``auto_collect: false``), in a
+currency a merchant account serves (``BRAINTREE_MERCHANT_ACCOUNTS``).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -26,34 +44,77 @@ from typing import Any
 import redis
 
 from integration.clients.attio_values import record_id, value
-from integration.locks import hold
+from integration.config import Settings
+from integration.errors import (
+    CircuitOpen,
+    SaleNotApplied,
+    SaleOutcomeUnknown,
+    ServiceRejected,
+    ServiceUnavailable,
+)
+from integration.locks import Held, hold, invoice_lock, subscription_lock, transaction_lock
 
 from ..crm import (
     AttioLike,
     find_company_by_zoho_customer,
-    find_subscription_by_zoho_id,
+    find_one,
     is_stale,
     iso,
     ref,
     set_subscription,
     upsert_payment,
 )
+from ..intents import DUPLICATE_WINDOW_SECONDS, ChargeIntent, ChargeIntents, DeclineMarks
 
-__all__ = ["OPEN_STATUSES", "Collection", "collect_invoice"]
+__all__ = ["CHARGED", "OPEN_STATUSES", "Collection", "Policy", "collect_invoice"]
 
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = ("sent", "overdue", "partially_paid", "unpaid")
+CHARGED = {"authorizing", "authorized", "submitted_for_settlement", "settlement_pending", "settling", "settled",
+           "settlement_confirmed"}
 _DESCRIPTION = "Braintree transaction "
-LOCK_TTL = 60.0  # seconds; refreshed before each step (every step is bounded by HTTP timeouts well below it), so
-# only a dead holder lets it lapse — and it lapses before RQ notices the dead worker, so the retry is not blocked
+LOCK_TTL = 60.0  # seconds; a heartbeat extends it while the job runs, so only a dead holder lets it lapse
+LOCK_WAIT = 15.0  # seconds to wait for another collection of the same invoice before retrying later
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The knobs of a collection, from the settings (tests shorten them)."""
+
+    search_lag_seconds: float = 600.0
+    duplicate_window_seconds: float = DUPLICATE_WINDOW_SECONDS
+    merchant_accounts: tuple[tuple[str, str], ...] = ()
+    lock_ttl: float = LOCK_TTL
+    lock_wait: float = LOCK_WAIT
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        """The policy the configuration asks for."""
+        return cls(search_lag_seconds=float(settings.sale_search_lag_seconds),
+                   duplicate_window_seconds=float(settings.braintree_duplicate_window_seconds),
+                   merchant_accounts=settings.braintree_merchant_accounts)
+
+    @property
+    def unknown_bound(self) -> float:
+        """How long an attempt whose outcome is unknown blocks a new sale."""
+        return max(self.search_lag_seconds, self.duplicate_window_seconds)
+
+    def account_for(self, currency: str | None) -> tuple[bool, str | None]:
+        """(served, merchant account id): without ``BRAINTREE_MERCHANT_ACCOUNTS`` every currency goes to the
+        merchant's default account (None); with it, only the listed currencies are served."""
+        if not self.merchant_accounts:
+            return True, None
+        account = dict(self.merchant_accounts).get((currency or "").upper())
+        return account is not None, account
 
 
 @dataclass(frozen=True)
 class Collection:
     """What one collection run did."""
 
-    outcome: str  # charged | already_charged | declined | no_payment_method | nothing_to_charge | not_found
+    outcome: str  # charged | already_charged | declined | no_payment_method | currency_not_served | not_managed
+    #               | nothing_to_charge | not_found
     invoice_id: str
     transaction_id: str | None = None
     zoho_payment_recorded: bool = False
@@ -70,192 +131,349 @@ class Collection:
         }
 
 
-def collect_invoice(
-    invoice_id: str,
-    *,
-    attempt: str,
-    zoho: Any,
-    braintree: Any,
-    attio: AttioLike,
-    connection: redis.Redis,
-    event_time: datetime | None = None,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-) -> Collection:
-    """Charge an open invoice's balance at most once, record it in Zoho and Attio; idempotent on retry.
-
-    ``event_time`` is when Zoho raised the event that asked for the charge: the subscription's status is left
-    alone when a newer event has already been applied to it (see ``_update_subscription``)."""
-    with hold(connection, f"collect:{invoice_id}", ttl=LOCK_TTL, wait=15.0) as lock:
-        invoice = zoho.get_invoice(invoice_id)
-        if invoice is None:
-            log.warning("invoice %s not found in Zoho", invoice_id)
-            return Collection("not_found", invoice_id)
-        balance = Decimal(str(invoice.get("balance") or 0))
-        company = find_company_by_zoho_customer(attio, str(invoice.get("customer_id")))
-        subscription = _subscription_of(attio, invoice)
-        context = _Context(invoice, company, subscription, event_time)
-        if invoice.get("status") not in OPEN_STATUSES or balance <= 0:
-            # Paid, void or draft: nothing to charge. If our own sale paid it (a retry after a crash between the
-            # Zoho payment and Attio), finish the Attio side from the invoice alone — no Braintree call.
-            ours = [p for p in invoice.get("payments") or [] if _is_ours(p)]
-            for payment in ours:
-                _record_success(attio, context, str(payment["reference_number"]),
-                                Decimal(str(payment.get("amount") or 0)), now=now(), connection=connection)
-            if ours:
-                return Collection("already_charged", invoice_id, transaction_id=str(ours[0]["reference_number"]))
-            log.info("invoice %s is %s with balance %s: nothing to charge", invoice_id, invoice.get("status"), balance)
-            return Collection("nothing_to_charge", invoice_id, detail=str(invoice.get("status")))
-        existing = braintree.find_successful_sale(invoice_id)
-        lock.refresh()
-
-        if existing is not None:
-            txn_id, amount, outcome = existing.id, Decimal(str(existing.amount)), "already_charged"
-        else:
-            charge = _charge(invoice_id, balance, attempt=attempt, braintree=braintree, company=company)
-            lock.refresh()
-            if charge.outcome != "charged":
-                _record_failure(attio, context, charge, attempt=attempt, now=now())
-                return Collection(
-                    charge.outcome, invoice_id, transaction_id=charge.transaction_id, detail=charge.message
-                )
-            txn_id, amount, outcome = str(charge.transaction_id), Decimal(str(charge.amount)), "charged"
-
-        recorded = _record_zoho_payment(zoho, invoice_id, txn_id, amount, now=now())
-        lock.refresh()
-        _record_success(attio, context, txn_id, amount, now=now(), connection=connection)
-        return Collection(outcome, invoice_id, transaction_id=txn_id, zoho_payment_recorded=recorded)
-
-
 @dataclass(frozen=True)
 class _Context:
     invoice: dict[str, Any]
     company: dict[str, Any] | None
     subscription: dict[str, Any] | None
-    event_time: datetime | None = None
+    zoho_subscription_id: str | None
+    event_time: datetime | None
+    connection: redis.Redis
+
+    @property
+    def invoice_id(self) -> str:
+        return str(self.invoice.get("invoice_id"))
+
+    @property
+    def number(self) -> str:
+        return str(self.invoice.get("number") or self.invoice.get("invoice_id"))
+
+    @property
+    def balance(self) -> Decimal:
+        return Decimal(str(self.invoice.get("balance") or 0))
+
+    @property
+    def is_open(self) -> bool:
+        return self.invoice.get("status") in OPEN_STATUSES and self.balance > 0
 
     def base_fields(self) -> dict[str, Any]:
-        invoice = self.invoice
         return {
             "company": ref("companies", record_id(self.company) if self.company else None),
             "subscription": ref("subscriptions", record_id(self.subscription) if self.subscription else None),
-            "zoho_invoice_id": str(invoice.get("invoice_id")),
-            "zoho_invoice_number": str(invoice.get("number") or ""),
+            "zoho_invoice_id": self.invoice_id,
+            "zoho_invoice_number": str(self.invoice.get("number") or ""),
         }
 
 
-@dataclass(frozen=True)
-class _Charge:
-    outcome: str  # charged | declined | no_payment_method
-    transaction_id: str | None
-    amount: Decimal | None
-    message: str
+def collect_invoice(
+    invoice_id: str,
+    *,
+    zoho: Any,
+    braintree: Any,
+    attio: AttioLike,
+    connection: redis.Redis,
+    event_time: datetime | None = None,
+    policy: Policy = Policy(),
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Collection:
+    """Charge an open invoice's balance at most once, record it in Zoho and Attio; idempotent on retry.
+
+    ``event_time`` is when Zoho raised the event that asked for the charge: the subscription's status is left
+    alone when a newer event or outcome has already been applied to it (see ``_apply_outcome``)."""
+    intents = ChargeIntents(connection)
+    with hold(connection, invoice_lock(invoice_id), ttl=policy.lock_ttl, wait=policy.lock_wait) as lock:
+        invoice = zoho.get_invoice(invoice_id)
+        if invoice is None:
+            log.warning("invoice %s not found in Zoho", invoice_id)
+            return Collection("not_found", invoice_id)
+        company = find_company_by_zoho_customer(attio, str(invoice.get("customer_id")))
+        managed, subscription, zoho_sub_id = _scope(zoho, attio, invoice, company)
+        ctx = _Context(invoice, company, subscription, zoho_sub_id, event_time, connection)
+        intent = intents.load(invoice_id)
+
+        sale = _our_sale(braintree, ctx, intent)
+        if sale is not None:
+            if intent is None or intent.transaction_id != str(sale.id):
+                intent = _note_sale(intents, lock, intent, ctx, sale)
+            return _book(zoho, attio, ctx, lock, sale, "already_charged", now=now())
+        _wait_while_unknown(intent, policy, ctx, open_invoice=ctx.is_open, requests_keyed=intents.request_keys_known())
+        if not ctx.is_open:
+            log.info("invoice %s is %s with balance %s: nothing to charge", invoice_id, invoice.get("status"),
+                     ctx.balance)
+            return Collection("nothing_to_charge", invoice_id, detail=str(invoice.get("status")))
+        if not managed:
+            log.info("invoice %s is not of a subscription the service manages: not charged", invoice_id)
+            return Collection("not_managed", invoice_id)
+
+        served, account = policy.account_for(invoice.get("currency_code"))
+        if not served:
+            reason = (f"no Braintree merchant account serves {invoice.get('currency_code')} "
+                      "(BRAINTREE_MERCHANT_ACCOUNTS)")
+            _record_failure(attio, ctx, intent, "Failed", reason,
+                            f"Invoice {ctx.number} could not be charged: {reason}.", now=now())
+            return Collection("currency_not_served", invoice_id, detail=reason)
+        customer_id = value(company, "braintree_customer_id") if company else None
+        token = braintree.default_payment_method(customer_id) if customer_id else None
+        if not customer_id or not token:
+            reason = "no payment method on file"
+            _record_failure(attio, ctx, intent, "Failed", reason,
+                            f"Invoice {ctx.number} could not be charged: no payment method on file.", now=now())
+            return Collection("no_payment_method", invoice_id, detail=reason)
+
+        if intent is not None and intent.state == "pending" and _keyed(intent, intents):
+            # An attempt whose outcome is unknown, to a merchant that takes request keys: send the very same request,
+            # which Braintree answers with the original transaction if there is one, and runs once if there is none.
+            log.info("invoice %s: replaying attempt %s with its request key", invoice_id, intent.generation)
+        else:
+            if intent is not None and intent.state == "pending":  # unknown past the bound: treated as not made
+                intent = replace(intent, state="closed")
+            intent = intents.begin(lock, intent, invoice_id=invoice_id, amount=str(ctx.balance),
+                                   customer_id=str(customer_id), payment_method_token=str(token),
+                                   merchant_account_id=account)
+        return _sell(zoho, braintree, attio, ctx, lock, intents, intent, policy=policy, now=now)
 
 
-def _subscription_of(attio: AttioLike, invoice: dict[str, Any]) -> dict[str, Any] | None:
-    for item in invoice.get("subscriptions") or []:
-        sub_id = item.get("subscription_id") if isinstance(item, dict) else None
-        if sub_id:
-            return find_subscription_by_zoho_id(attio, str(sub_id))
-    return None
+# -- finding what was charged -------------------------------------------------------------------------------------
+def _our_sale(braintree: Any, ctx: _Context, intent: ChargeIntent | None) -> Any | None:
+    """The successful sale of this invoice: by the intent's transaction id, by the invoice's card payments'
+    reference numbers (both found at once), else by an ``order_id`` search (which lags behind a new sale)."""
+    candidates = []
+    if intent is not None and intent.transaction_id:
+        candidates.append(intent.transaction_id)
+    for payment in ctx.invoice.get("payments") or []:
+        reference = str(payment.get("reference_number") or "")
+        if reference and payment.get("payment_mode") in (None, "creditcard") and reference not in candidates:
+            candidates.append(reference)
+    for txn_id in candidates:
+        txn = braintree.find_transaction(txn_id)
+        if txn is not None and _is_charged_sale_of(txn, ctx.invoice_id):
+            return txn
+    return braintree.find_successful_sale(ctx.invoice_id)
 
 
-def _charge(invoice_id: str, balance: Decimal, *, attempt: str, braintree: Any, company: Any) -> _Charge:
-    customer_id = value(company, "braintree_customer_id") if company else None
-    token = braintree.default_payment_method(customer_id) if customer_id else None
-    if not customer_id or not token:
-        return _Charge("no_payment_method", None, None, "no payment method on file")
-    result = braintree.sale(
-        order_id=invoice_id,
-        amount=balance,
-        customer_id=customer_id,
-        payment_method_token=token,
-        api_request_key=f"charge-{invoice_id}-{attempt}"[:255],
-    )
-    if result.outcome == "charged":
-        return _Charge("charged", result.transaction_id, result.amount or balance, result.message)
-    if result.outcome == "rejected" and "duplicate" in (result.message or "").lower():
-        # Braintree's duplicate check saw an earlier sale of this order: find it rather than charge again.
-        earlier = braintree.find_successful_sale(invoice_id)
-        if earlier is not None:
-            return _Charge("charged", earlier.id, Decimal(str(earlier.amount)), "found after duplicate rejection")
-    return _Charge("declined", result.transaction_id, result.amount, result.message or result.outcome)
+def _is_charged_sale_of(txn: Any, invoice_id: str) -> bool:
+    return (str(getattr(txn, "type", "sale")) == "sale" and str(getattr(txn, "order_id", "")) == invoice_id
+            and str(getattr(txn, "status", "")) in CHARGED)
 
 
-def _is_ours(payment: dict[str, Any]) -> bool:
-    """A Zoho payment this service recorded for a Braintree sale (see ``_record_zoho_payment``)."""
-    return bool(payment.get("reference_number")) and str(payment.get("description") or "").startswith(_DESCRIPTION)
+def _note_sale(intents: ChargeIntents, lock: Held, intent: ChargeIntent | None, ctx: _Context, sale: Any) -> ChargeIntent:
+    """Remember a sale found by search or reference, so the next run finds it by id (immediately)."""
+    if intent is None:
+        intent = ChargeIntent(invoice_id=ctx.invoice_id, generation=0, state="charged", key="", amount=str(sale.amount),
+                              at=time.time())
+    return intents.update(lock, intent, state="charged", transaction_id=str(sale.id))
 
 
-def _record_zoho_payment(zoho: Any, invoice_id: str, txn_id: str, amount: Decimal, *, now: datetime) -> bool:
-    """POST /payments unless the invoice already lists a payment with this reference; returns whether posted."""
-    invoice = zoho.get_invoice(invoice_id) or {}
-    if any(str(p.get("reference_number")) == txn_id for p in invoice.get("payments") or []):
-        return False
-    zoho.record_payment(
-        customer_id=str(invoice.get("customer_id")),
-        invoice_id=invoice_id,
-        amount=amount,
-        reference_number=txn_id,
-        date=now.date(),
-        description=f"{_DESCRIPTION}{txn_id}",
-    )
-    return True
+def _keyed(intent: ChargeIntent, intents: ChargeIntents) -> bool:
+    """Whether the attempt's request key is known to be honoured (by its own answer, else by the merchant's)."""
+    return bool(intent.keyed if intent.keyed is not None else intents.request_keys_known())
 
 
-def _record_success(
-    attio: AttioLike, ctx: _Context, txn_id: str, amount: Decimal, *, now: datetime, connection: redis.Redis
+def _wait_while_unknown(
+    intent: ChargeIntent | None, policy: Policy, ctx: _Context, *, open_invoice: bool, requests_keyed: bool | None
 ) -> None:
+    """Raise ``SaleOutcomeUnknown`` while an earlier attempt may have charged and Braintree cannot show it yet."""
+    if intent is None or intent.state != "pending":
+        return
+    age = intent.age()
+    keyed = intent.keyed if intent.keyed is not None else requests_keyed
+    if intent.duplicate_at is None and keyed and open_invoice:
+        return  # the caller replays the same keyed request: Braintree itself answers whether it ran
+    if age < policy.unknown_bound:
+        raise SaleOutcomeUnknown(
+            "braintree",
+            f"invoice {ctx.invoice_id}: attempt {intent.generation} sent {age:.0f} s ago has no visible sale yet; "
+            f"no new sale before {policy.unknown_bound:.0f} s",
+            retry_after=max(1.0, min(policy.unknown_bound - age, 60.0)),
+        )
+    if intent.duplicate_at is not None:
+        # Braintree said an earlier sale took the money, and its search never showed it: a person must look.
+        raise SaleNotApplied(
+            f"Invoice {ctx.number} ({ctx.invoice_id}): Braintree refused a sale as a duplicate "
+            f"{age:.0f} s ago, but no sale with order_id {ctx.invoice_id} can be found. Search Braintree for the "
+            "order id; book the sale in Zoho if it exists, else retry the job."
+        )
+    log.warning("invoice %s: attempt %s's outcome stayed unknown for %.0f s and no sale shows: treated as not made",
+                ctx.invoice_id, intent.generation, age)
+
+
+# -- selling ------------------------------------------------------------------------------------------------------
+def _sell(
+    zoho: Any, braintree: Any, attio: AttioLike, ctx: _Context, lock: Held, intents: ChargeIntents,
+    intent: ChargeIntent, *, policy: Policy, now: Callable[[], datetime],
+) -> Collection:
+    lock.check()
+    try:
+        result = braintree.sale(
+            order_id=ctx.invoice_id, amount=Decimal(intent.amount), customer_id=str(intent.customer_id),
+            payment_method_token=intent.payment_method_token,
+            # A merchant known to refuse request keys gets none (saves the refused round trip).
+            api_request_key=None if intents.request_keys_known() is False else intent.key,
+            merchant_account_id=intent.merchant_account_id,
+        )
+    except (CircuitOpen, ServiceRejected):
+        # Nothing was sent (open circuit) or nothing was created (a validation error): this attempt is over.
+        if intent.keyed is None and intent.transaction_id is None and intent.duplicate_at is None:
+            intents.update(lock, intent, state="closed")
+        raise
+    # ServiceUnavailable: the outcome is unknown; the intent stays pending and the retry looks before it sells.
+    intents.learn_request_keys(result.keyed)
+    intent = intents.update(lock, intent, transaction_id=result.transaction_id, keyed=result.keyed)
+
+    if result.outcome == "charged":
+        intent = intents.update(lock, intent, state="charged")
+        return _book(zoho, attio, ctx, lock, _SaleView(result), "charged", now=now())
+    if result.outcome == "rejected" and (result.rejection_reason or "") == "duplicate":
+        # An earlier sale of this order took the money within the duplicate window: find it, never a decline.
+        intent = intents.update(lock, intent, transaction_id=None, duplicate_at=time.time())
+        earlier = braintree.find_successful_sale(ctx.invoice_id)
+        if earlier is None:
+            raise SaleOutcomeUnknown(
+                "braintree", f"invoice {ctx.invoice_id}: sale refused as a duplicate; the earlier sale is not "
+                "visible to search yet", retry_after=max(1.0, min(policy.search_lag_seconds / 3, 60.0)))
+        intents.update(lock, intent, state="charged", transaction_id=str(earlier.id))
+        return _book(zoho, attio, ctx, lock, earlier, "already_charged", now=now())
+    if result.outcome == "failed":
+        # Processor failures such as 3000 (network unavailable) took no money and say "try again": a new attempt.
+        intents.update(lock, intent, state="closed")
+        raise ServiceUnavailable("braintree", f"sale for invoice {ctx.invoice_id} failed at the processor "
+                                 f"({result.processor_code}: {result.message}); retried as a new attempt")
+    intents.update(lock, intent, state="closed")
+    detail = f"The card was declined for invoice {ctx.number}: {result.message}."
+    _record_failure(attio, ctx, intent, "Declined", result.message, detail, now=now(),
+                    transaction_id=result.transaction_id, amount=result.amount)
+    return Collection("declined", ctx.invoice_id, transaction_id=result.transaction_id, detail=result.message)
+
+
+@dataclass(frozen=True)
+class _SaleView:
+    """A sale's id and amount from the sale's own answer (when ``find`` does not answer at once)."""
+
+    result: Any
+
+    @property
+    def id(self) -> str:
+        return str(self.result.transaction_id)
+
+    @property
+    def amount(self) -> Decimal:
+        return Decimal(str(self.result.amount))
+
+
+# -- booking ------------------------------------------------------------------------------------------------------
+def _book(zoho: Any, attio: AttioLike, ctx: _Context, lock: Held, sale: Any, outcome: str, *, now: datetime
+          ) -> Collection:
+    """Record a sale that took the money: the Zoho payment unless the invoice lists it, then Attio."""
+    txn_id, amount = str(sale.id), Decimal(str(sale.amount))
+    recorded = any(str(p.get("reference_number")) == txn_id for p in ctx.invoice.get("payments") or [])
+    posted = False
+    if not recorded:
+        if not ctx.is_open:
+            _record_success(attio, ctx, txn_id, amount, now=now)  # money was taken: Attio shows it whatever Zoho says
+            raise SaleNotApplied(
+                f"Invoice {ctx.number} ({ctx.invoice_id}) is {ctx.invoice.get('status')} with balance {ctx.balance}, "
+                f"but Braintree sale {txn_id} took {amount} for it and Zoho has no payment for that sale: refund the "
+                f"sale in Braintree, or record it in Zoho Billing as the customer's payment (credit) by hand."
+            )
+        lock.check()
+        zoho.record_payment(
+            customer_id=str(ctx.invoice.get("customer_id")), invoice_id=ctx.invoice_id, amount=amount,
+            amount_applied=min(amount, ctx.balance), reference_number=txn_id, date=now.date(),
+            description=f"{_DESCRIPTION}{txn_id}",
+        )
+        posted = True
+    _record_success(attio, ctx, txn_id, amount, now=now)
+    return Collection(outcome, ctx.invoice_id, transaction_id=txn_id, zoho_payment_recorded=posted)
+
+
+def _record_success(attio: AttioLike, ctx: _Context, txn_id: str, amount: Decimal, *, now: datetime) -> None:
     # The same lock as the lifecycle jobs of this transaction: a settlement or dispute applied meanwhile must not
     # be overwritten by this read-then-write (upsert_payment never moves a status back, given it reads the latest).
-    with hold(connection, f"lifecycle:braintree-transaction:{txn_id}", ttl=60.0, wait=15.0):
+    with hold(ctx.connection, transaction_lock(txn_id), ttl=60.0, wait=15.0):
         upsert_payment(
             attio,
             f"braintree:{txn_id}",
             {**ctx.base_fields(), "amount": str(amount), "status": "Submitted", "failure_reason": "",
              "occurred_at": iso(now)},
         )
-    _update_subscription(attio, ctx, {"status": "Active", "status_detail": ""}, facts={"last_payment_at": iso(now)})
+    _apply_outcome(attio, ctx, success=True, detail="", paid_at=now)
 
 
-def _record_failure(attio: AttioLike, ctx: _Context, charge: _Charge, *, attempt: str, now: datetime) -> None:
-    number = ctx.invoice.get("number") or ctx.invoice.get("invoice_id")
-    if charge.outcome == "no_payment_method":
-        external_id = f"zoho-invoice:{ctx.invoice.get('invoice_id')}:{attempt}"
-        status, reason = "Failed", "no payment method on file"
-        detail = f"Invoice {number} could not be charged: no payment method on file."
-    else:
-        external_id = f"braintree:{charge.transaction_id}" if charge.transaction_id else (
-            f"zoho-invoice:{ctx.invoice.get('invoice_id')}:{attempt}"
-        )
-        status, reason = "Declined", charge.message
-        detail = f"The card was declined for invoice {number}: {charge.message}."
-    amount = charge.amount if charge.amount is not None else ctx.invoice.get("balance")
+def _record_failure(
+    attio: AttioLike, ctx: _Context, intent: ChargeIntent | None, status: str, reason: str, detail: str, *,
+    now: datetime, transaction_id: str | None = None, amount: Any = None,
+) -> None:
+    generation = intent.generation if intent is not None else 0
+    external_id = f"braintree:{transaction_id}" if transaction_id else f"zoho-invoice:{ctx.invoice_id}:g{generation}"
     upsert_payment(
         attio,
         external_id,
-        {**ctx.base_fields(), "amount": str(amount), "status": status, "failure_reason": reason,
-         "occurred_at": iso(now)},
+        {**ctx.base_fields(), "amount": str(amount if amount is not None else ctx.balance), "status": status,
+         "failure_reason": reason, "occurred_at": iso(now)},
     )
-    _update_subscription(attio, ctx, {"status": "Past due", "status_detail": detail})
+    _apply_outcome(attio, ctx, success=False, detail=detail, paid_at=None)
 
 
-def _update_subscription(
-    attio: AttioLike, ctx: _Context, status: dict[str, Any], *, facts: dict[str, Any] | None = None
-) -> None:
-    """Write a collection's outcome to the invoice's subscription: ``facts`` (when it was paid) always, ``status``
-    only if no event newer than the invoice's has been applied to it. Workflow 4's ordering rule: a collection
-    retried hours later must not turn a subscription cancelled meanwhile back to Active or Past due.
+def _apply_outcome(attio: AttioLike, ctx: _Context, *, success: bool, detail: str, paid_at: datetime | None) -> None:
+    """Write a collection's outcome to the invoice's subscription, under the lock lifecycle events take too.
 
-    ``last_event_at`` is read, not moved: the lifecycle jobs (which re-read Zoho's subscription) stay its only
-    writers, so one raised just before the invoice (``subscription_created``, say) is still applied after it."""
-    if ctx.subscription is None:
+    ``last_payment_at`` is written for every success; the status only if neither a newer Zoho event
+    (``last_event_at``) nor a newer invoice's outcome has been applied, and a success makes it ``Active`` only when
+    no other invoice's decline still stands. ``last_event_at`` is read, not moved: lifecycle jobs stay its writers.
+    """
+    if ctx.subscription is None or ctx.zoho_subscription_id is None:
         return
-    # Read again: a lifecycle event may have been applied while the card was being charged.
-    record = attio.get_record("subscriptions", record_id(ctx.subscription)) or ctx.subscription
-    changes = dict(facts or {})
-    if not is_stale(record, ctx.event_time):
-        changes.update(status)
-    else:
-        log.info("subscription %s has an event newer than invoice %s's: status left as is",
-                 record_id(record), ctx.invoice.get("invoice_id"))
-    set_subscription(attio, record, changes)
+    with hold(ctx.connection, subscription_lock(ctx.zoho_subscription_id), ttl=60.0, wait=15.0):
+        record = attio.get_record("subscriptions", record_id(ctx.subscription)) or ctx.subscription
+        marks = DeclineMarks(ctx.connection, record_id(record))
+        declined, outcome_at = marks.read()
+        (declined.discard if success else declined.add)(ctx.invoice_id)
+        moment = ctx.event_time
+        newest = moment is None or outcome_at is None or moment >= outcome_at
+        changes: dict[str, Any] = {"last_payment_at": iso(paid_at)} if paid_at is not None else {}
+        if is_stale(record, moment) or not newest:
+            log.info("subscription %s has an event or outcome newer than invoice %s's: status left as is",
+                     record_id(record), ctx.invoice_id)
+        elif not success:
+            changes.update(status="Past due", status_detail=detail)
+        elif not declined:
+            changes.update(status="Active", status_detail="")
+        marks.write(declined, moment if newest and moment is not None else outcome_at)
+        set_subscription(attio, record, changes)
+
+
+# -- scope ----------------------------------------------------------------------------------------------------
+def _scope(
+    zoho: Any, attio: AttioLike, invoice: dict[str, Any], company: dict[str, Any] | None
+) -> tuple[bool, dict[str, Any] | None, str | None]:
+    """(managed, the Attio subscription, the Zoho subscription id) of an invoice.
+
+    Managed: its subscription is in Attio (by ``zoho_subscription_id``), or Zoho's ``reference_id`` names an Attio
+    subscription (the first invoice, raised before the activation wrote the id back), or it is a mapped customer's
+    subscription with ``auto_collect: false``. The Zoho subscription is read only when Attio does not know it."""
+    sub_ids = [str(s["subscription_id"]) for s in invoice.get("subscriptions") or []
+               if isinstance(s, dict) and s.get("subscription_id")]
+    if not sub_ids:
+        return False, None, None  # a one-off invoice: finance collects it, not the service
+    zoho_sub_id = sub_ids[0]
+    record = find_one(attio, "subscriptions", "zoho_subscription_id", zoho_sub_id)
+    if record is not None:
+        return True, record, zoho_sub_id
+    zsub = zoho.get_subscription(zoho_sub_id)
+    if zsub is None:
+        return False, None, zoho_sub_id
+    reference = str(zsub.get("reference_id") or "")
+    if _is_uuid(reference):
+        candidate = attio.get_record("subscriptions", reference)
+        if candidate is not None and value(candidate, "zoho_subscription_id") in (None, zoho_sub_id):
+            return True, candidate, zoho_sub_id
+    managed = zsub.get("auto_collect") is False and company is not None
+    return managed, None, zoho_sub_id
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True

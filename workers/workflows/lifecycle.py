@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -58,7 +58,8 @@ PAYMENT_STATUS = {"payment_thankyou": "Settled", "payment_declined": "Declined",
 TRANSACTION_STATUS = {"transaction_settled": "Settled", "transaction_settlement_declined": "Failed"}
 DISPUTE_STATUS = {"dispute_opened": "Disputed", "dispute_won": "Dispute won", "dispute_lost": "Dispute lost"}
 
-_HEALTHY = ("Active", "Trial")  # statuses after which an earlier "why it is Past due" no longer applies
+_HEALTHY = ("Active", "Trial")
+_SUPERSEDE_DECLINES = ("Cancelled", "Expired")  # Zoho's word that ends a subscription outranks a standing decline  # statuses after which an earlier "why it is Past due" no longer applies
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _BRAINTREE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what could be a transaction id; anything else is not ours
 # Where Zoho may put a declined payment's reason (undocumented for webhooks: reference/zoho-billing.md §5.3).
@@ -80,8 +81,14 @@ class BraintreeReader(Protocol):
 
 
 # -- Zoho subscription_* --------------------------------------------------------------------------------------
-def sync_subscription(event: Mapping[str, Any], *, zoho: ZohoReader, attio: AttioLike) -> dict[str, Any]:
-    """Set the Attio subscription's status and next billing date from the re-read Zoho subscription."""
+def sync_subscription(
+    event: Mapping[str, Any], *, zoho: ZohoReader, attio: AttioLike, marks: Callable[[str], Any] | None = None
+) -> dict[str, Any]:
+    """Set the Attio subscription's status and next billing date from the re-read Zoho subscription.
+
+    ``marks(record_id)`` gives the subscription's ``DeclineMarks``: while a declined invoice of ours stands, Zoho's
+    ``live`` (Zoho does not collect these subscriptions, so it never learns of the decline) leaves ``Past due`` as it
+    is; a cancellation or expiry supersedes the decline."""
     hint = (event.get("data") or {}).get("subscription") or {}
     sub_id = hint.get("subscription_id")
     if not sub_id:
@@ -116,6 +123,14 @@ def sync_subscription(event: Mapping[str, Any], *, zoho: ZohoReader, attio: Atti
     if is_stale(record, event_time):
         log.info("zoho %s for %s is older than the last applied event: skipped", event.get("event_type"), sub_id)
         return {"outcome": "stale", "record_id": record_id(record)}
+    if marks is not None and status is not None:
+        decline_marks = marks(record_id(record))
+        if status in _SUPERSEDE_DECLINES:
+            decline_marks.clear_declines()
+        elif status != "Past due" and decline_marks.declined():
+            log.info("subscription %s: a declined invoice still stands; %s leaves Past due as it is", sub_id, status)
+            changes.pop("status", None)
+            changes.pop("status_detail", None)
     written = set_subscription(attio, record, changes, event_time=event_time)
     return {"outcome": "updated" if written else "unchanged", "record_id": record_id(record), "status": status}
 
@@ -140,6 +155,11 @@ def mirror_payment(
 
     reference = str(payment.get("reference_number") or "").strip()
     if reference and _made_by_service(reference, attio=attio, braintree=braintree):
+        if status == "Refunded":
+            # Finance refunded our payment in Zoho: the sale's own record says so (it is the one the CRM sees).
+            upsert_payment(attio, f"braintree:{reference}", {"status": "Refunded"})
+            log.info("zoho payment %s of Braintree transaction %s refunded: marked Refunded", payment_id, reference)
+            return {"outcome": "own_payment_refunded", "transaction_id": reference, "status": "Refunded"}
         log.info("zoho payment %s records Braintree transaction %s (ours): not mirrored", payment_id, reference)
         return {"outcome": "own_payment", "transaction_id": reference}
 
@@ -235,6 +255,8 @@ def apply_transaction_event(event: Mapping[str, Any], *, attio: AttioLike) -> di
     if status is None or not txn_id:
         log.warning("braintree %s: not a transaction event this workflow applies", kind)
         return {"outcome": "ignored"}
+    if txn.get("type") == "credit":
+        return _refund_event(attio, kind, txn, status)
     external_id = f"braintree:{txn_id}"
     record = find_one(attio, "payments", "external_id", external_id)
     if record is None:
@@ -247,6 +269,21 @@ def apply_transaction_event(event: Mapping[str, Any], *, attio: AttioLike) -> di
     else:
         changed = _advance(attio, record, external_id, status)
     return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status}
+
+
+def _refund_event(attio: AttioLike, kind: str, txn: Mapping[str, Any], status: str) -> dict[str, Any]:
+    """A credit (a refund) carries its sale's ``order_id`` but is money going out: it is never recorded as a payment.
+    Its settlement marks the refunded sale's record ``Refunded``."""
+    txn_id, refunded = str(txn.get("id")), txn.get("refunded_transaction_id")
+    if status != "Settled" or not refunded:
+        log.info("braintree %s for credit %s: no payment to change", kind, txn_id)
+        return {"outcome": "refund_ignored", "transaction_id": txn_id}
+    record = find_one(attio, "payments", "external_id", f"braintree:{refunded}")
+    if record is None:
+        log.info("braintree credit %s refunds %s, which has no Attio payment: nothing to change", txn_id, refunded)
+        return {"outcome": "refund_ignored", "transaction_id": txn_id}
+    changed = _advance(attio, record, f"braintree:{refunded}", "Refunded")
+    return {"outcome": "refunded" if changed else "unchanged", "transaction_id": str(refunded), "status": "Refunded"}
 
 
 def _unrecorded(
