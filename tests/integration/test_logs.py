@@ -41,9 +41,9 @@ def customer_with_open_invoice(stack: Stack) -> str:
     bt_customer = customer_id_for_company(company)
     stack.braintree.add_customer(bt_customer, email=CUSTOMER_EMAIL, card="valid")
     stack.attio.set_values("companies", company, {"braintree_customer_id": bt_customer})
-    stack.attio.add_record("subscriptions", {"name": "Acme Basic", "status": "Active",
+    stack.attio.add_record("subscriptions", {"name": "Acme Basic", "status": "Active", "zoho_subscription_id": "sub-1",
                                              "company": {"target_object": "companies", "target_record_id": company}})
-    return str(stack.zoho.raise_invoice(zoho_customer, 50.0)["invoice_id"])
+    return str(stack.zoho.raise_invoice(zoho_customer, 50.0, subscription_id="sub-1")["invoice_id"])
 
 
 @pytest.fixture

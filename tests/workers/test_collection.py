@@ -491,3 +491,31 @@ def test_a_standing_decline_keeps_past_due_until_its_invoice_is_paid(stack, web,
     deliver(web.url, first, "ev-sd3")
     run_worker(redis_conn)
     assert stack.attio.value("subscriptions", books.subscription, "status") == "Active"
+
+
+def test_a_lifecycle_event_raised_before_a_decline_does_not_undo_past_due(stack, web, redis_conn):
+    """Zoho does not collect these subscriptions, so it still says ``live`` after our decline: a lifecycle event
+    processed after the decline (raised before it) keeps the subscription Past due; a cancellation does not."""
+    from integration.clients.zoho import build_zoho_client
+    from workers.jobs.lifecycle import run_subscription_event
+
+    books = Books(stack, card="declining")
+    zsub = build_zoho_client(stack.settings(), redis_conn).create_subscription(
+        books.zoho_customer, "basic-monthly", books.subscription, auto_collect=False)
+    stack.attio.set_values("subscriptions", books.subscription, {"zoho_subscription_id": zsub["subscription_id"]})
+    invoice_id = str(stack.zoho.raise_invoice(books.zoho_customer, 30.0,
+                                              subscription_id=zsub["subscription_id"])["invoice_id"])
+    deliver(web.url, invoice_id, "ev-pd")
+    run_worker(redis_conn)
+    assert stack.attio.value("subscriptions", books.subscription, "status") == "Past due"
+
+    def lifecycle(event_type: str, at: str) -> None:
+        run_subscription_event({"source": "zoho", "event_type": event_type, "event_id": f"ev-{event_type}",
+                                "event": {"event_id": f"ev-{event_type}", "event_type": event_type, "event_time": at,
+                                          "data": {"subscription": {"subscription_id": zsub["subscription_id"]}}}})
+
+    lifecycle("subscription_activation", "2026-11-30T09:30:00+0000")
+    assert stack.attio.value("subscriptions", books.subscription, "status") == "Past due"
+    stack.zoho.set_subscription_status(zsub["subscription_id"], "cancelled")
+    lifecycle("subscription_cancelled", "2026-11-30T12:00:00+0000")
+    assert stack.attio.value("subscriptions", books.subscription, "status") == "Cancelled"
