@@ -519,3 +519,24 @@ def test_a_lifecycle_event_raised_before_a_decline_does_not_undo_past_due(stack,
     stack.zoho.set_subscription_status(zsub["subscription_id"], "cancelled")
     lifecycle("subscription_cancelled", "2026-11-30T12:00:00+0000")
     assert stack.attio.value("subscriptions", books.subscription, "status") == "Cancelled"
+
+
+def test_the_first_sale_of_a_fresh_deployment_with_its_answer_lost_is_booked_once(stack, web, redis_conn, queues):
+    """Nothing learned yet about the merchant (no-keys, search lagging), and the very first sale's answer is lost:
+    the service waits out its bound, finds the sale, books it once."""
+    from workers import runtime
+
+    stack.braintree.configure_merchant("no-keys", search_lag_seconds=SEARCH_LAG, duplicate_window_seconds=WINDOW)
+    runtime.use_settings(stack.settings(sale_search_lag_seconds=BOUND, braintree_duplicate_window_seconds=WINDOW))
+    try:
+        books = Books(stack)
+        invoice_id = books.invoice(34.0)
+        stack.braintree.faults.add("POST", "/merchants/*/transactions", after=503, times=1)
+        deliver(web.url, invoice_id, "ev-fresh")
+        deliver(web.url, invoice_id, "ev-fresh-again")
+        drain(redis_conn)
+        assert_booked_once(stack, invoice_id)
+        assert queues["webhooks"].failed_job_registry.count == 0
+    finally:
+        stack.braintree.configure_merchant("keys")
+        stack.braintree.duplicate_checking = False

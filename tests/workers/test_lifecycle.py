@@ -350,3 +350,44 @@ def test_dispute_lost_from_the_sdk(sims: Stack, live_server: LiveServer, redis_c
     assert _post_braintree(live_server, signed_braintree("dispute_lost", "txn2")).status_code == 202
     _drain(redis_conn, sims)
     assert sims.attio.value("payments", record, "status") == "Dispute lost"
+
+
+# -- refunds ----------------------------------------------------------------------------------------------------
+def test_a_zoho_refund_of_the_services_own_payment_marks_its_sale_refunded(sims: Stack, redis_conn: redis.Redis) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    customer = zoho.add_customer("Acme", "billing@acme.example")
+    txn = _bt_charge(sims)
+    record = _payment_record(sims, f"braintree:{txn}", "Submitted")
+    invoice = zoho.raise_invoice(customer, 49.0)
+    payment = _zoho_api(zoho, zoho.issue_token(), "POST", "/payments", json={
+        "customer_id": customer, "payment_mode": "creditcard", "amount": 49.0, "reference_number": txn,
+        "invoices": [{"invoice_id": invoice["invoice_id"], "amount_applied": 49.0}]})["payment"]  # fmt: skip
+    _drain(redis_conn, sims)
+    stored = next(p for p in zoho.payments if p["payment_id"] == payment["payment_id"])
+    stored["amount_refunded"] = 49.0
+    zoho.emit_event("payment_refunded", "payment", stored)
+    [result] = _drain(redis_conn, sims)
+    assert result["outcome"] == "own_payment_refunded"
+    assert attio.value("payments", record, "status") == "Refunded"
+    assert len(attio.records("payments")) == 1  # no mirrored second record for our own payment
+
+
+def test_a_braintree_credit_is_never_recorded_as_income(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis
+) -> None:
+    """A refund is a ``credit`` transaction carrying the sale's ``order_id``: its settlement marks the sale's record
+    Refunded and creates no payment of its own."""
+    bt = sims.braintree
+    bt.add_customer("co_bt", email="ap@acme.example")
+    sale = bt.gateway().transaction.sale({"amount": "49.00", "customer_id": "co_bt", "order_id": "903000000042",
+                                         "options": {"submit_for_settlement": True}}).transaction
+    record = _payment_record(sims, f"braintree:{sale.id}", "Settled")
+    bt.settle(sale.id)
+    credit = bt.gateway().transaction.refund(sale.id).transaction
+    bt.settle(credit.id)
+    resp = _post_braintree(live_server, bt.notification("transaction_settled", credit.id))
+    assert resp.status_code == 202, resp.text
+    [result] = _drain(redis_conn, sims)
+    assert result["outcome"] == "refunded"
+    assert sims.attio.value("payments", record, "status") == "Refunded"
+    assert sims.attio.find("payments", "external_id", f"braintree:{credit.id}") == []
