@@ -13,7 +13,8 @@
     │   │   ├── RateLimited         the provider answered 429: slow down (does not trip the breaker)
     │   │   └── CircuitOpen         the provider's breaker is open → reschedule
     │   └── ServiceRejected         any other 4xx, a validation error → fail now, report
-    └── NoHandler                   an event routed to a job that does not exist yet → failed registry
+    ├── NoHandler                   an event routed to a job that does not exist yet → failed registry
+    └── AuditIncomplete             the payments audit could not finish (a provider stayed down past its bound)
 
 Every ``__init__`` hands its message to ``super().__init__()`` and ``__reduce__`` rebuilds the keyword
 arguments, so the exceptions pickle across RQ's fork and into the failed registry.
@@ -24,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuditIncomplete",
     "CircuitOpen",
     "ConfigError",
     "IntegrationError",
@@ -138,3 +140,7 @@ class CircuitOpen(ServiceUnavailable):
 
 class ServiceRejected(ServiceError):
     """Permanent: the provider refused the request (4xx other than 429, validation error)."""
+
+
+class AuditIncomplete(IntegrationError):
+    """The payments audit stopped before checking everything (exit 2): what it waited for, and for how long."""
