@@ -311,3 +311,31 @@ def test_json_format_is_one_document(stack, books):
     assert zoho["invoice_id"] == invoice_id and zoho["invoice_number"] == number
     assert zoho["transaction_ids"] == [sale_id] and "record payment in Zoho" in zoho["fix"] and zoho["detail"]
     assert Decimal(str(doc["counts"]["violations"])) == 2
+
+
+def test_what_the_audit_costs_per_invoice(stack, books):
+    # Zoho: one list page, then one read per invoice with a sale or a payment; nothing for an untouched open one.
+    # Braintree: one search for the window; Attio: one page of payments. No per-invoice call to either.
+    for amount in ("10.00", "11.00", "12.00"):
+        books.collected(amount)
+    books.invoice(13.0)  # open, untouched, fresh
+    stack.zoho.calls.clear()
+    doc = json.loads(audit(stack, "--format", "json").stdout)
+    assert doc["counts"]["invoices"] == 4 and doc["complete"]
+    assert doc["calls"] == {"zoho": 1 + 3, "braintree": 1, "attio": 1}
+    reads = [c.path for c in stack.zoho.calls if c.method == "GET" and c.path.startswith("/billing/v1/invoices/")]
+    assert len(reads) == 3
+
+
+def test_invoice_paging_stops_at_the_first_page_older_than_since(stack, books):
+    for _ in range(201):  # older than the window, created first (the list is newest first)
+        old, _ = books.invoice(5.0)
+        stack.zoho.backdate_invoice(old, days=40)
+    recent = [books.collected("7.00") for _ in range(2)]
+    stack.zoho.calls.clear()
+    result = audit(stack, "--since", (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%d"))
+    assert result.exit_code == 0, result.output
+    assert f"checked {len(recent)} invoice(s)" in result.stdout
+    pages = [c for c in stack.zoho.calls if c.method == "GET" and c.path == "/billing/v1/invoices"]
+    assert [c.query.get("page") for c in pages] == ["1"]
+    assert pages[0].query.get("sort_column") == "created_time" and pages[0].query.get("sort_order") == "D"
