@@ -339,3 +339,24 @@ def test_invoice_paging_stops_at_the_first_page_older_than_since(stack, books):
     pages = [c for c in stack.zoho.calls if c.method == "GET" and c.path == "/billing/v1/invoices"]
     assert [c.query.get("page") for c in pages] == ["1"]
     assert pages[0].query.get("sort_column") == "created_time" and pages[0].query.get("sort_order") == "D"
+
+
+def test_the_fix_names_the_failed_collection_job(stack, books, redis_conn, queues):
+    # The sale is made, then Zoho refuses the payment for good: the job waits in the failed registry.
+    invoice_id, _ = books.invoice(35.0, subscription_id=_subscription(stack, books, redis_conn, managed=True))
+    stack.zoho.faults.add("POST", "/billing/v1/payments", status=400, times=None)
+    web = LiveServer(create_app(stack.settings()))
+    try:
+        req = zoho_delivery("invoice_created", {"invoice": {"invoice_id": invoice_id}},
+                            secret=SECRETS["zoho_webhook_secret"], event_id="ev-audit-failed")
+        job_id = requests.post(f"{web.url}/webhooks/zoho", data=req.body, headers=req.headers,
+                               timeout=10).json()["jobs"][0]
+        run_until_idle(redis_conn)
+    finally:
+        web.stop()
+    assert queues["webhooks"].failed_job_registry.get_job_ids() == [job_id]
+    [sale] = stack.braintree.sales_for_order(invoice_id)
+    result = audit(stack)
+    assert "missing_zoho_payment" in kinds(result), result.output
+    assert f"re-run collection: flask --app integration jobs retry {job_id}" in result.stdout
+    assert f"reference_number {sale['id']}" in result.stdout
