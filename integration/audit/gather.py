@@ -93,7 +93,7 @@ def _list_invoices(got: Gathered, zoho: Any, since: datetime, patience: Patience
         for row in rows:
             invoice = Invoice.of_row(row)
             oldest = invoice.created if oldest is None or (invoice.created and invoice.created < oldest) else oldest
-            if invoice.created is None or invoice.created >= since:
+            if invoice.in_window(since):
                 got.invoices[invoice.invoice_id] = invoice
         say(f"zoho: invoices page {page}: {len(rows)} row(s), {len(got.invoices)} in the window so far")
         if not more or (oldest is not None and oldest < since - _CLOCK_MARGIN):

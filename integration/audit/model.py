@@ -75,9 +75,14 @@ class Sale:
         """From an SDK Transaction."""
         created = getattr(txn, "created_at", None) or datetime.min
         created = created.astimezone(UTC) if created.tzinfo else created.replace(tzinfo=UTC)
-        return cls(id=str(txn.id), order_id=str(getattr(txn, "order_id", None) or ""),
-                   status=str(getattr(txn, "status", "") or ""), amount=money(getattr(txn, "amount", None)) or
-                   Decimal(0), created_at=created, refunded=bool(getattr(txn, "refund_ids", None)))
+        return cls(
+            id=str(txn.id),
+            order_id=str(getattr(txn, "order_id", None) or ""),
+            status=str(getattr(txn, "status", "") or ""),
+            amount=money(getattr(txn, "amount", None)) or Decimal(0),
+            created_at=created,
+            refunded=bool(getattr(txn, "refund_ids", None)),  # a full or partial refund (credit) was made
+        )
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,8 @@ class Invoice:
     status: str = ""
     balance: Decimal | None = None
     customer_id: str = ""
-    created: datetime | None = None
+    created: datetime | None = None  # when Zoho created it (else its date): no sale for it can be older
+    dated: datetime | None = None  # its invoice date, midnight UTC
     paid_something: bool = True  # the list row shows a payment (or cannot tell): its payments must be read
     found: bool = True  # False: Zoho has no such invoice (a sale names an invoice that does not exist)
     payments: list[ZohoPayment] | None = None  # None until the invoice itself was read
@@ -113,17 +119,21 @@ class Invoice:
     @classmethod
     def of_row(cls, row: dict[str, Any]) -> Invoice:
         """From a list row (or a full invoice)."""
-        dated = [t for t in (zoho_time(row.get("created_time")), zoho_time(row.get("invoice_date") or row.get("date")))
-                 if t is not None]
+        dated = zoho_time(row.get("invoice_date") or row.get("date"))
         paid = money(row.get("payment_made"))
         total, balance = money(row.get("total")), money(row.get("balance"))
         shows_payment = (paid is None or paid > 0 or str(row.get("status")) in ("paid", "partially_paid")
                          or (total is not None and balance is not None and balance < total))
-        invoice = cls(invoice_id=str(row["invoice_id"]), number=str(row.get("number") or row.get("invoice_number")
-                                                                     or ""),
-                      status=str(row.get("status") or ""), balance=balance, customer_id=str(row.get("customer_id")
-                                                                                             or ""),
-                      created=min(dated) if dated else None, paid_something=shows_payment)
+        invoice = cls(
+            invoice_id=str(row["invoice_id"]),
+            number=str(row.get("number") or row.get("invoice_number") or ""),
+            status=str(row.get("status") or ""),
+            balance=balance,
+            customer_id=str(row.get("customer_id") or ""),
+            created=zoho_time(row.get("created_time")) or dated,
+            dated=dated,
+            paid_something=shows_payment,
+        )
         invoice.subscription_id = _subscription_of(row)
         return invoice
 
@@ -132,13 +142,19 @@ class Invoice:
         row = Invoice.of_row(full)
         self.number = row.number or self.number
         self.status, self.balance, self.customer_id = row.status, row.balance, row.customer_id or self.customer_id
-        self.created = row.created or self.created
+        self.created, self.dated = row.created or self.created, row.dated or self.dated
         self.subscription_id = row.subscription_id or self.subscription_id
         self.payments = [
             ZohoPayment(str(p.get("payment_id") or ""), str(p.get("payment_mode") or ""),
                         str(p.get("reference_number") or ""), money(p.get("amount")))
             for p in full.get("payments") or [] if isinstance(p, dict)
         ]
+
+    def in_window(self, since: datetime) -> bool:
+        """Dated on or after ``since``'s day, or created since ``since`` (or Zoho did not say when)."""
+        if self.created is None and self.dated is None:
+            return True
+        return bool((self.dated and self.dated.date() >= since.date()) or (self.created and self.created >= since))
 
     @property
     def open(self) -> bool:

@@ -360,3 +360,16 @@ def test_the_fix_names_the_failed_collection_job(stack, books, redis_conn, queue
     assert "missing_zoho_payment" in kinds(result), result.output
     assert f"re-run collection: flask --app integration jobs retry {job_id}" in result.stdout
     assert f"reference_number {sale['id']}" in result.stdout
+
+
+def test_an_invoice_dated_on_the_since_day_is_in_the_window_with_its_older_sales(stack, books):
+    # --since with a time later than the invoice's creation and its sale: the invoice is dated that day, so it is
+    # in the window, and its sale (older than --since) is still checked.
+    invoice_id, _ = books.invoice(18.0)
+    sale_id = books.sale(invoice_id, "18.00")
+    later = (datetime.now(UTC) + timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%S")
+    if later[:10] != datetime.now(UTC).strftime("%Y-%m-%d"):
+        pytest.skip("too close to midnight UTC")
+    result = audit(stack, "--since", later)
+    assert result.exit_code == 1, result.output
+    assert f"missing_zoho_payment: invoice={invoice_id} transactions={sale_id}" in result.stdout
