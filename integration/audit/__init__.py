@@ -17,6 +17,7 @@ says it is incomplete (exit 2), never "clean". What it costs per invoice is in `
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,7 +50,7 @@ def run_audit(
     """The report for the window; ``complete`` is False when a provider stayed unavailable past ``max_wait``."""
     since = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
-    patience = Patience(max_wait=max_wait, say=say, **({"sleep": sleep} if sleep is not None else {}))
+    patience = Patience(max_wait=max_wait, say=say, sleep=sleep or time.sleep)
     report = AuditReport(since=since)
     try:
         got = gather(braintree=braintree, zoho=zoho, attio=attio, since=since, now=now, stale_after=stale_after,

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from ..clients.attio_values import record_id, value
@@ -88,7 +89,7 @@ def _list_invoices(got: Gathered, zoho: Any, since: datetime, patience: Patience
     page = 1
     while True:
         rows, more = patience.call("zoho", f"invoices page {page}",
-                                   lambda page=page: zoho.list_invoices_page(page))
+                                   partial(zoho.list_invoices_page, page))
         oldest = None
         for row in rows:
             invoice = Invoice.of_row(row)
@@ -151,7 +152,7 @@ def _older_sales(got: Gathered, braintree: Any, since: datetime, patience: Patie
     unknown = [inv for inv in got.invoices.values() if not inv.found or inv.created is None]
     for invoice in unknown:
         for txn in patience.call("braintree", f"sales of {invoice.invoice_id}",
-                                 lambda i=invoice.invoice_id: braintree.search_sales(since=_EPOCH, order_id_prefix=i)):
+                                 partial(braintree.search_sales, since=_EPOCH, order_id_prefix=invoice.invoice_id)):
             sale = Sale.of(txn)
             if sale.order_id == invoice.invoice_id:
                 _add_sale(got, sale)
@@ -165,12 +166,12 @@ def _payment_backing(got: Gathered, braintree: Any, zoho: Any, patience: Patienc
             sale = sales.get(payment.reference)
             if payment.by_card and sale is None and payment.reference not in got.elsewhere:
                 txn = patience.call("braintree", f"transaction {payment.reference}",
-                                    lambda r=payment.reference: braintree.find_transaction(r))
+                                    partial(braintree.find_transaction, payment.reference))
                 got.elsewhere[payment.reference] = Sale.of(txn) if txn is not None and _is_sale(txn) else None
             if sale is not None and sale.charged and payment.applied != sale.amount \
                     and payment.payment_id not in got.payment_amounts:
                 full = patience.call("zoho", f"payment {payment.payment_id}",
-                                     lambda p=payment.payment_id: zoho.get_payment(p))
+                                     partial(zoho.get_payment, payment.payment_id))
                 amount = (full or {}).get("amount")
                 if amount is not None:
                     got.payment_amounts[payment.payment_id] = Decimal(str(amount))
