@@ -85,19 +85,23 @@ def _add_sale(got: Gathered, sale: Sale) -> None:
 
 
 def _list_invoices(got: Gathered, zoho: Any, since: datetime, patience: Patience, say: Callable[[str], None]) -> None:
-    """Zoho invoices dated or created since ``since``: pages newest first, until a page ends before ``since``."""
+    """Zoho invoices in the window, page by page; when Zoho says the list is newest first (its default order,
+    ``page_context`` ``created_time``/``D``), paging stops at the first page that ends before ``since``."""
     page = 1
     while True:
-        rows, more = patience.call("zoho", f"invoices page {page}",
-                                   partial(zoho.list_invoices_page, page))
+        rows, context = patience.call("zoho", f"invoices page {page}", partial(zoho.list_invoices_page, page))
         oldest = None
         for row in rows:
             invoice = Invoice.of_row(row)
-            oldest = invoice.created if oldest is None or (invoice.created and invoice.created < oldest) else oldest
+            if invoice.created is not None and (oldest is None or invoice.created < oldest):
+                oldest = invoice.created
             if invoice.in_window(since):
                 got.invoices[invoice.invoice_id] = invoice
         say(f"zoho: invoices page {page}: {len(rows)} row(s), {len(got.invoices)} in the window so far")
-        if not more or (oldest is not None and oldest < since - _CLOCK_MARGIN):
+        newest_first = context.get("sort_column") == "created_time" and context.get("sort_order") == "D"
+        if not rows or not context.get("has_more_page"):
+            return
+        if newest_first and oldest is not None and oldest < since - _CLOCK_MARGIN:
             return
         page += 1
 
