@@ -1,9 +1,12 @@
-"""The audit's bounded waiting (``integration/audit/patience.py``), with a fake clock."""
+"""The audit's bounded waiting (``integration/audit/patience.py``) with a fake clock, and its paging with fakes."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
+from integration.audit import run_audit
 from integration.audit.patience import Patience
 from integration.errors import AuditIncomplete, RateLimited, ServiceRejected, ServiceUnavailable
 
@@ -47,3 +50,29 @@ def test_a_refusal_stops_at_once():
     with pytest.raises(AuditIncomplete, match="refused by attio"):
         patience.call("attio", "payments", flaky(ServiceRejected("attio", "forbidden", status=403)))
     assert slept == []
+
+
+class _Lists:
+    """Fake clients: two pages of old invoices; Braintree and Attio empty."""
+
+    def __init__(self, context: dict[str, str]) -> None:
+        self.context, self.pages = context, []
+
+    def list_invoices_page(self, page: int) -> tuple[list[dict[str, str]], dict[str, object]]:
+        self.pages.append(page)
+        row = {"invoice_id": f"i{page}", "status": "paid", "created_time": "2020-01-01T00:00:00+0000"}
+        return [row], {**self.context, "has_more_page": page < 2}
+
+    def search_sales(self, **kw: object) -> list[object]:
+        return []
+
+    def query_records(self, slug: str) -> list[object]:
+        return []
+
+
+@pytest.mark.parametrize(("context", "pages"), [({"sort_column": "created_time", "sort_order": "D"}, [1]),
+                                                ({}, [1, 2]), ({"sort_column": "total", "sort_order": "D"}, [1, 2])])
+def test_paging_stops_early_only_when_zoho_says_newest_first(context, pages):
+    fake = _Lists(context)
+    report = run_audit(braintree=fake, zoho=fake, attio=fake, since=datetime(2026, 1, 1, tzinfo=UTC))
+    assert report.complete and fake.pages == pages
