@@ -171,7 +171,13 @@ def _payment_backing(got: Gathered, braintree: Any, zoho: Any, patience: Patienc
             if payment.by_card and sale is None and payment.reference not in got.elsewhere:
                 txn = patience.call("braintree", f"transaction {payment.reference}",
                                     partial(braintree.find_transaction, payment.reference))
-                got.elsewhere[payment.reference] = Sale.of(txn) if txn is not None and _is_sale(txn) else None
+                found = Sale.of(txn) if txn is not None and _is_sale(txn) else None
+                got.elsewhere[payment.reference] = found
+                if found is not None and found.order_id == invoice.invoice_id:
+                    # A sale of this invoice the searches did not return (Braintree's search index lags behind a
+                    # new sale): it is checked like the others, for a double charge and its Attio record too.
+                    _add_sale(got, found)
+                    sales[found.id] = sale = found
             if sale is not None and sale.charged and payment.applied != sale.amount \
                     and payment.payment_id not in got.payment_amounts:
                 full = patience.call("zoho", f"payment {payment.payment_id}",
