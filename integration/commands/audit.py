@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,7 @@ import click
 from flask import current_app
 from flask.cli import with_appcontext
 
-from ..audit import DEFAULT_MAX_WAIT, DEFAULT_STALE_HOURS, run_audit
+from ..audit import DEFAULT_MAX_WAIT, DEFAULT_STALE_HOURS, AuditReport, run_audit
 
 __all__ = ["group"]
 
@@ -48,13 +49,17 @@ def payments_command(since: datetime | None, fmt: str, stale_hours: float, max_w
 
     # The service's logs are JSON lines on stdout; the report owns stdout here, so they go to stderr meanwhile.
     with contextlib.redirect_stdout(sys.stderr):
-        report = run_audit(
-            braintree=build_braintree_client(settings, connection),
-            zoho=build_zoho_client(settings, connection),
-            attio=build_attio_client(settings, connection),
-            since=start, stale_after=timedelta(hours=stale_hours), max_wait=max_wait, say=say,
-            jobs=_failed_jobs(say),
-        )
+        try:
+            report = run_audit(
+                braintree=build_braintree_client(settings, connection),
+                zoho=build_zoho_client(settings, connection),
+                attio=build_attio_client(settings, connection),
+                since=start, stale_after=timedelta(hours=stale_hours), max_wait=max_wait, say=say,
+                jobs=_failed_jobs(say),
+            )
+        except Exception as exc:  # Redis down, a bug: "could not complete" (2), never "violations" (1)
+            traceback.print_exc(file=sys.stderr)
+            report = AuditReport(since=start, complete=False, error=f"{type(exc).__name__}: {exc}")
     if fmt == "json":
         click.echo(json.dumps(report.as_json(), indent=2))
     else:

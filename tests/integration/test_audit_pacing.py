@@ -92,3 +92,12 @@ def test_a_refusal_is_not_waited_for_and_exits_2(stack, books):
     assert result.exit_code == 2, result.output
     assert "refused by attio" in result.stdout
     assert "waiting" not in result.stderr
+
+
+def test_redis_unreachable_is_could_not_complete_not_violations(stack, books):
+    books.collected("10.00")
+    result = audit(stack, "--format", "json", redis_url="redis://127.0.0.1:1/0")  # nothing listens on port 1
+    assert result.exit_code == 2, result.output
+    doc = json.loads(result.stdout)
+    assert doc["complete"] is False and "ConnectionError" in doc["error"]
+    assert "Traceback" in result.stderr
