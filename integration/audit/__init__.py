@@ -46,6 +46,7 @@ def run_audit(
     jobs: Callable[[str], Sequence[str]] = lambda invoice_id: (),
     now: datetime | None = None,
     sleep: Callable[[float], None] | None = None,
+    every_payment: bool = False,
 ) -> AuditReport:
     """The report for the window; ``complete`` is False when a provider stayed unavailable past ``max_wait``."""
     since = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
@@ -54,7 +55,7 @@ def run_audit(
     report = AuditReport(since=since)
     try:
         got = gather(braintree=braintree, zoho=zoho, attio=attio, since=since, now=now, stale_after=stale_after,
-                     patience=patience, say=say)
+                     patience=patience, say=say, every_payment=every_payment)
     except AuditIncomplete as exc:
         report.complete, report.error = False, str(exc)
     else:

@@ -11,8 +11,10 @@ created since then) and P Attio payments records:
 - Zoho (the tight budget): ``ceil(invoices since / 200)`` list pages, newest first, stopping at the first page that
   ends before ``since``; then **one** ``GET /invoices/{id}`` per invoice that has a sale or shows a payment (the
   list rows do not carry payments), none for an untouched open invoice; **one** ``GET /payments/{id}`` only when a
-  payment applied less than its sale (to compare the payment's own amount); for an open, stale invoice with no
-  attempt, its ``GET /invoices/{id}`` (for the subscription) and one ``GET /subscriptions/{id}`` per subscription.
+  payment applied less than its sale (to compare the payment's own amount), or for every payment of a sale with
+  ``every_payment`` (a payment larger than its sale but applied in full is only seen that way); for an open, stale
+  invoice with no attempt, its ``GET /invoices/{id}`` (for the subscription) and one ``GET /subscriptions/{id}`` per
+  subscription.
 - Attio: ``ceil(P / 500)`` pages of ``payments``; pages of ``subscriptions`` and ``companies`` only when some
   stale open invoice needs the "managed" test.
 """
@@ -52,7 +54,7 @@ class Gathered:
 
 def gather(
     *, braintree: Any, zoho: Any, attio: Any, since: datetime, now: datetime, stale_after: timedelta,
-    patience: Patience, say: Callable[[str], None],
+    patience: Patience, say: Callable[[str], None], every_payment: bool = False,
 ) -> Gathered:
     """Read the three systems for the window (see the module docstring for the calls it costs)."""
     got = Gathered()
@@ -71,7 +73,7 @@ def gather(
     for invoice in got.invoices.values():
         if invoice.payments is None and invoice.invoice_id in got.sales:  # a sale found only by the older search
             _read_invoice(invoice, zoho, patience)
-    _payment_backing(got, braintree, zoho, patience)
+    _payment_backing(got, braintree, zoho, patience, every_payment)
     _unattempted(got, zoho, attio, now - stale_after, patience, say)
     return got
 
@@ -162,8 +164,9 @@ def _older_sales(got: Gathered, braintree: Any, since: datetime, patience: Patie
                 _add_sale(got, sale)
 
 
-def _payment_backing(got: Gathered, braintree: Any, zoho: Any, patience: Patience) -> None:
-    """Transactions named by card payments that are not among the invoice's sales; payments applied partly."""
+def _payment_backing(got: Gathered, braintree: Any, zoho: Any, patience: Patience, every_payment: bool) -> None:
+    """Transactions named by card payments that are not among the invoice's sales; the amount of each payment
+    applied partly (or of every payment of a sale, ``every_payment``: the invoice shows only what was applied)."""
     for invoice in got.invoices.values():
         sales = {s.id: s for s in got.sales.get(invoice.invoice_id, [])}
         for payment in invoice.payments or []:
@@ -178,7 +181,7 @@ def _payment_backing(got: Gathered, braintree: Any, zoho: Any, patience: Patienc
                     # new sale): it is checked like the others, for a double charge and its Attio record too.
                     _add_sale(got, found)
                     sales[found.id] = sale = found
-            if sale is not None and sale.charged and payment.applied != sale.amount \
+            if sale is not None and sale.charged and (every_payment or payment.applied != sale.amount) \
                     and payment.payment_id not in got.payment_amounts:
                 full = patience.call("zoho", f"payment {payment.payment_id}",
                                      partial(zoho.get_payment, payment.payment_id))

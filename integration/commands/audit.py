@@ -33,8 +33,11 @@ group = click.Group("audit", help="Check invariants across Braintree, Zoho Billi
               help="An open invoice of a managed subscription older than this with no attempt is a violation.")
 @click.option("--max-wait", type=click.FloatRange(min=0), default=DEFAULT_MAX_WAIT, show_default=True,
               help="Seconds the audit may wait in total for busy budgets and unavailable providers.")
+@click.option("--every-payment", is_flag=True,
+              help="Read every Zoho payment of a sale (one more Zoho call per sale), not only those applied in part.")
 @with_appcontext
-def payments_command(since: datetime | None, fmt: str, stale_hours: float, max_wait: float) -> None:
+def payments_command(since: datetime | None, fmt: str, stale_hours: float, max_wait: float,
+                     every_payment: bool) -> None:
     """One sale per invoice, each booked once in Zoho and in Attio, nothing open left untried; exit 1 on violations."""
     from ..clients.attio import build_attio_client
     from ..clients.braintree import build_braintree_client
@@ -42,7 +45,7 @@ def payments_command(since: datetime | None, fmt: str, stale_hours: float, max_w
 
     settings = current_app.extensions["settings"]
     connection = current_app.extensions["redis"]
-    start = since.replace(tzinfo=UTC) if since else datetime.now(UTC) - timedelta(days=30)
+    start = since.replace(tzinfo=UTC) if since else datetime.now(UTC).replace(microsecond=0) - timedelta(days=30)
 
     def say(line: str) -> None:
         click.echo(f"audit: {line}", err=True)
@@ -55,7 +58,7 @@ def payments_command(since: datetime | None, fmt: str, stale_hours: float, max_w
                 zoho=build_zoho_client(settings, connection),
                 attio=build_attio_client(settings, connection),
                 since=start, stale_after=timedelta(hours=stale_hours), max_wait=max_wait, say=say,
-                jobs=_failed_jobs(say),
+                jobs=_failed_jobs(say), every_payment=every_payment,
             )
         except Exception as exc:  # Redis down, a bug: "could not complete" (2), never "violations" (1)
             traceback.print_exc(file=sys.stderr)

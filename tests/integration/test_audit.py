@@ -385,3 +385,16 @@ def test_a_sale_the_searches_miss_is_found_through_its_zoho_payment(stack, books
     result = audit(stack, "--since", (datetime.now(UTC) - timedelta(days=7)).strftime("%Y-%m-%d"))
     assert "double_charge" in kinds(result), result.output
     assert f"transactions={sold.sale_id},{second}" in result.stdout
+
+
+def test_a_payment_larger_than_its_sale_but_applied_in_full_needs_every_payment(stack, books):
+    # The invoice lists only the amount applied (50 = the sale); the payment itself says 60.
+    invoice_id, _ = books.invoice(50.0)
+    sale_id = books.sale(invoice_id, "50.00")
+    payment = books.zoho_payment(invoice_id, sale_id, "60.00", applied="50.00")
+    books.attio_payment(sale_id, "50.00", invoice_id=invoice_id)
+    assert audit(stack).exit_code == 0  # one Zoho call per invoice does not show it
+    result = audit(stack, "--every-payment", "--format", "json")
+    assert result.exit_code == 1
+    [violation] = json.loads(result.stdout)["violations"]
+    assert violation["kind"] == "zoho_amount_mismatch" and f"Zoho payment {payment} is 60" in violation["detail"]
