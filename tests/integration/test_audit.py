@@ -398,3 +398,16 @@ def test_a_payment_larger_than_its_sale_but_applied_in_full_needs_every_payment(
     assert result.exit_code == 1
     [violation] = json.loads(result.stdout)["violations"]
     assert violation["kind"] == "zoho_amount_mismatch" and f"Zoho payment {payment} is 60" in violation["detail"]
+
+
+def test_a_refund_is_never_a_second_sale(stack, books):
+    # Braintree's refund is a credit transaction carrying the sale's order_id; Attio says Refunded.
+    sold = books.collected("45.00")
+    stack.braintree.settle(sold.sale_id)
+    refund = books.gateway.transaction.refund(sold.sale_id)
+    assert refund.is_success and refund.transaction.order_id == sold.invoice_id
+    [record] = stack.attio.find("payments", "external_id", f"braintree:{sold.sale_id}")
+    stack.attio.set_values("payments", record, {"status": "Refunded"})
+    result = audit(stack)
+    assert result.exit_code == 0, result.output
+    assert "1 successful sale(s)" in result.stdout
