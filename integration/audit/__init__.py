@@ -18,7 +18,7 @@ says it is incomplete (exit 2), never "clean". What it costs per invoice is in `
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,11 +47,12 @@ def run_audit(
     now: datetime | None = None,
     sleep: Callable[[float], None] | None = None,
     every_payment: bool = False,
+    pace: Mapping[str, Callable[[], float]] | None = None,
 ) -> AuditReport:
     """The report for the window; ``complete`` is False when a provider stayed unavailable past ``max_wait``."""
     since = since.astimezone(UTC) if since.tzinfo else since.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
-    patience = Patience(max_wait=max_wait, say=say, sleep=sleep or time.sleep)
+    patience = Patience(max_wait=max_wait, say=say, sleep=sleep or time.sleep, pace=pace)
     report = AuditReport(since=since)
     try:
         got = gather(braintree=braintree, zoho=zoho, attio=attio, since=since, now=now, stale_after=stale_after,
@@ -68,7 +69,7 @@ def run_audit(
             report.zoho_payments += sum(1 for p in invoice.payments or [] if p.by_card)
         report.violations.extend(never_attempted(inv, now, jobs(inv.invoice_id)) for inv in got.unattempted)
         report.invoices = len(got.invoices)
-    report.calls, report.waited_seconds = dict(patience.calls), patience.waited
+    report.calls, report.waited_seconds, report.paced_seconds = dict(patience.calls), patience.waited, patience.paced
     return report
 
 

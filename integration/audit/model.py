@@ -221,7 +221,8 @@ class AuditReport:
     sales: int = 0  # successful sales checked
     zoho_payments: int = 0  # Zoho card payments checked
     calls: dict[str, int] = field(default_factory=dict)  # provider → calls made (pages and look-ups)
-    waited_seconds: float = 0.0
+    waited_seconds: float = 0.0  # waiting for busy or failing providers (bounded)
+    paced_seconds: float = 0.0  # keeping to the audit's own share of a budget
     complete: bool = True
     error: str | None = None  # why it is incomplete
 
@@ -248,6 +249,7 @@ class AuditReport:
             "counts": {"invoices": self.invoices, "sales": self.sales, "zoho_payments": self.zoho_payments,
                        "violations": len(self.violations), "by_kind": kinds},
             "calls": dict(self.calls), "waited_seconds": round(self.waited_seconds, 1),
+            "paced_seconds": round(self.paced_seconds, 1),
         }
 
 

@@ -5,12 +5,16 @@ loop here, and only here. A call that raises ``ServiceUnavailable`` (the shared 
 timeout, an open circuit) is tried again after the provider's ``retry_after`` (else 1, 2, 4 … 30 s), and each wait
 is told to stderr. All the waits of one audit share one bound (``max_wait``, default 600 s): past it the audit stops
 with ``AuditIncomplete`` (exit 2). A ``ServiceRejected`` (a 4xx: bad credentials, a bug) stops it at once.
+
+A ``pace`` per provider (seconds to wait before the next call, 0 = go) lets the audit keep to a share of a budget
+it shares with the workers (``--zoho-share``), so a long audit does not slow the collection down; those waits are
+the audit's own pace, not a provider's trouble, and do not count against the bound.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from ..errors import AuditIncomplete, ServiceRejected, ServiceUnavailable
@@ -31,9 +35,12 @@ class Patience:
         max_wait: float = DEFAULT_MAX_WAIT,
         say: Callable[[str], None] = lambda line: None,
         sleep: Callable[[float], None] = time.sleep,
+        pace: Mapping[str, Callable[[], float]] | None = None,
     ) -> None:
         self.max_wait = max_wait
         self.waited = 0.0
+        self.paced = 0.0  # seconds spent keeping to the audit's own share
+        self._pace = dict(pace or {})
         self.calls: dict[str, int] = {}
         self._say = say
         self._sleep = sleep
@@ -42,6 +49,7 @@ class Patience:
         """``fn()``; on ServiceUnavailable wait and try again until the shared bound is spent."""
         attempt = 0
         while True:
+            self._keep_pace(provider)
             self.calls[provider] = self.calls.get(provider, 0) + 1
             try:
                 return fn()
@@ -61,3 +69,11 @@ class Patience:
                           f"[{self.waited:.0f}s of {self.max_wait:.0f}s waited]")
                 self._sleep(delay)
                 self.waited += delay
+
+    def _keep_pace(self, provider: str) -> None:
+        pace = self._pace.get(provider)
+        while pace is not None and (wait := pace()) > 0:
+            if wait >= 5:
+                self._say(f"keeping to the audit's share of the {provider} budget: next call in {wait:.0f}s")
+            self._sleep(wait)
+            self.paced += wait

@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import click
+import redis
 from flask import current_app
 from flask.cli import with_appcontext
 
 from ..audit import DEFAULT_MAX_WAIT, DEFAULT_STALE_HOURS, AuditReport, run_audit
+from ..clients.budget import RateBudget
+from ..config import Settings
 
 __all__ = ["group"]
 
@@ -35,9 +39,11 @@ group = click.Group("audit", help="Check invariants across Braintree, Zoho Billi
               help="Seconds the audit may wait in total for busy budgets and unavailable providers.")
 @click.option("--every-payment", is_flag=True,
               help="Read every Zoho payment of a sale (one more Zoho call per sale), not only those applied in part.")
+@click.option("--zoho-share", type=click.FloatRange(min=0, min_open=True, max=1), default=1.0, show_default=True,
+              help="Use at most this share of ZOHO_REQUESTS_PER_MINUTE (e.g. 0.5 while invoices are being collected).")
 @with_appcontext
 def payments_command(since: datetime | None, fmt: str, stale_hours: float, max_wait: float,
-                     every_payment: bool) -> None:
+                     every_payment: bool, zoho_share: float) -> None:
     """One sale per invoice, each booked once in Zoho and in Attio, nothing open left untried; exit 1 on violations."""
     from ..clients.attio import build_attio_client
     from ..clients.braintree import build_braintree_client
@@ -58,7 +64,7 @@ def payments_command(since: datetime | None, fmt: str, stale_hours: float, max_w
                 zoho=build_zoho_client(settings, connection),
                 attio=build_attio_client(settings, connection),
                 since=start, stale_after=timedelta(hours=stale_hours), max_wait=max_wait, say=say,
-                jobs=_failed_jobs(say), every_payment=every_payment,
+                jobs=_failed_jobs(say), every_payment=every_payment, pace=_share(settings, connection, zoho_share),
             )
         except Exception as exc:  # Redis down, a bug: "could not complete" (2), never "violations" (1)
             traceback.print_exc(file=sys.stderr)
@@ -70,7 +76,8 @@ def payments_command(since: datetime | None, fmt: str, stale_hours: float, max_w
             click.echo(violation.line())
         click.echo(report.summary())
     calls = ", ".join(f"{p} {n}" for p, n in sorted(report.calls.items()))
-    say(f"{calls} call(s); waited {report.waited_seconds:.0f}s")
+    say(f"{calls} call(s); waited {report.waited_seconds:.0f}s for providers, {report.paced_seconds:.0f}s to keep "
+        "to its share")
     raise SystemExit(report.exit_code)
 
 
@@ -92,3 +99,12 @@ def _failed_jobs(say: Callable[[str], None]) -> Callable[[str], Sequence[str]]:
         return [job_id for job_id, text in index if f'"{invoice_id}"' in text]
 
     return jobs
+
+
+def _share(settings: Settings, connection: redis.Redis, share: float) -> dict[str, Callable[[], float]]:
+    """The audit's own Zoho pace: at most ``share`` of the per-minute budget (none at 1: the shared budget paces)."""
+    if share >= 1:
+        return {}
+    limit = max(1, math.floor(settings.zoho_requests_per_minute * share))
+    budget = RateBudget(connection, f"zoho:{settings.zoho_organization_id}:audit", limit=limit, period=60.0)
+    return {"zoho": budget.try_acquire}

@@ -101,3 +101,13 @@ def test_redis_unreachable_is_could_not_complete_not_violations(stack, books):
     doc = json.loads(result.stdout)
     assert doc["complete"] is False and "ConnectionError" in doc["error"]
     assert "Traceback" in result.stderr
+
+
+def test_zoho_share_takes_its_calls_from_the_audits_own_budget(stack, books, redis_conn):
+    for amount in ("10.00", "11.00"):
+        books.collected(amount)
+    result = audit(stack, "--zoho-share", "0.5", "--format", "json")
+    assert result.exit_code == 0, result.output
+    calls = json.loads(result.stdout)["calls"]["zoho"]
+    assert redis_conn.zcard("budget:zoho:10234695:audit") == calls == 3
+    assert audit(stack).exit_code == 0 and redis_conn.zcard("budget:zoho:10234695:audit") == 3  # default: no cap

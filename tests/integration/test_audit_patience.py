@@ -76,3 +76,13 @@ def test_paging_stops_early_only_when_zoho_says_newest_first(context, pages):
     fake = _Lists(context)
     report = run_audit(braintree=fake, zoho=fake, attio=fake, since=datetime(2026, 1, 1, tzinfo=UTC))
     assert report.complete and fake.pages == pages
+
+
+def test_the_audits_own_pace_is_kept_and_not_counted_against_the_bound():
+    slept: list[float] = []
+    waits = [3.0, 0.0, 0.0]
+    patience = Patience(max_wait=1, sleep=slept.append, pace={"zoho": lambda: waits.pop(0)})
+    assert patience.call("zoho", "page 1", lambda: "ok") == "ok"
+    assert patience.call("attio", "payments", lambda: "ok") == "ok"  # only Zoho is paced
+    assert patience.call("zoho", "page 2", lambda: "ok") == "ok"
+    assert slept == [3.0] and patience.paced == 3.0 and patience.waited == 0.0
