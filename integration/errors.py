@@ -16,7 +16,8 @@
     │   │   └── SaleOutcomeUnknown  an earlier sale may exist but search cannot see it yet → retry later
     │   └── ServiceRejected         any other 4xx, a validation error → fail now, report
     ├── SaleNotApplied              money taken that Zoho can no longer book: failed job, refund or apply by hand
-    └── NoHandler                   an event routed to a job that does not exist yet → failed registry
+    ├── NoHandler                   an event routed to a job that does not exist yet → failed registry
+    └── AuditIncomplete             the payments audit could not finish (a provider stayed down past its bound)
 
 Every ``__init__`` hands its message to ``super().__init__()`` and ``__reduce__`` rebuilds the keyword
 arguments, so the exceptions pickle across RQ's fork and into the failed registry.
@@ -27,6 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AuditIncomplete",
     "CircuitOpen",
     "ConfigError",
     "IntegrationError",
@@ -158,3 +160,7 @@ class ServiceRejected(ServiceError):
 class SaleNotApplied(IntegrationError):
     """Money was taken by a sale that Zoho can no longer book (the invoice was voided, written off or paid
     elsewhere meanwhile): permanent, and the message tells the operator to refund the sale or apply it by hand."""
+
+
+class AuditIncomplete(IntegrationError):
+    """The payments audit stopped before checking everything (exit 2): what it waited for, and for how long."""

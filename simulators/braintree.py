@@ -848,3 +848,11 @@ class BraintreeSimulator(Simulator):
         if token_cond is not None and not any(text_matches(t, token_cond) for t in tokens):
             return False
         return matches(values, rest)
+
+    # -- audit test helper (added for the payments audit's tests, integration/audit) ----------------------------
+    def backdate_transaction(self, txn_id: str, created_at: datetime) -> dict[str, Any]:
+        """Pretend a transaction was created at ``created_at`` (an aware datetime); returns a copy."""
+        with self._lock:
+            txn = self._txn_or_raise(txn_id)
+            txn["created_at"] = created_at.astimezone(UTC).replace(microsecond=0)
+            return copy.deepcopy(txn)

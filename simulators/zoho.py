@@ -1366,6 +1366,16 @@ class ZohoSimulator(Simulator):
 
         return bp
 
+    # -- audit test helper (added for the payments audit's tests, integration/audit) ----------------------------
+    def backdate_invoice(self, invoice_id: str, days: float) -> dict[str, Any]:
+        """Move an invoice's ``invoice_date``, ``due_date`` and ``created_time`` ``days`` into the past; a copy."""
+        with self._lock:
+            invoice = self.invoices[invoice_id]
+            then = datetime.fromtimestamp(self._now() - days * 86400, self.tz)
+            invoice.update(invoice_date=then.date().isoformat(), due_date=then.date().isoformat(),
+                           created_time=then.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            return copy.deepcopy(invoice)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Run the simulator in the foreground: ``python -m simulators.zoho --port 9100 --seed``."""

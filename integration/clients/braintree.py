@@ -263,9 +263,12 @@ class BraintreeClient:
         """The transaction, or None when Braintree has none with this id."""
         return self._lookup(self._gateway.transaction.find, transaction_id)
 
-    def search_sales(self, *, since: datetime, order_id_prefix: str | None = None) -> list[Transaction]:
-        """Every sale created since ``since`` (naive = UTC), in any status, optionally by order id prefix."""
-        criteria = [TS.type == Transaction.Type.Sale, TS.created_at >= _utc(since)]
+    def search_sales(
+        self, *, since: datetime, order_id_prefix: str | None = None, until: datetime | None = None
+    ) -> list[Transaction]:
+        """Every sale created since ``since`` (and before ``until``; naive = UTC), in any status, by order id prefix."""
+        created = TS.created_at >= _utc(since) if until is None else TS.created_at.between(_utc(since), _utc(until))
+        criteria = [TS.type == Transaction.Type.Sale, created]
         if order_id_prefix:
             criteria.append(TS.order_id.starts_with(order_id_prefix))
         return self._call(lambda: list(self._gateway.transaction.search(criteria).items))

@@ -246,6 +246,13 @@ class ZohoClient:
             params["customer_id"] = customer_id
         return self._all("/invoices", "invoices", params)
 
+    def list_invoices_page(self, page: int, status: str = "All") -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """One page of invoices and its ``page_context`` ({} when absent), in Zoho's default order (paced paging)."""
+        params = {"filter_by": _filter("Status", status, _INVOICE_FILTERS), "page": page, "per_page": PER_PAGE}
+        envelope = self._request("GET", "/invoices", params=params)
+        context = envelope.get("page_context")
+        return list(envelope.get("invoices") or []), dict(context) if isinstance(context, dict) else {}
+
     def record_payment(
         self,
         *,
