@@ -58,6 +58,18 @@ CODE_INTERNAL = 1000
 CODE_RATE_PER_MINUTE = 45
 CODE_CONCURRENCY = 1070
 CODE_OVER_APPLIED = 24016  # Zoho Invoice's code for "amount applied exceeds the balance"
+# A GET of an unknown or deleted object, per resource, as the live API answers it: the bodies recorded from the
+# Subscriptions API in payrollhero/zoho-subscriptions, spec/fixtures/responses/customers/0-get-400.json,
+# plans/100-ammunition-per-month-get-400.json, addons/target-get-400.json, products/187955000000050121-get-400.json
+# and subscriptions/0-get-404.json. Invoices, payments and events have no public recording: Zoho's generic
+# 404/1002 "<resource> does not exist" (Books/Invoice docs), as before.
+NOT_FOUND = {
+    "Customer": (400, 3004, "Please enter a valid reference for the customer"),
+    "Plan": (400, 101002, "Invalid PlanCode."),
+    "Addon": (400, 102001, "Invalid AddonCode."),
+    "Product": (400, 2006, "Invalid Product ID."),
+    "Subscription": (404, CODE_NOT_FOUND, "Subscription ID does not exist."),
+}
 
 THROTTLE_BODY = {
     "error": "Access Denied",
@@ -481,7 +493,7 @@ class ZohoSimulator(Simulator):
     def _get(self, table: dict[str, dict[str, Any]], key: str, resource: str) -> dict[str, Any]:
         obj = table.get(key)
         if obj is None:
-            raise ZohoError(404, CODE_NOT_FOUND, f"{resource} does not exist.")
+            raise ZohoError(*NOT_FOUND.get(resource, (404, CODE_NOT_FOUND, f"{resource} does not exist.")))
         return obj
 
     # -- Billing: routes ----------------------------------------------------------------------------------------
@@ -1200,6 +1212,11 @@ class ZohoSimulator(Simulator):
             customer.update({k: v for k, v in fields.items() if k not in self._CUSTOMER_READONLY})
             self.customers[customer_id] = customer
             return customer_id
+
+    def delete_customer(self, customer_id: str) -> None:
+        """Delete a customer, as a Zoho user can in the web app: its id then answers 400/3004."""
+        with self._lock:
+            del self.customers[customer_id]
 
     def customer(self, customer_id: str) -> dict[str, Any]:
         """A copy of a customer (with its current ``outstanding``)."""

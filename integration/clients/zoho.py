@@ -38,7 +38,18 @@ ORG_HEADER = "X-com-zoho-subscriptions-organizationid"
 PER_PAGE = 200  # Zoho's default and (inferred) maximum page size (reference §3.0)
 RATE_LIMIT_CODES = frozenset({"44", "45", "1070"})  # daily / per-minute / concurrency (reference §4.2)
 TOKEN_REFUSED_CODE = "57"  # dead or expired token (also missing scope, wrong org or DC: reference §4.2)
-NOT_FOUND_CODE = "1002"
+NOT_FOUND_CODE = "1002"  # Zoho's generic "<resource> does not exist" (the answer for a subscription)
+# "No such object" per resource, as the live API answers a GET of an unknown or deleted one: bodies recorded from the
+# Subscriptions API in payrollhero/zoho-subscriptions, spec/fixtures/responses/{customers/0-get-400,
+# plans/100-ammunition-per-month-get-400, addons/target-get-400, products/187955000000050121-get-400,
+# subscriptions/0-get-404}.json. Invoices and payments: no public recording, so Zoho's generic 1002 (or a bare 404).
+MISSING_CODES = {
+    "customers": "3004",  # HTTP 400 "Please enter a valid reference for the customer"
+    "plans": "101002",  # HTTP 400 "Invalid PlanCode."
+    "addons": "102001",  # HTTP 400 "Invalid AddonCode."
+    "products": "2006",  # HTTP 400 "Invalid Product ID."
+    "subscriptions": NOT_FOUND_CODE,  # HTTP 404 "Subscription ID does not exist."
+}
 BUDGET_WAIT = 10.0  # seconds a call may wait for the minute budget before it is rescheduled instead
 _CENT = Decimal("0.01")
 # Money fields whose whole-number values arrive as JSON integers (``"total": 370``): made Decimal as well.
@@ -104,9 +115,11 @@ def _parse_error(resp: requests.Response) -> tuple[str | None, str]:
     return (None if code is None else str(code)), str(body.get("message") or resp.reason or "")
 
 
-def _is_missing(exc: ServiceRejected) -> bool:
-    """Whether a refusal means "no such object" (not a wrong URL: that 404 carries code 5)."""
-    return exc.code == NOT_FOUND_CODE or (exc.status == 404 and exc.code is None)
+def _is_missing(exc: ServiceRejected, resource: str) -> bool:
+    """Whether a refusal of a GET of one ``resource`` means "no such object" (not a wrong URL: code 5)."""
+    if exc.code is None:
+        return exc.status == 404
+    return exc.code in (MISSING_CODES.get(resource, NOT_FOUND_CODE), NOT_FOUND_CODE)
 
 
 def _created(row: dict[str, Any]) -> tuple[datetime, int]:
@@ -281,7 +294,7 @@ class ZohoClient:
         try:
             return self._one("GET", path, key)
         except ServiceRejected as exc:
-            if _is_missing(exc):
+            if _is_missing(exc, path.split("/")[1]):
                 return None
             raise
 

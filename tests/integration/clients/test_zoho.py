@@ -178,6 +178,37 @@ def test_get_and_create_customer(client: ZohoClient, sim: ZohoSimulator) -> None
     assert client.get_customer("903999999999999") is None
 
 
+# Bodies recorded from the live Subscriptions API (payrollhero/zoho-subscriptions, spec/fixtures/responses/).
+RECORDED_NOT_FOUND = [
+    ("get_customer", "/customers/1", 400, {"code": 3004, "message": "Please enter a valid reference for the customer"}),
+    ("get_plan", "/plans/1", 400, {"code": 101002, "message": "Invalid PlanCode."}),
+    ("get_subscription", "/subscriptions/1", 404, {"code": 1002, "message": "Subscription ID does not exist."}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status", "body"), RECORDED_NOT_FOUND)
+def test_recorded_not_found_answers_are_none(
+    client: ZohoClient, sim: ZohoSimulator, method: str, path: str, status: int, body: dict[str, Any]
+) -> None:
+    sim.faults.add("GET", f"/billing/v1{path}", status=status, body=json.dumps(body))
+    assert getattr(client, method)("1") is None
+
+
+def test_a_wrong_url_or_another_resources_code_is_not_missing(client: ZohoClient, sim: ZohoSimulator) -> None:
+    sim.faults.add("GET", "/billing/v1/customers/1", status=404, body=json.dumps({"code": 5, "message": "Invalid URL"}))
+    with pytest.raises(ServiceRejected):
+        client.get_customer("1")
+    sim.faults.add("GET", "/billing/v1/plans/1", status=400, body=json.dumps({"code": 3004, "message": "?"}))
+    with pytest.raises(ServiceRejected):  # 3004 means "no such customer", not "no such plan"
+        client.get_plan("1")
+
+
+def test_a_deleted_customer_is_none(client: ZohoClient, sim: ZohoSimulator) -> None:
+    customer_id = sim.add_customer("Gone", "gone@example.com")
+    sim.delete_customer(customer_id)
+    assert client.get_customer(customer_id) is None
+
+
 # -- subscriptions ----------------------------------------------------------------------------------------------
 def test_create_subscription_is_offline_with_our_reference(client: ZohoClient, sim: ZohoSimulator) -> None:
     sim.add_plan("basic-monthly", "Basic", 50)
