@@ -235,6 +235,7 @@ class ZohoSimulator(Simulator):
         self.max_concurrent = max_concurrent
         self.webhook_target: tuple[str, str] | None = None
         self.webhook_events: set[str] | None = None  # None = every event type, like "all events" in Zoho
+        self.webhook_encoding = "json"  # or "form": one payload=<json> pair, x-www-form-urlencoded
         self._lock = threading.RLock()
         self._ids = itertools.count(1)  # never reset: ids from before a reset() stay unknown
         self._in_flight = 0
@@ -997,11 +998,19 @@ class ZohoSimulator(Simulator):
         return json.dumps(self._event(event_type, resource_key, obj)).encode()
 
     def _event(self, event_type: str, resource_key: str, obj: dict[str, Any]) -> dict[str, Any]:
+        # The default payload as Zoho delivers it, key for key in Zoho's order: the captured event in
+        # PipedreamHQ/pipedream, components/zoho_subscriptions/sources/subscription-created/test-event.mjs
+        # (its "payload"): the instant in created_time, event_time only a date. event_source is "user" there, the
+        # one value on record.
+        moment = datetime.fromtimestamp(self._now(), self.tz)
         return {
+            "created_time": moment.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "event_id": self._new_id(),
             "event_type": event_type,
-            "event_time": self._ts(),
             "data": {resource_key: obj},
+            "event_time_formatted": moment.strftime("%d %b %Y"),
+            "event_source": "user",
+            "event_time": moment.date().isoformat(),
         }
 
     @staticmethod
@@ -1059,7 +1068,15 @@ class ZohoSimulator(Simulator):
 
     def _deliver(self, url: str, secret: str, body: bytes, record: dict[str, Any]) -> None:
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True))
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: self.sign(body, secret, query)}
+        if self.webhook_encoding == "form":
+            # The webhook's body set to x-www-form-urlencoded with one payload pair (reference §5.1); the form
+            # pair is signed, decoded, with the query pairs (the KB page "securing webhooks").
+            text = body.decode()
+            signature = self.sign(b"", secret, {**query, "payload": text})
+            body = urllib.parse.urlencode({"payload": text}).encode("ascii")
+            headers = {"Content-Type": "application/x-www-form-urlencoded", SIGNATURE_HEADER: signature}
+        else:
+            headers = {"Content-Type": "application/json", SIGNATURE_HEADER: self.sign(body, secret, query)}
         status: int | None = None
         error = ""
         try:

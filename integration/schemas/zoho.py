@@ -1,4 +1,10 @@
-"""Zoho Billing webhook events: ``{"event_id", "event_type", "event_time", "data": {<resource>: {...}}}``.
+"""Zoho Billing webhook events: ``{"event_id", "event_type", "created_time", "event_time", "data": {<resource>: ...}}``.
+
+As Zoho delivers them (a real captured event: PipedreamHQ/pipedream,
+``components/zoho_subscriptions/sources/subscription-created/test-event.mjs``), ``event_time`` is a *date*
+(``"2023-08-02"``) and the instant is ``created_time`` (``"2023-08-02T15:28:59-0400"``, no colon in the offset),
+with ``event_time_formatted`` (``"02 Aug 2023"``) and ``event_source`` (``"user"``) beside them: jobs order
+events by ``created_time`` when present (``workers.crm.event_instant``).
 
 Only the ids the jobs need are kept: every job re-reads the resource from Zoho before acting. Third-party
 handlers report the resource sometimes at the top level instead of under ``data``, and payments as
@@ -66,7 +72,10 @@ class ZohoEventSchema(Inbound):
 
     event_id = Identifier(required=True)
     event_type = fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$"))
-    event_time = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    event_time = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))  # a date
+    created_time = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))  # the instant
+    event_time_formatted = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    event_source = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
     data = fields.Nested(_Data, load_default=dict)
 
     @pre_load

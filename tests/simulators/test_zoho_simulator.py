@@ -8,6 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -521,8 +522,14 @@ def test_control_routes_for_a_separate_process(sim: ZohoSimulator, api: Api) -> 
 
 def test_webhook_body_helper_is_a_zoho_event(sim: ZohoSimulator) -> None:
     event = json.loads(sim.webhook_body("invoice_created", "invoice", {"invoice_id": "1"}))
-    assert set(event) == {"event_id", "event_type", "event_time", "data"}
+    # the keys of a captured delivery (PipedreamHQ/pipedream zoho_subscriptions subscription-created test-event)
+    assert list(event) == [
+        "created_time", "event_id", "event_type", "data", "event_time_formatted", "event_source", "event_time"
+    ]
     assert event["data"] == {"invoice": {"invoice_id": "1"}}
+    created = datetime.strptime(event["created_time"], "%Y-%m-%dT%H:%M:%S%z")
+    assert event["event_time"] == created.date().isoformat()  # a date, not an instant
+    assert event["event_time_formatted"] == created.strftime("%d %b %Y")
 
 
 def test_no_webhooks_without_a_target(sim: ZohoSimulator) -> None:

@@ -9,7 +9,7 @@ import redis
 from integration.errors import PayloadInvalid
 
 from .. import runtime
-from ..crm import parse_time
+from ..crm import event_instant
 from ..workflows.collection import collect_invoice
 from ._entry import entrypoint
 
@@ -28,7 +28,7 @@ def handle_invoice_created(
     attempt = str(payload.get("event", {}).get("event_id") or payload.get("event_id"))
     result = collect_invoice(
         str(invoice_id), attempt=attempt, zoho=zoho, braintree=braintree, attio=attio, connection=connection,
-        event_time=parse_time(payload.get("event", {}).get("event_time")),
+        event_time=event_instant(payload.get("event") or {}),
     )
     return result.to_dict()
 
