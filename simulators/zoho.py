@@ -235,7 +235,6 @@ class ZohoSimulator(Simulator):
         self.max_concurrent = max_concurrent
         self.webhook_target: tuple[str, str] | None = None
         self.webhook_events: set[str] | None = None  # None = every event type, like "all events" in Zoho
-        self.webhook_encoding = "json"  # or "form": one payload=<json> pair, x-www-form-urlencoded
         self._lock = threading.RLock()
         self._ids = itertools.count(1)  # never reset: ids from before a reset() stay unknown
         self._in_flight = 0
@@ -284,6 +283,10 @@ class ZohoSimulator(Simulator):
                 self._wh_thread = None
 
     def _init_state(self) -> None:
+        self.webhook_encoding = "json"  # or "form": one payload=<json> pair, x-www-form-urlencoded
+        # The customer searches applied; the others are ignored, as an API ignores a parameter it does not know
+        # (the published OpenAPI file documents only filter_by on GET /customers: reference §3.2).
+        self.customer_search_params = {"email", "search_text", "display_name_contains"}
         self.products: dict[str, dict[str, Any]] = {}
         self.plans: dict[str, dict[str, Any]] = {}
         self.addons: dict[str, dict[str, Any]] = {}
@@ -569,9 +572,10 @@ class ZohoSimulator(Simulator):
     # customers
     def _list_customers(self) -> Response:
         name, keep = self._filter(CUSTOMER_FILTERS, "Status.All")
-        email = request.args.get("email", "").lower()
-        text = request.args.get("search_text", "").lower()
-        name_part = request.args.get("display_name_contains", "").lower()
+        honoured = self.customer_search_params
+        email = request.args.get("email", "").lower() if "email" in honoured else ""
+        text = request.args.get("search_text", "").lower() if "search_text" in honoured else ""
+        name_part = request.args.get("display_name_contains", "").lower() if "display_name_contains" in honoured else ""
         with self._lock:
             rows = [
                 self._customer_view(c)

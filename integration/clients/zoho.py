@@ -50,6 +50,11 @@ MISSING_CODES = {
     "products": "2006",  # HTTP 400 "Invalid Product ID."
     "subscriptions": NOT_FOUND_CODE,  # HTTP 404 "Subscription ID does not exist."
 }
+# Customer searches by email, in order (reference §3.2: neither is in the published OpenAPI file, see
+# ZohoClient.find_customer_by_email); a search reads at most SEARCH_PAGES pages.
+CUSTOMER_SEARCHES = ("email", "search_text")
+SEARCH_PAGES = 5
+_CUSTOMER_TEXT_FIELDS = ("email", "display_name", "company_name", "first_name", "last_name")
 BUDGET_WAIT = 10.0  # seconds a call may wait for the minute budget before it is rescheduled instead
 _CENT = Decimal("0.01")
 # Money fields whose whole-number values arrive as JSON integers (``"total": 370``): made Decimal as well.
@@ -211,14 +216,46 @@ class ZohoClient:
         return self._get(f"/customers/{_seg(customer_id)}", "customer")
 
     def find_customer_by_email(self, email: str) -> dict[str, Any] | None:
-        """The oldest customer whose email equals ``email`` (case-insensitive), or None."""
-        # Zoho's email= is a search (substring hits); email is not unique (reference §3.2).
+        """The oldest customer whose email equals ``email`` (case-insensitive), or None.
+
+        Zoho's published OpenAPI file documents only ``filter_by`` (a status) on ``GET /customers``; ``email=`` is
+        what apps use, and ``search_text=`` is Zoho's own search (the web app's, and Zoho's Billing MCP skills).
+        Either is a substring search and email is not unique, so only an exact match counts. A search answered
+        with rows that do not contain the text was ignored by Zoho: then the next one is tried, and never the
+        whole customer list page by page (ServiceRejected when no search narrows).
+        """
         wanted = email.strip().casefold()
         if not wanted:
             return None
-        rows = self._all("/customers", "customers", {"email": email.strip()})
-        exact = [r for r in rows if str(r.get("email") or "").strip().casefold() == wanted]
-        return min(exact, key=_created) if exact else None
+        for param in CUSTOMER_SEARCHES:
+            rows = self._search_customers(param, email.strip())
+            if rows is None:
+                log.warning("zoho GET /customers ignored %s=: trying the next search", param)
+                continue
+            exact = [r for r in rows if str(r.get("email") or "").strip().casefold() == wanted]
+            return min(exact, key=_created) if exact else None
+        raise ServiceRejected(
+            PROVIDER,
+            f"GET /customers ignored {'= and '.join(CUSTOMER_SEARCHES)}=: the customer cannot be looked up by "
+            "email without reading every customer; set zoho_customer_id on the company",
+        )
+
+    def _search_customers(self, param: str, text: str) -> list[dict[str, Any]] | None:
+        """The rows of a customer search, at most ``SEARCH_PAGES`` pages; None when Zoho ignored ``param``."""
+        needle = text.casefold()
+        fields = ("email",) if param == "email" else _CUSTOMER_TEXT_FIELDS
+        rows: list[dict[str, Any]] = []
+        for page in range(1, SEARCH_PAGES + 1):
+            envelope = self._request("GET", "/customers", params={param: text, "page": page, "per_page": PER_PAGE})
+            items = envelope.get("customers") or []
+            if any(not any(needle in str(r.get(f) or "").casefold() for f in fields) for r in items):
+                return None  # a row the search could not have matched: the parameter was not applied
+            rows.extend(items)
+            context = envelope.get("page_context")
+            if not isinstance(context, dict) or not context.get("has_more_page") or not items:
+                return rows
+        log.warning("zoho customer search %s=: more than %s pages, the rest not read", param, SEARCH_PAGES)
+        return rows
 
     def create_customer(self, display_name: str, email: str, **extra: Any) -> dict[str, Any]:
         """Create a customer (no idempotency key: on ServiceUnavailable, look it up by email first)."""

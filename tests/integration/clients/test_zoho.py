@@ -169,6 +169,28 @@ def test_find_customer_by_email_keeps_the_oldest_exact_match(client: ZohoClient,
     assert client.find_customer_by_email("nn@example.com") is None  # substring hits only
 
 
+def test_an_ignored_email_search_falls_back_to_search_text_without_paging_everyone(
+    client: ZohoClient, sim: ZohoSimulator
+) -> None:
+    for n in range(250):  # more than one page of others
+        sim.add_customer(f"Other {n}", f"other{n}@example.com")
+    mine = sim.add_customer("Ann", "Ann@Example.com")
+    sim.customer_search_params = {"search_text"}  # email= is not applied (it is not in Zoho's OpenAPI file)
+    found = client.find_customer_by_email("ann@example.com")
+    assert found is not None and found["customer_id"] == mine
+    calls = billing_calls(sim, "GET")
+    assert [sorted(c.query) for c in calls] == [["email", "page", "per_page"], ["page", "per_page", "search_text"]]
+
+
+def test_no_search_that_narrows_is_refused_not_paged(client: ZohoClient, sim: ZohoSimulator) -> None:
+    for n in range(250):
+        sim.add_customer(f"Other {n}", f"other{n}@example.com")
+    sim.customer_search_params = set()
+    with pytest.raises(ServiceRejected, match="ignored email= and search_text="):
+        client.find_customer_by_email("ann@example.com")
+    assert len(billing_calls(sim, "GET")) == 2
+
+
 def test_get_and_create_customer(client: ZohoClient, sim: ZohoSimulator) -> None:
     created = client.create_customer("Bowman Furniture", "ben@bowman.test", company_name="Bowman", currency_code="USD")
     assert created["customer_id"] and created["outstanding"] == Decimal("0")
