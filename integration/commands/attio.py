@@ -28,7 +28,12 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from ..attio_schema import OBJECTS, AttributeSpec, ObjectSpec, attribute_conflicts
-from ..clients.attio import RECORD_EVENTS, AttioClient, build_attio_client, subscriptions_filter
+from ..clients.attio import (
+    RECORD_EVENTS,
+    AttioClient,
+    build_attio_client,
+    subscriptions_filter,
+)
 from ..errors import ServiceError, ServiceRejected
 
 __all__ = [
