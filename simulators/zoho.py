@@ -416,7 +416,8 @@ class ZohoSimulator(Simulator):
             rec = self._tokens.get(token.strip())
             if scheme.lower() != "zoho-oauthtoken" or rec is None or not self._token_live(rec):
                 raise ZohoError(401, CODE_NOT_AUTHORIZED, NOT_AUTHORIZED)
-            if request.headers.get(ORG_HEADER) != self.organization_id:
+            # GET /organizations is how a caller finds its organization id: it needs no organization header.
+            if request.path != f"{BASE}/organizations" and request.headers.get(ORG_HEADER) != self.organization_id:
                 raise ZohoError(400, CODE_NOT_AUTHORIZED, "Invalid organization ID")
             if self.max_concurrent is not None and request.environ.get("zoho.in_flight", 1) > self.max_concurrent:
                 self.rate_limited += 1
@@ -505,6 +506,7 @@ class ZohoSimulator(Simulator):
         bp = Blueprint("zoho_billing", __name__, url_prefix=BASE)
         bp.before_request(self._guard)
         routes: list[tuple[str, Callable[..., Response], str]] = [
+            ("/organizations", self._list_organizations, "GET"),
             ("/products", self._list_products, "GET"),
             ("/products/<product_id>", self._get_product, "GET"),
             ("/plans", self._list_plans, "GET"),
@@ -528,6 +530,16 @@ class ZohoSimulator(Simulator):
         for rule, view, method in routes:
             bp.add_url_rule(rule, view_func=view, methods=[method])
         return bp
+
+    def _list_organizations(self) -> Response:
+        # The shape recorded from the live API in payrollhero/zoho-subscriptions,
+        # spec/fixtures/responses/organizations-get-200.json (a subset of its fields).
+        org = {
+            "organization_id": self.organization_id, "name": "Simulated Billing", "is_default_org": True,
+            "country": "U.S.A", "plan_name": "STANDARD", "time_zone": str(self.tz), "is_org_active": True,
+            "currency_code": "USD", "currency_symbol": "$", "price_precision": 2,
+        }  # fmt: skip
+        return _json({"code": 0, "message": "success", "organizations": [org]})
 
     def _list_products(self) -> Response:
         with self._lock:

@@ -239,6 +239,16 @@ class AttioClient:
         path = f"/v2/objects/{_seg(object)}/attributes/{_seg(attribute)}/options"
         return self._one("POST", path, kind="write", json={"data": {"title": title}})
 
+    # -- the token ----------------------------------------------------------------------------------------------
+    def token_info(self) -> dict[str, Any]:
+        """What Attio says of the token (``GET /v2/self``: ``active``, ``scope``, ``workspace_name``; no ``data``)."""
+        resp = self._caller.request("GET", "/v2/self", kind="read", headers=self._headers)
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            raise ServiceUnavailable(PROVIDER, "GET /v2/self: unexpected response body") from exc
+        return body if isinstance(body, dict) else {}
+
     # -- webhooks ---------------------------------------------------------------------------------------------
     def list_webhooks(self) -> list[dict[str, Any]]:
         """Every webhook of the workspace (``GET /v2/webhooks``, paged by ``limit``/``offset``)."""

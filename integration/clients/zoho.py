@@ -326,6 +326,17 @@ class ZohoClient:
         """One payment, or None."""
         return self._get(f"/payments/{_seg(payment_id)}", "payment")
 
+    # -- organization and events (read by ``doctor``) ------------------------------------------------------------
+    def list_organizations(self) -> list[dict[str, Any]]:
+        """The organizations the token can reach (``GET /organizations``, scope settings.READ)."""
+        rows = self._request("GET", "/organizations").get("organizations") or []
+        return [r for r in rows if isinstance(r, dict)]
+
+    def recent_events(self) -> list[dict[str, Any]]:
+        """The first page of the event log (``GET /events``, newest first; scope webhooks.READ)."""
+        envelope = self._request("GET", "/events", params={"page": 1, "per_page": 25})
+        return [r for r in envelope.get("events") or [] if isinstance(r, dict)]
+
     # -- plumbing -----------------------------------------------------------------------------------------------
     def _get(self, path: str, key: str) -> dict[str, Any] | None:
         try:

@@ -215,8 +215,8 @@ def webhook_problem(client: AttioClient, url: str) -> str | None:
         return None
     if any(h.get("target_url") == url for h in hooks):
         return (f"a webhook for {url} exists but not as the service's (record.created and record.updated filtered on "
-                "the subscriptions object, not api-token): delete it in Attio, then `attio setup --webhook-url`")
-    return f"no active webhook for {url}: run `attio setup --webhook-url {url}`"
+                "the subscriptions object, not api-token); delete it in Attio first")
+    return f"no active webhook for {url}"
 
 
 def ensure_webhook(client: AttioClient, url: str, echo: Echo) -> None:
