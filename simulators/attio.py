@@ -43,7 +43,11 @@ _READ = re.compile(r"/(records|entries)/query$")
 
 
 class AttioError(Exception):
-    """An Attio API error, answered as ``{"status_code","type","code","message"}``."""
+    """An Attio API error, answered as ``{"status_code","type","code","message"}``.
+
+    Source: the error responses of every operation in Attio's OpenAPI document (e.g. 409 ``slug_conflict`` of
+    ``POST /v2/objects``, 403 ``billing_error`` of ``POST /v2/lists``).
+    """
 
     def __init__(self, status: int, code: str, message: str, type_: str = "invalid_request_error") -> None:
         super().__init__(message)
@@ -434,6 +438,9 @@ class AttioSimulator(Simulator):
         return {"type": actor_type, "id": ids.get(actor_type, API_ACTOR_ID)}
 
     def _record_read(self, obj: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+        # Source: the record schema of "Get a record" in Attio's OpenAPI document (values as arrays of value
+        # objects with active_from / active_until / created_by_actor / attribute_type) and docs.attio.com's
+        # attribute-type pages for each type's fields.
         values = {a["api_slug"]: copy.deepcopy(record["values"].get(a["id"], []))
                   for a in obj["attrs"].values() if not a["is_archived"]}
         return {"id": {"workspace_id": WORKSPACE_ID, "object_id": obj["id"], "record_id": record["id"]},

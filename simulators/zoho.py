@@ -148,7 +148,11 @@ INVOICE_LIST_DROP = ("payments", "invoice_items", "subscriptions")
 
 
 class ZohoError(Exception):
-    """A Zoho error answer: HTTP status plus the ``{"code", "message"}`` envelope."""
+    """A Zoho error answer: HTTP status plus the ``{"code", "message"}`` envelope.
+
+    Source: the Billing API's "Errors" and "Response" pages; recorded bodies in payrollhero/zoho-subscriptions
+    (``spec/fixtures/responses/**/*-400.json``, ``*-404.json``).
+    """
 
     def __init__(self, status: int, code: int, message: str) -> None:
         super().__init__(status, code, message)
@@ -328,6 +332,8 @@ class ZohoSimulator(Simulator):
     # -- Accounts: tokens ---------------------------------------------------------------------------------------
     def _token_endpoint(self) -> Response:
         """``POST /oauth/v2/token``: refresh-token grant from query or form parameters (never JSON)."""
+        # Source: Zoho Accounts' refresh-token page (answer {access_token, api_domain, token_type, expires_in});
+        # errors as HTTP 200 {"error"} and the throttle body as quoted by Zoho CRM's token-validity page.
         params = {**request.args.to_dict(), **request.form.to_dict()}
         if params.get("client_id") != self.client_id:
             return _json({"error": "invalid_client"})
@@ -476,6 +482,8 @@ class ZohoSimulator(Simulator):
 
     def _page(self, key: str, items: Iterable[dict[str, Any]], applied_filter: str) -> Response:
         """One page of ``items`` (insertion order = creation order) with Zoho's ``page_context``."""
+        # Source: the Billing API pagination page (zohohelp.com/billing/api/v1/pagination) for page_context; the
+        # applied_filter / sort keys as in payrollhero/zoho-subscriptions spec/fixtures/responses/plans-get-200.json.
         page, per_page = self._int_arg("page", 1), min(self._int_arg("per_page", MAX_PER_PAGE), MAX_PER_PAGE)
         column = request.args.get("sort_column", "created_time")
         order = request.args.get("sort_order", "D")
@@ -711,6 +719,8 @@ class ZohoSimulator(Simulator):
         product = self.products.get(plan["product_id"], {})
         amount = round(plan_line["total"] + sum(a["total"] for a in addons if a["type"] == "recurring"), 2)
         now = self._ts()
+        # Source: the create answer of subscription.yml in Zoho's OpenAPI files and the captured subscription of
+        # PipedreamHQ/pipedream components/zoho_subscriptions/sources/subscription-created/test-event.mjs.
         return {
             "subscription_id": self._new_id(),
             "name": f"{product['name']}-{plan['name']}" if product else plan["name"],
@@ -856,6 +866,7 @@ class ZohoSimulator(Simulator):
         total = round(sum(i["item_total"] for i in items), 2)
         settled = status in ("paid", "void")
         invoice_id, now = self._new_id(), self._ts()
+        # Source: "Retrieve an invoice" in invoices.yml of Zoho's OpenAPI files (its example's key fields).
         invoice = {
             "invoice_id": invoice_id,
             "number": f"INV-{self._invoice_seq:06d}",
@@ -904,6 +915,7 @@ class ZohoSimulator(Simulator):
         if sum(applied.values()) > amount + 0.005:
             raise ZohoError(400, CODE_INVALID_VALUE, "The amount applied to invoices is more than the payment amount.")
         payment_id, when = self._new_id(), self._date(body.get("date"), "date").isoformat()
+        # Source: "Retrieve a payment" in payments.yml of Zoho's OpenAPI files (no autotransaction: an offline payment).
         payment: dict[str, Any] = {
             "payment_id": payment_id,
             "status": "success",
@@ -1236,6 +1248,8 @@ class ZohoSimulator(Simulator):
         """Add a customer; returns its id."""
         with self._lock:
             customer_id, now = self._new_id(), self._ts()
+            # Source: payrollhero/zoho-subscriptions spec/fixtures/responses/customers/187955000000050001-get-200.json
+            # (recorded) and the customer example of customers.yml in Zoho's OpenAPI files.
             customer = {
                 "customer_id": customer_id, "display_name": display_name, "first_name": "", "last_name": "",
                 "company_name": "", "email": email, "phone": "", "currency_code": "USD", "status": "active",
