@@ -40,8 +40,15 @@ class _PaymentInvoice(Inbound):
     invoice_id = Identifier(required=True)
 
 
+class _Autotransaction(Inbound):
+    # Where Zoho puts a declined charge's reason (payments.yml of Zoho's OpenAPI files); kept because a failed
+    # attempt may never become a payment Zoho lets the job re-read.
+    gateway_error_message = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+
+
 class _PaymentRef(Inbound):
     payment_id = Identifier(required=True)
+    autotransaction = fields.Nested(_Autotransaction, load_default=None)
     reference_number = fields.String(load_default=None, allow_none=True)
     customer_id = Identifier(load_default=None, allow_none=True)
     invoices = BoundedList(_PaymentInvoice, load_default=list, max_length=1000)  # jobs re-read it

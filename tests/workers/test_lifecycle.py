@@ -324,6 +324,21 @@ def test_declined_zoho_payment_is_mirrored_with_zohos_reason(sims: Stack, redis_
         "Declined", "Card declined: insufficient funds", 80.0, None)
 
 
+def test_a_decline_zoho_cannot_return_keeps_the_events_reason(sims: Stack, redis_conn: redis.Redis) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    customer = zoho.add_customer("Acme", "billing@acme.example")
+    invoice = zoho.raise_invoice(customer, 30)
+    declined = {
+        "payment_id": "903888000009", "status": "failure", "payment_mode": "autotransaction", "amount": 30.0,
+        "customer_id": customer, "autotransaction": {"gateway_error_message": "Do not honor"},
+        "invoices": [{"invoice_id": invoice["invoice_id"], "amount_applied": 30.0}],
+    }  # fmt: skip
+    zoho.emit_event("payment_declined", "payment", declined)  # never stored: GET /payments/{id} answers 404
+    _drain(redis_conn, sims)
+    [record] = attio.find("payments", "external_id", f"zoho-invoice:{invoice['invoice_id']}:903888000009")
+    assert attio.value("payments", record, "failure_reason") == "Do not honor"
+
+
 def test_payments_the_service_made_are_not_duplicated(sims: Stack, redis_conn: redis.Redis) -> None:
     attio, zoho = sims.attio, sims.zoho
     customer = zoho.add_customer("Acme", "billing@acme.example")
