@@ -118,6 +118,20 @@ def test_a_customer_zoho_refuses_fails_with_a_detail(stack, web, redis_conn, que
     assert stack.zoho.subscriptions == {}
 
 
+def test_a_customer_search_zoho_ignores_fails_with_a_detail_instead_of_paging(stack, web, redis_conn, queues):
+    for n in range(3):
+        stack.zoho.add_customer(f"Other {n}", f"other{n}@example.com")
+    stack.zoho.customer_search_params = set()  # neither email= nor search_text= narrows
+    crm = CRM(stack, card=True)
+    crm.request()
+    send_event(web.url, crm.subscription)
+    run_until_idle(redis_conn)
+    assert crm.sub("status") == "Failed"
+    assert "set zoho_customer_id on the company" in crm.sub("status_detail")
+    assert len(stack.zoho.customers) == 3  # no duplicate created
+    assert len(stack.zoho.calls_to("GET", "/billing/v1/customers")) == 2
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
