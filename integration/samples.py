@@ -82,21 +82,41 @@ def zoho_delivery(
     event_id: str | None = None,
     query: Mapping[str, str] | None = None,
     encoding: str = "hex",
+    created_time: str = "2026-11-30T10:00:00+0000",
+    form: bool = False,
 ) -> SignedRequest:
-    """A Zoho Billing default-payload webhook, signed over sorted query pairs + raw body (hex or base64)."""
+    """A Zoho Billing default-payload webhook, signed over sorted query pairs + raw body (hex or base64).
+
+    The event has Zoho's shape (a captured one: PipedreamHQ/pipedream,
+    ``components/zoho_subscriptions/sources/subscription-created/test-event.mjs``): the instant in
+    ``created_time`` (offset without a colon), ``event_time`` only its date. ``form=True`` sends it as
+    ``application/x-www-form-urlencoded`` with one ``payload=<json>`` pair, signed over the decoded pair.
+    """
     event = {
+        "created_time": created_time,
         "event_id": event_id or str(uuid.uuid4().int)[:18],
         "event_type": event_type,
-        "event_time": "2026-11-30T10:00:00+0000",
         "data": dict(data),
+        "event_time_formatted": f"{created_time[8:10]} {_MONTHS[int(created_time[5:7]) - 1]} {created_time[:4]}",
+        "event_source": "user",
+        "event_time": created_time[:10],
     }
-    body = json.dumps(event).encode("utf-8")
+    text = json.dumps(event)
     params = dict(query or {})
-    digest = zoho_signature(zoho_signed_string(params.items(), (), body), secret)
+    if form:
+        body = urlencode({"payload": text}).encode("ascii")
+        message = zoho_signed_string(params.items(), [("payload", text)], b"")
+        content_type = "application/x-www-form-urlencoded"
+    else:
+        body = text.encode("utf-8")
+        message = zoho_signed_string(params.items(), (), body)
+        content_type = "application/json"
+    digest = zoho_signature(message, secret)
     signature = digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
-    return SignedRequest(
-        body, {"Content-Type": "application/json", "X-Zoho-Webhook-Signature": signature}, params
-    )
+    return SignedRequest(body, {"Content-Type": content_type, "X-Zoho-Webhook-Signature": signature}, params)
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def braintree_notification(gateway: Any, kind: str, subject_id: str) -> dict[str, str]:

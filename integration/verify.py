@@ -92,13 +92,22 @@ def verify_zoho(
     secrets: Sequence[str],
 ) -> None:
     """Check ``X-Zoho-Webhook-Signature``; hex or base64 is accepted (Zoho does not document which)."""
-    digest = _decode_signature(_header(headers, "X-Zoho-Webhook-Signature"))
-    message = zoho_signed_string(list(query), list(form), b"" if form else body)
+    given = _header(headers, "X-Zoho-Webhook-Signature")
+    digest = _decode_signature(given)
+    query, form = list(query), list(form)
+    message = zoho_signed_string(query, form, b"" if form else body)
     ok = False
     for secret in secrets:
         ok |= hmac.compare_digest(zoho_signature(message, secret), digest)
     if not ok:
-        raise SignatureInvalid("Zoho signature does not match")
+        # What was tried, so a mismatch with a real delivery is diagnosed from one log line (Zoho documents
+        # neither the algorithm nor the encoding); never the secret, the signature or the body.
+        signed = f"{len(form)} form pair(s)" if form else f"the raw body ({len(body)} bytes)"
+        raise SignatureInvalid(
+            f"Zoho signature does not match: header present ({'hex' if len(given) == 64 else 'base64'}, "
+            f"{len(given)} chars); tried HMAC-SHA256 compared as hex and base64 over {len(query)} query pair(s) + "
+            f"{signed} with {len(secrets)} secret(s)"
+        )
 
 
 class BraintreeVerifier:

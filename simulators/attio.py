@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 import re
+import secrets
 import threading
 import time
 import uuid
@@ -42,7 +43,11 @@ _READ = re.compile(r"/(records|entries)/query$")
 
 
 class AttioError(Exception):
-    """An Attio API error, answered as ``{"status_code","type","code","message"}``."""
+    """An Attio API error, answered as ``{"status_code","type","code","message"}``.
+
+    Source: the error responses of every operation in Attio's OpenAPI document (e.g. 409 ``slug_conflict`` of
+    ``POST /v2/objects``, 403 ``billing_error`` of ``POST /v2/lists``).
+    """
 
     def __init__(self, status: int, code: str, message: str, type_: str = "invalid_request_error") -> None:
         super().__init__(message)
@@ -120,13 +125,18 @@ class AttioSimulator(Simulator):
         with self._lock:
             self._keys: dict[int, tuple[dict[str, Any], Any]] = {}  # id(value) → (value, key), see _key
             self.objects: dict[str, dict[str, Any]] = {}
+            self.webhooks: list[dict[str, Any]] = []  # registered through POST /v2/webhooks
+            # Plan limits a real workspace may have (unknown per plan: doctor and ``attio setup`` must report them).
+            # Refusals take the 403 ``billing_error`` shape Attio's OpenAPI documents for plan-gated features.
+            self.max_custom_objects: int | None = None
+            self.unique_on_standard_objects = True
             self.rate_limited = self.writes_ok = self.reads_ok = 0
             self._window = (0, 0, 0)
-            companies = self._create_object("companies", "Company", "Companies")
+            companies = self._create_object("companies", "Company", "Companies", standard=True)
             self._create_attribute(companies, {"title": "Name", "api_slug": "name", "type": "text"})
             self._create_attribute(companies, {"title": "Domains", "api_slug": "domains", "type": "domain",
                                                "is_unique": True, "is_multiselect": True})
-            people = self._create_object("people", "Person", "People")
+            people = self._create_object("people", "Person", "People", standard=True)
             self._create_attribute(people, {"title": "Name", "api_slug": "name", "type": "personal-name"})
             self._create_attribute(people, {"title": "Email addresses", "api_slug": "email_addresses",
                                             "type": "email-address", "is_unique": True, "is_multiselect": True})
@@ -145,11 +155,15 @@ class AttioSimulator(Simulator):
         status = 404 if code == "not_found" else 400
         raise AttioError(status, code, f'Cannot find attribute with slug/ID "{ref}".')
 
-    def _create_object(self, slug: str, singular: str, plural: str) -> dict[str, Any]:
+    def _create_object(self, slug: str, singular: str, plural: str, standard: bool = False) -> dict[str, Any]:
         if any(o["api_slug"] == slug for o in self.objects.values()):
             raise AttioError(409, "slug_conflict", f'An object with slug "{slug}" already exists.')
+        custom = sum(not o["standard"] for o in self.objects.values())
+        if not standard and self.max_custom_objects is not None and custom >= self.max_custom_objects:
+            raise AttioError(403, "billing_error", f"Your plan allows {self.max_custom_objects} custom object(s). "
+                             "Please upgrade to create more.", "auth_error")
         obj = {"id": _uid(), "api_slug": slug, "singular_noun": singular, "plural_noun": plural,
-               "created_at": _now(), "attrs": {}, "records": {}}
+               "created_at": _now(), "attrs": {}, "records": {}, "standard": standard}
         self.objects[obj["id"]] = obj
         return obj
 
@@ -161,6 +175,9 @@ class AttioSimulator(Simulator):
             raise _bad(f"Unsupported attribute type {type_!r}")
         if any(a["api_slug"] == slug for a in obj["attrs"].values()):
             raise AttioError(409, "slug_conflict", f'An attribute with slug "{slug}" already exists on this object.')
+        if spec.get("is_unique") and obj.get("standard") and not self.unique_on_standard_objects:
+            raise AttioError(403, "billing_error", "Unique attributes on standard objects are not available on "
+                             "your plan.", "auth_error")
         attr = {"id": _uid(), "object_id": obj["id"], "api_slug": slug, "type": type_, "title": spec.get("title"),
                 "description": spec.get("description"), "is_required": bool(spec.get("is_required")),
                 "is_unique": False, "is_multiselect": bool(spec.get("is_multiselect")), "is_archived": False,
@@ -327,6 +344,9 @@ class AttioSimulator(Simulator):
 
     @staticmethod
     def _as_list(attr: dict[str, Any], raw: Any) -> list[Any]:
+        if raw is None and attr["type"] == "currency":
+            # docs.attio.com attribute-types-currency: "This attribute does not support null values"; [] clears
+            raise _bad(f'Invalid value for currency attribute "{attr["api_slug"]}": null is not supported.')
         items = [] if raw is None else list(raw) if isinstance(raw, list) else [raw]
         if len(items) > 1 and not attr["is_multiselect"]:
             raise _bad(f'Attribute "{attr["api_slug"]}" accepts a single value, got {len(items)}.')
@@ -418,6 +438,9 @@ class AttioSimulator(Simulator):
         return {"type": actor_type, "id": ids.get(actor_type, API_ACTOR_ID)}
 
     def _record_read(self, obj: dict[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+        # Source: the record schema of "Get a record" in Attio's OpenAPI document (values as arrays of value
+        # objects with active_from / active_until / created_by_actor / attribute_type) and docs.attio.com's
+        # attribute-type pages for each type's fields.
         values = {a["api_slug"]: copy.deepcopy(record["values"].get(a["id"], []))
                   for a in obj["attrs"].values() if not a["is_archived"]}
         return {"id": {"workspace_id": WORKSPACE_ID, "object_id": obj["id"], "record_id": record["id"]},
@@ -525,6 +548,11 @@ class AttioSimulator(Simulator):
     def _emit_async(self, events: list[dict[str, Any]]) -> None:
         if self.webhook_target is None or not events:
             return
+        hooks = [w for w in self.webhooks if w["target_url"] == self.webhook_target[0]]
+        if hooks:  # a webhook registered through the API: only what its subscriptions' filters let through
+            events = [e for e in events if any(self.subscribed(w, e) for w in hooks)]
+            if not events:
+                return
 
         def run() -> None:
             for event in events:
@@ -534,6 +562,26 @@ class AttioSimulator(Simulator):
                     pass
 
         threading.Thread(target=run, name="sim-attio-webhook", daemon=True).start()
+
+    @staticmethod
+    def subscribed(hook: dict[str, Any], event: dict[str, Any]) -> bool:
+        """Whether a webhook's subscriptions take an event: Attio's filter, ``$and``/``$or`` of ``{field,
+        operator, value}`` with ``field`` a dot-path into the event (``POST /v2/webhooks`` in Attio's OpenAPI)."""
+        def holds(cond: dict[str, Any]) -> bool:
+            found: Any = event
+            for part in str(cond["field"]).split("."):
+                found = found.get(part) if isinstance(found, dict) else None
+            return (found == cond["value"]) == (cond["operator"] == "equals")
+
+        for sub in hook["subscriptions"]:
+            if sub["event_type"] != event["event_type"]:
+                continue
+            rule = sub.get("filter")
+            if rule is None or ("$and" in rule and all(map(holds, rule["$and"]))) or (
+                "$or" in rule and any(map(holds, rule["$or"]))
+            ):
+                return True
+        return False
 
     def emit(self, event_type: str, object_slug: str, record_id: str, attribute_slug: str | None = None,
              actor_type: str = "workspace-member") -> int:
@@ -722,6 +770,32 @@ class AttioSimulator(Simulator):
             return {"active": True, "scope": "record_permission:read-write object_configuration:read-write",
                     "token_type": "Bearer", "workspace_id": WORKSPACE_ID, "workspace_name": "Simulated",
                     "workspace_slug": "sim-workspace", "client_id": None, "authorized_by_workspace_member_id": None}
+
+        # Webhooks: request and answer shapes of POST/GET /v2/webhooks in Attio's OpenAPI document (the
+        # interfere-inc/attio repository's .speakeasy/out.openapi.yaml) and docs.attio.com's create-a-webhook page.
+        @route("/webhooks", "GET")
+        def list_webhooks() -> dict[str, Any]:
+            limit = int(request.args.get("limit", 10))
+            offset = int(request.args.get("offset", 0))
+            if not 10 <= limit <= 100 or offset < 0:
+                raise _bad("limit must be between 10 and 100, offset non-negative.")
+            return done([{k: v for k, v in w.items() if k != "secret"} for w in self.webhooks][offset:offset + limit])
+
+        @route("/webhooks", "POST")
+        def create_webhook() -> dict[str, Any]:
+            data = body()
+            url, subs = data.get("target_url"), data.get("subscriptions")
+            if not isinstance(url, str) or not url.startswith("https://"):
+                raise _bad("Body payload validation error: target_url must match ^https://.*")
+            if not isinstance(subs, list) or not all(
+                isinstance(x, dict) and isinstance(x.get("event_type"), str) and "filter" in x for x in subs
+            ):
+                raise _bad("Body payload validation error: each subscription needs event_type and filter.")
+            hook = {"target_url": url, "subscriptions": subs,
+                    "id": {"workspace_id": WORKSPACE_ID, "webhook_id": _uid()}, "status": "active",
+                    "created_at": _now(), "secret": secrets.token_hex(32)}
+            self.webhooks.append(hook)
+            return done(hook)
 
         @route("/objects", "GET")
         def list_objects() -> dict[str, Any]:

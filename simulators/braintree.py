@@ -166,6 +166,11 @@ class BraintreeSimulator(Simulator):
             self._disputes: dict[str, dict[str, Any]] = {}
             self._indexed_at: dict[str, float] = {}  # when each transaction becomes visible to searches
             self._made_at: dict[str, float] = {}  # monotonic creation times (created_at has whole seconds)
+            # GET /merchant_accounts: what the SDK's MerchantAccountGateway.all() reads (braintree_python 4.48.0,
+            # merchant_account_gateway.py: a paginated <merchant-accounts> collection of <merchant-account> items).
+            self.merchant_accounts: list[dict[str, Any]] = [
+                {"id": f"{self.merchant_id}_usd", "status": "active", "currency_iso_code": "USD", "default": True}
+            ]
 
     def fault_body(self, status: int) -> str:
         """An injected error: an api-error-response for 422 (the SDK parses it), a small XML note otherwise."""
@@ -212,6 +217,7 @@ class BraintreeSimulator(Simulator):
         route("/payment_methods/<kind>/<token>", "PUT", self._update_payment_method)
         route("/payment_methods/<kind>/<token>", "DELETE", self._delete_payment_method)
         route("/client_token", "POST", self._client_token)
+        route("/merchant_accounts/", "GET", self._merchant_accounts)
         route("/transactions", "POST", self._create_transaction)
         route("/transactions/<txn_id>", "GET", self._find_transaction)
         route("/transactions/<txn_id>/submit_for_settlement", "PUT", self._submit_for_settlement)
@@ -482,6 +488,11 @@ class BraintreeSimulator(Simulator):
         return _xml(document("client_token", {"value": value}), 201)
 
     # -- transactions -----------------------------------------------------------------------------------------
+    def _merchant_accounts(self) -> Response:
+        items = "".join(element("merchant_account", dict(a)) for a in self.merchant_accounts)
+        total = len(self.merchant_accounts)
+        return _xml(collection("merchant_accounts", items, total, page_size=max(total, 1)))
+
     def _create_transaction(self) -> Response:
         params = self._body("transaction")
         return self._idempotent(params, "/transactions", lambda: self._new_transaction(params))

@@ -58,6 +58,18 @@ CODE_INTERNAL = 1000
 CODE_RATE_PER_MINUTE = 45
 CODE_CONCURRENCY = 1070
 CODE_OVER_APPLIED = 24016  # Zoho Invoice's code for "amount applied exceeds the balance"
+# A GET of an unknown or deleted object, per resource, as the live API answers it: the bodies recorded from the
+# Subscriptions API in payrollhero/zoho-subscriptions, spec/fixtures/responses/customers/0-get-400.json,
+# plans/100-ammunition-per-month-get-400.json, addons/target-get-400.json, products/187955000000050121-get-400.json
+# and subscriptions/0-get-404.json. Invoices, payments and events have no public recording: Zoho's generic
+# 404/1002 "<resource> does not exist" (Books/Invoice docs), as before.
+NOT_FOUND = {
+    "Customer": (400, 3004, "Please enter a valid reference for the customer"),
+    "Plan": (400, 101002, "Invalid PlanCode."),
+    "Addon": (400, 102001, "Invalid AddonCode."),
+    "Product": (400, 2006, "Invalid Product ID."),
+    "Subscription": (404, CODE_NOT_FOUND, "Subscription ID does not exist."),
+}
 
 THROTTLE_BODY = {
     "error": "Access Denied",
@@ -136,7 +148,11 @@ INVOICE_LIST_DROP = ("payments", "invoice_items", "subscriptions")
 
 
 class ZohoError(Exception):
-    """A Zoho error answer: HTTP status plus the ``{"code", "message"}`` envelope."""
+    """A Zoho error answer: HTTP status plus the ``{"code", "message"}`` envelope.
+
+    Source: the Billing API's "Errors" and "Response" pages; recorded bodies in payrollhero/zoho-subscriptions
+    (``spec/fixtures/responses/**/*-400.json``, ``*-404.json``).
+    """
 
     def __init__(self, status: int, code: int, message: str) -> None:
         super().__init__(status, code, message)
@@ -271,6 +287,10 @@ class ZohoSimulator(Simulator):
                 self._wh_thread = None
 
     def _init_state(self) -> None:
+        self.webhook_encoding = "json"  # or "form": one payload=<json> pair, x-www-form-urlencoded
+        # The customer searches applied; the others are ignored, as an API ignores a parameter it does not know
+        # (the published OpenAPI file documents only filter_by on GET /customers: reference §3.2).
+        self.customer_search_params = {"email", "search_text", "display_name_contains"}
         self.products: dict[str, dict[str, Any]] = {}
         self.plans: dict[str, dict[str, Any]] = {}
         self.addons: dict[str, dict[str, Any]] = {}
@@ -312,6 +332,8 @@ class ZohoSimulator(Simulator):
     # -- Accounts: tokens ---------------------------------------------------------------------------------------
     def _token_endpoint(self) -> Response:
         """``POST /oauth/v2/token``: refresh-token grant from query or form parameters (never JSON)."""
+        # Source: Zoho Accounts' refresh-token page (answer {access_token, api_domain, token_type, expires_in});
+        # errors as HTTP 200 {"error"} and the throttle body as quoted by Zoho CRM's token-validity page.
         params = {**request.args.to_dict(), **request.form.to_dict()}
         if params.get("client_id") != self.client_id:
             return _json({"error": "invalid_client"})
@@ -400,7 +422,8 @@ class ZohoSimulator(Simulator):
             rec = self._tokens.get(token.strip())
             if scheme.lower() != "zoho-oauthtoken" or rec is None or not self._token_live(rec):
                 raise ZohoError(401, CODE_NOT_AUTHORIZED, NOT_AUTHORIZED)
-            if request.headers.get(ORG_HEADER) != self.organization_id:
+            # GET /organizations is how a caller finds its organization id: it needs no organization header.
+            if request.path != f"{BASE}/organizations" and request.headers.get(ORG_HEADER) != self.organization_id:
                 raise ZohoError(400, CODE_NOT_AUTHORIZED, "Invalid organization ID")
             if self.max_concurrent is not None and request.environ.get("zoho.in_flight", 1) > self.max_concurrent:
                 self.rate_limited += 1
@@ -459,6 +482,8 @@ class ZohoSimulator(Simulator):
 
     def _page(self, key: str, items: Iterable[dict[str, Any]], applied_filter: str) -> Response:
         """One page of ``items`` (insertion order = creation order) with Zoho's ``page_context``."""
+        # Source: the Billing API pagination page (zohohelp.com/billing/api/v1/pagination) for page_context; the
+        # applied_filter / sort keys as in payrollhero/zoho-subscriptions spec/fixtures/responses/plans-get-200.json.
         page, per_page = self._int_arg("page", 1), min(self._int_arg("per_page", MAX_PER_PAGE), MAX_PER_PAGE)
         column = request.args.get("sort_column", "created_time")
         order = request.args.get("sort_order", "D")
@@ -481,7 +506,7 @@ class ZohoSimulator(Simulator):
     def _get(self, table: dict[str, dict[str, Any]], key: str, resource: str) -> dict[str, Any]:
         obj = table.get(key)
         if obj is None:
-            raise ZohoError(404, CODE_NOT_FOUND, f"{resource} does not exist.")
+            raise ZohoError(*NOT_FOUND.get(resource, (404, CODE_NOT_FOUND, f"{resource} does not exist.")))
         return obj
 
     # -- Billing: routes ----------------------------------------------------------------------------------------
@@ -489,6 +514,7 @@ class ZohoSimulator(Simulator):
         bp = Blueprint("zoho_billing", __name__, url_prefix=BASE)
         bp.before_request(self._guard)
         routes: list[tuple[str, Callable[..., Response], str]] = [
+            ("/organizations", self._list_organizations, "GET"),
             ("/products", self._list_products, "GET"),
             ("/products/<product_id>", self._get_product, "GET"),
             ("/plans", self._list_plans, "GET"),
@@ -512,6 +538,16 @@ class ZohoSimulator(Simulator):
         for rule, view, method in routes:
             bp.add_url_rule(rule, view_func=view, methods=[method])
         return bp
+
+    def _list_organizations(self) -> Response:
+        # The shape recorded from the live API in payrollhero/zoho-subscriptions,
+        # spec/fixtures/responses/organizations-get-200.json (a subset of its fields).
+        org = {
+            "organization_id": self.organization_id, "name": "Simulated Billing", "is_default_org": True,
+            "country": "U.S.A", "plan_name": "STANDARD", "time_zone": str(self.tz), "is_org_active": True,
+            "currency_code": "USD", "currency_symbol": "$", "price_precision": 2,
+        }  # fmt: skip
+        return _json({"code": 0, "message": "success", "organizations": [org]})
 
     def _list_products(self) -> Response:
         with self._lock:
@@ -556,9 +592,10 @@ class ZohoSimulator(Simulator):
     # customers
     def _list_customers(self) -> Response:
         name, keep = self._filter(CUSTOMER_FILTERS, "Status.All")
-        email = request.args.get("email", "").lower()
-        text = request.args.get("search_text", "").lower()
-        name_part = request.args.get("display_name_contains", "").lower()
+        honoured = self.customer_search_params
+        email = request.args.get("email", "").lower() if "email" in honoured else ""
+        text = request.args.get("search_text", "").lower() if "search_text" in honoured else ""
+        name_part = request.args.get("display_name_contains", "").lower() if "display_name_contains" in honoured else ""
         with self._lock:
             rows = [
                 self._customer_view(c)
@@ -682,6 +719,8 @@ class ZohoSimulator(Simulator):
         product = self.products.get(plan["product_id"], {})
         amount = round(plan_line["total"] + sum(a["total"] for a in addons if a["type"] == "recurring"), 2)
         now = self._ts()
+        # Source: the create answer of subscription.yml in Zoho's OpenAPI files and the captured subscription of
+        # PipedreamHQ/pipedream components/zoho_subscriptions/sources/subscription-created/test-event.mjs.
         return {
             "subscription_id": self._new_id(),
             "name": f"{product['name']}-{plan['name']}" if product else plan["name"],
@@ -827,6 +866,7 @@ class ZohoSimulator(Simulator):
         total = round(sum(i["item_total"] for i in items), 2)
         settled = status in ("paid", "void")
         invoice_id, now = self._new_id(), self._ts()
+        # Source: "Retrieve an invoice" in invoices.yml of Zoho's OpenAPI files (its example's key fields).
         invoice = {
             "invoice_id": invoice_id,
             "number": f"INV-{self._invoice_seq:06d}",
@@ -875,6 +915,7 @@ class ZohoSimulator(Simulator):
         if sum(applied.values()) > amount + 0.005:
             raise ZohoError(400, CODE_INVALID_VALUE, "The amount applied to invoices is more than the payment amount.")
         payment_id, when = self._new_id(), self._date(body.get("date"), "date").isoformat()
+        # Source: "Retrieve a payment" in payments.yml of Zoho's OpenAPI files (no autotransaction: an offline payment).
         payment: dict[str, Any] = {
             "payment_id": payment_id,
             "status": "success",
@@ -985,11 +1026,19 @@ class ZohoSimulator(Simulator):
         return json.dumps(self._event(event_type, resource_key, obj)).encode()
 
     def _event(self, event_type: str, resource_key: str, obj: dict[str, Any]) -> dict[str, Any]:
+        # The default payload as Zoho delivers it, key for key in Zoho's order: the captured event in
+        # PipedreamHQ/pipedream, components/zoho_subscriptions/sources/subscription-created/test-event.mjs
+        # (its "payload"): the instant in created_time, event_time only a date. event_source is "user" there, the
+        # one value on record.
+        moment = datetime.fromtimestamp(self._now(), self.tz)
         return {
+            "created_time": moment.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "event_id": self._new_id(),
             "event_type": event_type,
-            "event_time": self._ts(),
             "data": {resource_key: obj},
+            "event_time_formatted": moment.strftime("%d %b %Y"),
+            "event_source": "user",
+            "event_time": moment.date().isoformat(),
         }
 
     @staticmethod
@@ -1047,7 +1096,15 @@ class ZohoSimulator(Simulator):
 
     def _deliver(self, url: str, secret: str, body: bytes, record: dict[str, Any]) -> None:
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query, keep_blank_values=True))
-        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: self.sign(body, secret, query)}
+        if self.webhook_encoding == "form":
+            # The webhook's body set to x-www-form-urlencoded with one payload pair (reference §5.1); the form
+            # pair is signed, decoded, with the query pairs (the KB page "securing webhooks").
+            text = body.decode()
+            signature = self.sign(b"", secret, {**query, "payload": text})
+            body = urllib.parse.urlencode({"payload": text}).encode("ascii")
+            headers = {"Content-Type": "application/x-www-form-urlencoded", SIGNATURE_HEADER: signature}
+        else:
+            headers = {"Content-Type": "application/json", SIGNATURE_HEADER: self.sign(body, secret, query)}
         status: int | None = None
         error = ""
         try:
@@ -1191,6 +1248,8 @@ class ZohoSimulator(Simulator):
         """Add a customer; returns its id."""
         with self._lock:
             customer_id, now = self._new_id(), self._ts()
+            # Source: payrollhero/zoho-subscriptions spec/fixtures/responses/customers/187955000000050001-get-200.json
+            # (recorded) and the customer example of customers.yml in Zoho's OpenAPI files.
             customer = {
                 "customer_id": customer_id, "display_name": display_name, "first_name": "", "last_name": "",
                 "company_name": "", "email": email, "phone": "", "currency_code": "USD", "status": "active",
@@ -1200,6 +1259,11 @@ class ZohoSimulator(Simulator):
             customer.update({k: v for k, v in fields.items() if k not in self._CUSTOMER_READONLY})
             self.customers[customer_id] = customer
             return customer_id
+
+    def delete_customer(self, customer_id: str) -> None:
+        """Delete a customer, as a Zoho user can in the web app: its id then answers 400/3004."""
+        with self._lock:
+            del self.customers[customer_id]
 
     def customer(self, customer_id: str) -> dict[str, Any]:
         """A copy of a customer (with its current ``outstanding``)."""

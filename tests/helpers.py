@@ -31,11 +31,12 @@ def signed_attio(n_events: int = 1, *, key: str | None = None, event_type: str =
 
 def signed_zoho(event_type: str = "invoice_created", *, event_id: str = "90300000005337",
                 data: dict[str, Any] | None = None, secret: str | None = None, encoding: str = "hex",
-                query: dict[str, str] | None = None) -> Any:
+                query: dict[str, str] | None = None, form: bool = False, created_time: str | None = None) -> Any:
     """A signed Zoho Billing event."""
     payload = data if data is not None else {"invoice": {"invoice_id": "903000000079426", "number": "INV-1"}}
     return zoho_delivery(event_type, payload, secret=secret or SECRETS["zoho_webhook_secret"], event_id=event_id,
-                         encoding=encoding, query=query)
+                         encoding=encoding, query=query, form=form,
+                         **({"created_time": created_time} if created_time else {}))
 
 
 def test_gateway(public: str | None = None, private: str | None = None) -> braintree.BraintreeGateway:

@@ -22,6 +22,7 @@ __all__ = [
     "PAYMENT_RANK",
     "ZOHO_TO_ATTIO_STATUS",
     "AttioLike",
+    "event_instant",
     "find_company_by_zoho_customer",
     "find_one",
     "find_subscription_by_zoho_id",
@@ -104,6 +105,16 @@ def parse_time(text: str | None) -> datetime | None:
             continue
         return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return None
+
+
+def event_instant(event: Mapping[str, Any]) -> datetime | None:
+    """When a Zoho event was raised: its ``created_time`` (the instant), else its ``event_time``.
+
+    Zoho's ``event_time`` is only a date (``"2023-08-02"``; a real capture in PipedreamHQ/pipedream,
+    ``components/zoho_subscriptions/sources/subscription-created/test-event.mjs``), so every event of a day would
+    tie on it and ``last_event_at`` could not order them.
+    """
+    return parse_time(event.get("created_time")) or parse_time(event.get("event_time"))
 
 
 def find_one(attio: AttioLike, object: str, attribute: str, wanted: Any) -> dict[str, Any] | None:

@@ -4,6 +4,11 @@ Every call declares itself a read (GET, ``POST .../records/query``) or a write, 
 slot from the matching shared budget (Attio allows about 100 reads/s and 25 writes/s per workspace). Errors
 come out as the service's tree (``integration.errors``) with Attio's ``code``, message and
 ``X-Attio-Execution-Id``.
+
+Writes clear an attribute with ``[]``, whatever its type: the records operations of Attio's OpenAPI document
+type every value as an array (``data.values.additionalProperties: {type: array}``), the currency page of the
+attribute-type docs says currency "does not support null values", and an empty string is a text value, not an
+absence. Callers may say "clear" with ``None``, ``""`` or ``[]``; all three are sent as ``[]`` (``write_values``).
 """
 
 from __future__ import annotations
@@ -23,10 +28,41 @@ from ._http import HttpCaller, Limiter
 from .breaker import make_breaker
 from .budget import RateBudget
 
-__all__ = ["DEFAULT_PAGE_SIZE", "PROVIDER", "AttioClient", "AttioLimiter", "build_attio_client"]
+__all__ = [
+    "CLEAR",
+    "DEFAULT_PAGE_SIZE",
+    "PROVIDER",
+    "RECORD_EVENTS",
+    "AttioClient",
+    "AttioLimiter",
+    "build_attio_client",
+    "subscriptions_filter",
+    "write_values",
+]
 
 PROVIDER = "attio"
 DEFAULT_PAGE_SIZE = 500  # rows per records query page; Attio's default (reference/attio.md §3.1)
+CLEAR: list[Any] = []  # the one clearing form valid for every attribute type (module docstring)
+RECORD_EVENTS = ("record.created", "record.updated")  # what the service's Attio webhook subscribes to
+WEBHOOK_PAGE = 100  # GET /v2/webhooks: limit 10–100 (reference/attio.md §2.1)
+
+
+def write_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A write's ``values`` with every clear (``None``, ``""``, ``[]``) in Attio's documented form, ``[]``."""
+    return {slug: [] if v is None or v == "" or v == [] else v for slug, v in values.items()}
+
+
+def subscriptions_filter(object_id: str) -> dict[str, Any]:
+    """The webhook filter of the service: events of one object (``subscriptions``), not caused by an API token.
+
+    Attio's webhook filters: ``$and`` of ``{field, operator, value}``, ``field`` a dot-path into the event
+    (``id.object_id``, ``actor.type``), operators ``equals`` / ``not_equals`` (``POST /v2/webhooks`` in Attio's
+    OpenAPI document; docs "how-to/webhooks").
+    """
+    return {"$and": [
+        {"field": "id.object_id", "operator": "equals", "value": object_id},
+        {"field": "actor.type", "operator": "not_equals", "value": "api-token"},
+    ]}  # fmt: skip
 
 
 def _parse_error(resp: requests.Response) -> tuple[str | None, str]:
@@ -146,13 +182,13 @@ class AttioClient:
             f"/v2/objects/{_seg(object)}/records",
             kind="write",
             params={"matching_attribute": matching_attribute},
-            json={"data": {"values": dict(values)}},
+            json={"data": {"values": write_values(values)}},
         )
 
     def create_record(self, object: str, values: Mapping[str, Any]) -> dict[str, Any]:
         """Create a record (Attio refuses a unique-value clash with ``uniqueness_conflict``)."""
         return self._one(
-            "POST", f"/v2/objects/{_seg(object)}/records", kind="write", json={"data": {"values": dict(values)}}
+            "POST", f"/v2/objects/{_seg(object)}/records", kind="write", json={"data": {"values": write_values(values)}}
         )
 
     def update_record(self, object: str, record_id: str, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -161,7 +197,7 @@ class AttioClient:
             "PATCH",
             f"/v2/objects/{_seg(object)}/records/{_seg(record_id)}",
             kind="write",
-            json={"data": {"values": dict(values)}},
+            json={"data": {"values": write_values(values)}},
         )
 
     # -- schema -----------------------------------------------------------------------------------------------
@@ -202,6 +238,32 @@ class AttioClient:
         """Add an option to a select attribute (409 ``slug_conflict`` when the title exists)."""
         path = f"/v2/objects/{_seg(object)}/attributes/{_seg(attribute)}/options"
         return self._one("POST", path, kind="write", json={"data": {"title": title}})
+
+    # -- the token ----------------------------------------------------------------------------------------------
+    def token_info(self) -> dict[str, Any]:
+        """What Attio says of the token (``GET /v2/self``: ``active``, ``scope``, ``workspace_name``; no ``data``)."""
+        resp = self._caller.request("GET", "/v2/self", kind="read", headers=self._headers)
+        try:
+            body = resp.json()
+        except ValueError as exc:
+            raise ServiceUnavailable(PROVIDER, "GET /v2/self: unexpected response body") from exc
+        return body if isinstance(body, dict) else {}
+
+    # -- webhooks ---------------------------------------------------------------------------------------------
+    def list_webhooks(self) -> list[dict[str, Any]]:
+        """Every webhook of the workspace (``GET /v2/webhooks``, paged by ``limit``/``offset``)."""
+        rows: list[dict[str, Any]] = []
+        while True:
+            params = {"limit": WEBHOOK_PAGE, "offset": len(rows)}
+            page = self._many("GET", "/v2/webhooks", kind="read", params=params)
+            rows.extend(page)
+            if len(page) < WEBHOOK_PAGE:
+                return rows
+
+    def create_webhook(self, target_url: str, subscriptions: list[Mapping[str, Any]]) -> dict[str, Any]:
+        """Create a webhook; the answer holds its ``secret``, the only time Attio shows it."""
+        body = {"data": {"target_url": target_url, "subscriptions": [dict(s) for s in subscriptions]}}
+        return self._one("POST", "/v2/webhooks", kind="write", json=body)
 
     # -- plumbing ---------------------------------------------------------------------------------------------
     def _one(self, method: str, path: str, **kw: Any) -> dict[str, Any]:

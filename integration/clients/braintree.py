@@ -273,6 +273,33 @@ class BraintreeClient:
             criteria.append(TS.order_id.starts_with(order_id_prefix))
         return self._call(lambda: list(self._gateway.transaction.search(criteria).items))
 
+    # -- the merchant (read by ``doctor``) ---------------------------------------------------------------------
+    def merchant_accounts(self) -> list[dict[str, Any]]:
+        """The merchant's accounts: id, status, currency and whether it is the default (reads only)."""
+        accounts = self._call(lambda: list(self._gateway.merchant_account.all().merchant_accounts.items))
+        return [
+            {
+                "id": str(a.id),
+                "status": str(getattr(a, "status", "")),
+                "currency_iso_code": str(getattr(a, "currency_iso_code", "")),
+                "default": bool(getattr(a, "default", False)),
+            }
+            for a in accounts
+        ]
+
+    def probe_request_keys(self) -> bool | None:
+        """Whether the merchant accepts ``api_request_key``, asked without charging: a sale with no payment method
+        (validation refuses it, nothing is created). False on 915231, True when refused for other reasons only,
+        None when the answer says neither (then only the first real sale tells)."""
+        params = {"amount": "1.00", "api_request_key": f"doctor-probe-{uuid.uuid4().hex}"}
+        result = self._call(self._gateway.transaction.sale, params)
+        if result is None or result.transaction is not None:
+            return None
+        codes = {str(e.code) for e in result.errors.deep_errors}
+        if _KEY_NOT_ALLOWED in codes:
+            return False
+        return True if codes else None
+
     # -- internals --------------------------------------------------------------------------------------------
     @staticmethod
     def _sale_result(txn: Transaction, error_message: str | None, *, keyed: bool = True) -> SaleResult:

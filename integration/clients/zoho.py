@@ -38,7 +38,23 @@ ORG_HEADER = "X-com-zoho-subscriptions-organizationid"
 PER_PAGE = 200  # Zoho's default and (inferred) maximum page size (reference §3.0)
 RATE_LIMIT_CODES = frozenset({"44", "45", "1070"})  # daily / per-minute / concurrency (reference §4.2)
 TOKEN_REFUSED_CODE = "57"  # dead or expired token (also missing scope, wrong org or DC: reference §4.2)
-NOT_FOUND_CODE = "1002"
+NOT_FOUND_CODE = "1002"  # Zoho's generic "<resource> does not exist" (the answer for a subscription)
+# "No such object" per resource, as the live API answers a GET of an unknown or deleted one: bodies recorded from the
+# Subscriptions API in payrollhero/zoho-subscriptions, spec/fixtures/responses/{customers/0-get-400,
+# plans/100-ammunition-per-month-get-400, addons/target-get-400, products/187955000000050121-get-400,
+# subscriptions/0-get-404}.json. Invoices and payments: no public recording, so Zoho's generic 1002 (or a bare 404).
+MISSING_CODES = {
+    "customers": "3004",  # HTTP 400 "Please enter a valid reference for the customer"
+    "plans": "101002",  # HTTP 400 "Invalid PlanCode."
+    "addons": "102001",  # HTTP 400 "Invalid AddonCode."
+    "products": "2006",  # HTTP 400 "Invalid Product ID."
+    "subscriptions": NOT_FOUND_CODE,  # HTTP 404 "Subscription ID does not exist."
+}
+# Customer searches by email, in order (reference §3.2: neither is in the published OpenAPI file, see
+# ZohoClient.find_customer_by_email); a search reads at most SEARCH_PAGES pages.
+CUSTOMER_SEARCHES = ("email", "search_text")
+SEARCH_PAGES = 5
+_CUSTOMER_TEXT_FIELDS = ("email", "display_name", "company_name", "first_name", "last_name")
 BUDGET_WAIT = 10.0  # seconds a call may wait for the minute budget before it is rescheduled instead
 _CENT = Decimal("0.01")
 # Money fields whose whole-number values arrive as JSON integers (``"total": 370``): made Decimal as well.
@@ -104,9 +120,11 @@ def _parse_error(resp: requests.Response) -> tuple[str | None, str]:
     return (None if code is None else str(code)), str(body.get("message") or resp.reason or "")
 
 
-def _is_missing(exc: ServiceRejected) -> bool:
-    """Whether a refusal means "no such object" (not a wrong URL: that 404 carries code 5)."""
-    return exc.code == NOT_FOUND_CODE or (exc.status == 404 and exc.code is None)
+def _is_missing(exc: ServiceRejected, resource: str) -> bool:
+    """Whether a refusal of a GET of one ``resource`` means "no such object" (not a wrong URL: code 5)."""
+    if exc.code is None:
+        return exc.status == 404
+    return exc.code in (MISSING_CODES.get(resource, NOT_FOUND_CODE), NOT_FOUND_CODE)
 
 
 def _created(row: dict[str, Any]) -> tuple[datetime, int]:
@@ -198,14 +216,46 @@ class ZohoClient:
         return self._get(f"/customers/{_seg(customer_id)}", "customer")
 
     def find_customer_by_email(self, email: str) -> dict[str, Any] | None:
-        """The oldest customer whose email equals ``email`` (case-insensitive), or None."""
-        # Zoho's email= is a search (substring hits); email is not unique (reference §3.2).
+        """The oldest customer whose email equals ``email`` (case-insensitive), or None.
+
+        Zoho's published OpenAPI file documents only ``filter_by`` (a status) on ``GET /customers``; ``email=`` is
+        what apps use, and ``search_text=`` is Zoho's own search (the web app's, and Zoho's Billing MCP skills).
+        Either is a substring search and email is not unique, so only an exact match counts. A search answered
+        with rows that do not contain the text was ignored by Zoho: then the next one is tried, and never the
+        whole customer list page by page (ServiceRejected when no search narrows).
+        """
         wanted = email.strip().casefold()
         if not wanted:
             return None
-        rows = self._all("/customers", "customers", {"email": email.strip()})
-        exact = [r for r in rows if str(r.get("email") or "").strip().casefold() == wanted]
-        return min(exact, key=_created) if exact else None
+        for param in CUSTOMER_SEARCHES:
+            rows = self._search_customers(param, email.strip())
+            if rows is None:
+                log.warning("zoho GET /customers ignored %s=: trying the next search", param)
+                continue
+            exact = [r for r in rows if str(r.get("email") or "").strip().casefold() == wanted]
+            return min(exact, key=_created) if exact else None
+        raise ServiceRejected(
+            PROVIDER,
+            f"GET /customers ignored {'= and '.join(CUSTOMER_SEARCHES)}=: the customer cannot be looked up by "
+            "email without reading every customer; set zoho_customer_id on the company",
+        )
+
+    def _search_customers(self, param: str, text: str) -> list[dict[str, Any]] | None:
+        """The rows of a customer search, at most ``SEARCH_PAGES`` pages; None when Zoho ignored ``param``."""
+        needle = text.casefold()
+        fields = ("email",) if param == "email" else _CUSTOMER_TEXT_FIELDS
+        rows: list[dict[str, Any]] = []
+        for page in range(1, SEARCH_PAGES + 1):
+            envelope = self._request("GET", "/customers", params={param: text, "page": page, "per_page": PER_PAGE})
+            items = envelope.get("customers") or []
+            if any(not any(needle in str(r.get(f) or "").casefold() for f in fields) for r in items):
+                return None  # a row the search could not have matched: the parameter was not applied
+            rows.extend(items)
+            context = envelope.get("page_context")
+            if not isinstance(context, dict) or not context.get("has_more_page") or not items:
+                return rows
+        log.warning("zoho customer search %s=: more than %s pages, the rest not read", param, SEARCH_PAGES)
+        return rows
 
     def create_customer(self, display_name: str, email: str, **extra: Any) -> dict[str, Any]:
         """Create a customer (no idempotency key: on ServiceUnavailable, look it up by email first)."""
@@ -289,12 +339,23 @@ class ZohoClient:
         """One payment, or None."""
         return self._get(f"/payments/{_seg(payment_id)}", "payment")
 
+    # -- organization and events (read by ``doctor``) ------------------------------------------------------------
+    def list_organizations(self) -> list[dict[str, Any]]:
+        """The organizations the token can reach (``GET /organizations``, scope settings.READ)."""
+        rows = self._request("GET", "/organizations").get("organizations") or []
+        return [r for r in rows if isinstance(r, dict)]
+
+    def recent_events(self) -> list[dict[str, Any]]:
+        """The first page of the event log (``GET /events``, newest first; scope webhooks.READ)."""
+        envelope = self._request("GET", "/events", params={"page": 1, "per_page": 25})
+        return [r for r in envelope.get("events") or [] if isinstance(r, dict)]
+
     # -- plumbing -----------------------------------------------------------------------------------------------
     def _get(self, path: str, key: str) -> dict[str, Any] | None:
         try:
             return self._one("GET", path, key)
         except ServiceRejected as exc:
-            if _is_missing(exc):
+            if _is_missing(exc, path.split("/")[1]):
                 return None
             raise
 

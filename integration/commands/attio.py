@@ -5,6 +5,16 @@ any conflict it prints each one and exits 1 having created nothing. Otherwise it
 then the unique attributes (the service upserts through them, and uniqueness is not retroactive), then the
 other attributes and their select options. It never changes or deletes anything that exists, so a second run
 creates nothing.
+
+``--check`` only reads and reports (what is missing, what conflicts; exit 1 on either): ``doctor`` runs the same
+survey. ``--webhook-url https://<host>/webhooks/attio`` also registers the service's webhook (record events of the
+``subscriptions`` object, not caused by an API token: ``clients.attio.subscriptions_filter``) unless one for that
+URL exists, and prints its secret once (Attio shows it only in the create answer).
+
+What the API cannot tell beforehand is what the workspace's plan allows: how many custom objects (the service
+needs three) and whether custom attributes of the standard ``companies`` object may be unique. A refusal of either
+(Attio's plan-gated refusal is a 403 ``billing_error``) stops setup with a line saying which, what exists so far,
+and what to do.
 """
 
 from __future__ import annotations
@@ -18,10 +28,24 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from ..attio_schema import OBJECTS, AttributeSpec, ObjectSpec, attribute_conflicts
-from ..clients.attio import AttioClient, build_attio_client
+from ..clients.attio import (
+    RECORD_EVENTS,
+    AttioClient,
+    build_attio_client,
+    subscriptions_filter,
+)
 from ..errors import ServiceError, ServiceRejected
 
-__all__ = ["Workspace", "attio_client_from_app", "ensure_schema", "group", "survey_schema"]
+__all__ = [
+    "Workspace",
+    "attio_client_from_app",
+    "ensure_schema",
+    "ensure_webhook",
+    "group",
+    "missing_items",
+    "survey_schema",
+    "webhook_problem",
+]
 
 group = click.Group("attio", help="Set up the Attio workspace.")
 
@@ -97,10 +121,39 @@ def ensure_schema(client: AttioClient, ws: Workspace, echo: Echo) -> tuple[int, 
     return created, found
 
 
+def missing_items(ws: Workspace) -> list[str]:
+    """What setup would create: objects, attributes and options of the data model the workspace lacks."""
+    missing: list[str] = []
+    for obj in OBJECTS:
+        if obj.slug not in ws.object_ids:
+            if not obj.standard:
+                missing.append(f"object {obj.slug} (a custom object)")
+            continue
+        attrs = ws.attributes.get(obj.slug, {})
+        for spec in obj.attributes:
+            if spec.slug not in attrs:
+                missing.append(f"attribute {obj.slug}.{spec.slug} [{spec.describe()}]")
+                continue
+            live = ws.options.get((obj.slug, spec.slug), set())
+            missing.extend(f'option {obj.slug}.{spec.slug} "{t}"' for t in spec.options if t not in live)
+    return missing
+
+
+def _custom_objects() -> list[str]:
+    return [o.slug for o in OBJECTS if not o.standard]
+
+
 def _create_object(client: AttioClient, obj: ObjectSpec) -> str:
     try:
         return str(client.create_object(obj.slug, obj.singular, obj.plural)["id"]["object_id"])
     except ServiceRejected as exc:
+        if exc.status in (402, 403):
+            needed = _custom_objects()
+            raise click.ClickException(
+                f"Attio refused to create the custom object {obj.slug} ({exc.code or exc.status}: {exc.message}). "
+                f"The service needs {len(needed)} custom objects ({', '.join(needed)}); the workspace's plan "
+                "seems to allow fewer. Upgrade the plan (or free a custom object), then run `attio setup` again."
+            ) from exc
         found = client.get_object(obj.slug) if exc.status == 409 else None  # created meanwhile (another run)
         if found is None:
             raise
@@ -122,6 +175,13 @@ def _create_attribute(client: AttioClient, ws: Workspace, obj: ObjectSpec, spec:
         ws.attributes[obj.slug][spec.slug] = client.create_attribute(obj.slug, spec.create_body())
         return True
     except ServiceRejected as exc:
+        if spec.unique and obj.standard and exc.status in (400, 402, 403):
+            raise click.ClickException(
+                f"Attio refused the unique attribute {obj.slug}.{spec.slug} ({exc.code or exc.status}: "
+                f"{exc.message}). The service finds {obj.slug} through it, so it must be unique; the workspace's "
+                f"plan seems not to allow unique custom attributes on the standard {obj.slug} object. Upgrade the "
+                "plan, or ask Attio support, then run `attio setup` again."
+            ) from exc
         if exc.status != 409:
             raise
     # created meanwhile (another run): use it only if it fits
@@ -135,9 +195,50 @@ def _create_attribute(client: AttioClient, ws: Workspace, obj: ObjectSpec, spec:
     return False
 
 
+def _is_service_webhook(hook: dict[str, Any], url: str, object_id: str) -> bool:
+    """Whether a webhook is the service's: that URL, both record events, filtered on the subscriptions object."""
+    if hook.get("target_url") != url:
+        return False
+    wanted = subscriptions_filter(object_id)
+    subs = {s.get("event_type"): s.get("filter") for s in hook.get("subscriptions") or []}
+    return all(subs.get(event) == wanted for event in RECORD_EVENTS)
+
+
+def webhook_problem(client: AttioClient, url: str) -> str | None:
+    """None when the service's webhook is registered for ``url`` as it should be; else what is wrong (reads only)."""
+    obj = client.get_object("subscriptions")
+    if obj is None:
+        return "the subscriptions object is missing (run `attio setup`)"
+    object_id = str(obj["id"]["object_id"])
+    hooks = [h for h in client.list_webhooks() if h.get("status", "active") != "inactive"]
+    if any(_is_service_webhook(h, url, object_id) for h in hooks):
+        return None
+    if any(h.get("target_url") == url for h in hooks):
+        return (f"a webhook for {url} exists but not as the service's (record.created and record.updated filtered on "
+                "the subscriptions object, not api-token); delete it in Attio first")
+    return f"no active webhook for {url}"
+
+
+def ensure_webhook(client: AttioClient, url: str, echo: Echo) -> None:
+    """Register the service's webhook for ``url`` unless it exists; print the new secret once."""
+    problem = webhook_problem(client, url)
+    if problem is None:
+        echo(f"webhook {url}: already there")
+        return
+    if "exists but" in problem:
+        raise click.ClickException(problem)
+    object_id = str((client.get_object("subscriptions") or {})["id"]["object_id"])
+    subs = [{"event_type": event, "filter": subscriptions_filter(object_id)} for event in RECORD_EVENTS]
+    hook = client.create_webhook(url, subs)
+    echo(f"webhook {url}: created (record.created, record.updated of subscriptions, not api-token)")
+    echo(f"set ATTIO_WEBHOOK_SECRET to this secret (Attio shows it only once): {hook.get('secret')}")
+
+
 @group.command("setup")
+@click.option("--check", is_flag=True, help="Only report what is missing or conflicts (reads only); exit 1 if any.")
+@click.option("--webhook-url", default=None, help="Also register the webhook for this https URL if missing.")
 @with_appcontext
-def setup_command() -> None:
+def setup_command(check: bool, webhook_url: str | None) -> None:
     """Create the Attio objects, attributes and options of the data model that are missing; exit 1 on conflicts."""
     client = attio_client_from_app()
     try:
@@ -149,7 +250,21 @@ def setup_command() -> None:
                 f"{len(conflicts)} conflict(s) with the data model; nothing was created or changed. "
                 "Fix or rename these attributes in Attio, then run `attio setup` again."
             )
+        if check:
+            missing = missing_items(ws)
+            for line in missing:
+                click.echo(f"missing: {line}", err=True)
+            problem = webhook_problem(client, webhook_url) if webhook_url else None
+            if problem:
+                click.echo(f"webhook: {problem}", err=True)
+            if missing or problem:
+                what = "the webhook" if not missing else f"{len(missing)} missing item(s)"
+                raise click.ClickException(f"{what}: run `attio setup` (with --webhook-url for the webhook)")
+            click.echo("attio setup --check: the workspace holds the data model")
+            return
         created, found = ensure_schema(client, ws, click.echo)
+        if webhook_url:
+            ensure_webhook(client, webhook_url, click.echo)
     except ServiceError as exc:
         hint = " (transient: run `attio setup` again, it only creates what is missing)"
         if exc.status in (401, 403):

@@ -1,4 +1,9 @@
-"""``POST /webhooks/zoho``: verify ``X-Zoho-Webhook-Signature``, validate, one job per event."""
+"""``POST /webhooks/zoho``: verify ``X-Zoho-Webhook-Signature``, validate, one job per event.
+
+The body is the event as JSON (the default payload) or, when the webhook is set to ``x-www-form-urlencoded``,
+one ``payload=<the event as JSON>`` pair (as public handlers of Zoho's deliveries parse it); the signature covers
+the decoded form pairs in that case (``verify.zoho_signed_string``).
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,13 @@ def receive() -> Response:
         form=form,
         secrets=settings().zoho_webhook_secrets,
     )
-    raw = dict(form) if is_form else load_json(body)
+    raw = _form_event(form) if is_form else load_json(body)
     event = _SCHEMA.load(raw)
     return accept("zoho", [(event["event_type"], event["event_id"], event)])
+
+
+def _form_event(form: list[tuple[str, str]]) -> object:
+    """The event of a form-encoded delivery: the JSON of its one ``payload`` pair, else the pairs themselves."""
+    if len(form) == 1 and form[0][0] == "payload":
+        return load_json(form[0][1].encode("utf-8"))
+    return dict(form)

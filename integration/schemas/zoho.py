@@ -1,4 +1,10 @@
-"""Zoho Billing webhook events: ``{"event_id", "event_type", "event_time", "data": {<resource>: {...}}}``.
+"""Zoho Billing webhook events: ``{"event_id", "event_type", "created_time", "event_time", "data": {<resource>: ...}}``.
+
+As Zoho delivers them (a real captured event: PipedreamHQ/pipedream,
+``components/zoho_subscriptions/sources/subscription-created/test-event.mjs``), ``event_time`` is a *date*
+(``"2023-08-02"``) and the instant is ``created_time`` (``"2023-08-02T15:28:59-0400"``, no colon in the offset),
+with ``event_time_formatted`` (``"02 Aug 2023"``) and ``event_source`` (``"user"``) beside them: jobs order
+events by ``created_time`` when present (``workers.crm.event_instant``).
 
 Only the ids the jobs need are kept: every job re-reads the resource from Zoho before acting. Third-party
 handlers report the resource sometimes at the top level instead of under ``data``, and payments as
@@ -34,8 +40,15 @@ class _PaymentInvoice(Inbound):
     invoice_id = Identifier(required=True)
 
 
+class _Autotransaction(Inbound):
+    # Where Zoho puts a declined charge's reason (payments.yml of Zoho's OpenAPI files); kept because a failed
+    # attempt may never become a payment Zoho lets the job re-read.
+    gateway_error_message = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+
+
 class _PaymentRef(Inbound):
     payment_id = Identifier(required=True)
+    autotransaction = fields.Nested(_Autotransaction, load_default=None)
     reference_number = fields.String(load_default=None, allow_none=True)
     customer_id = Identifier(load_default=None, allow_none=True)
     invoices = BoundedList(_PaymentInvoice, load_default=list, max_length=1000)  # jobs re-read it
@@ -66,7 +79,10 @@ class ZohoEventSchema(Inbound):
 
     event_id = Identifier(required=True)
     event_type = fields.String(required=True, validate=validate.Regexp(r"^[a-z][a-z0-9_]{0,63}$"))
-    event_time = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    event_time = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))  # a date
+    created_time = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))  # the instant
+    event_time_formatted = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
+    event_source = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=64))
     data = fields.Nested(_Data, load_default=dict)
 
     @pre_load

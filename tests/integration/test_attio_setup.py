@@ -166,3 +166,55 @@ def test_a_wrong_api_key_exits_1_with_a_hint(sim: AttioSimulator, redis_url: str
     result = runner.invoke(args=["attio", "setup"])
     assert result.exit_code == 1
     assert "HTTP 401" in result.output and "ATTIO_API_KEY" in result.output
+
+
+# -- --check, plan limits, the webhook ------------------------------------------------------------------------------
+def test_check_reports_what_is_missing_and_writes_nothing(sim: AttioSimulator, runner: FlaskCliRunner) -> None:
+    result = runner.invoke(args=["attio", "setup", "--check"])
+    assert result.exit_code == 1
+    assert "missing: object services (a custom object)" in result.output
+    assert "missing: attribute companies.zoho_customer_id [text, unique]" in result.output
+    assert not [c for c in sim.calls if c.method != "GET"]
+    assert runner.invoke(args=["attio", "setup"]).exit_code == 0
+    again = runner.invoke(args=["attio", "setup", "--check"])
+    assert again.exit_code == 0, again.output
+    assert "holds the data model" in again.output
+
+
+def test_a_plan_with_too_few_custom_objects_is_reported(sim: AttioSimulator, runner: FlaskCliRunner) -> None:
+    sim.max_custom_objects = 2
+    result = runner.invoke(args=["attio", "setup"])
+    assert result.exit_code == 1
+    assert "Attio refused to create the custom object payments (billing_error" in result.output
+    assert "needs 3 custom objects (services, subscriptions, payments)" in result.output
+    assert "seems to allow fewer" in result.output
+
+
+def test_unique_attributes_refused_on_companies_are_reported(sim: AttioSimulator, runner: FlaskCliRunner) -> None:
+    sim.unique_on_standard_objects = False
+    result = runner.invoke(args=["attio", "setup"])
+    assert result.exit_code == 1
+    assert "Attio refused the unique attribute companies.braintree_customer_id (billing_error" in result.output
+    assert "seems not to allow unique custom attributes on the standard companies object" in result.output
+
+
+def test_setup_registers_the_webhook_filtered_on_subscriptions_once(
+    sim: AttioSimulator, runner: FlaskCliRunner
+) -> None:
+    url = "https://billing.example.com/webhooks/attio"
+    result = runner.invoke(args=["attio", "setup", "--webhook-url", url])
+    assert result.exit_code == 0, result.output
+    [hook] = sim.webhooks
+    assert "set ATTIO_WEBHOOK_SECRET to this secret" in result.output and hook["secret"] in result.output
+    subscriptions_id = next(o["id"] for o in sim.objects.values() if o["api_slug"] == "subscriptions")
+    assert [s["event_type"] for s in hook["subscriptions"]] == ["record.created", "record.updated"]
+    assert hook["subscriptions"][0]["filter"] == {"$and": [
+        {"field": "id.object_id", "operator": "equals", "value": subscriptions_id},
+        {"field": "actor.type", "operator": "not_equals", "value": "api-token"},
+    ]}  # fmt: skip
+    again = runner.invoke(args=["attio", "setup", "--webhook-url", url])
+    assert again.exit_code == 0 and f"webhook {url}: already there" in again.output
+    assert len(sim.webhooks) == 1
+    assert runner.invoke(args=["attio", "setup", "--check", "--webhook-url", url]).exit_code == 0
+    other = runner.invoke(args=["attio", "setup", "--check", "--webhook-url", "https://elsewhere.example/x"])
+    assert other.exit_code == 1 and "no active webhook for https://elsewhere.example/x" in other.output

@@ -198,3 +198,16 @@ def test_the_request_line_written_directly_is_the_line_logging_writes(
     assert list(direct.items()) == list(through_logging.items())  # same fields, same order
     assert direct["note"] == "for [email]" and "body" not in direct
     assert (direct["source"], direct["job_id"]) == ("zoho", "this-one")
+
+
+def test_a_zoho_signature_mismatch_says_what_was_tried(client: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    req = zoho_delivery("invoice_created", {"invoice": {"invoice_id": "1"}}, secret="not-the-configured-secret")
+    capsys.readouterr()
+    assert client.post("/webhooks/zoho?a=1", data=req.body, headers=req.headers).status_code == 401
+    out = capsys.readouterr().out
+    [line] = [r for r in lines(out) if r["message"].startswith("rejected")]
+    assert "header present (hex, 64 chars)" in line["message"]
+    assert "HMAC-SHA256" in line["message"] and "hex and base64" in line["message"]
+    assert "1 query pair(s) + the raw body" in line["message"] and "1 secret(s)" in line["message"]
+    signature = req.headers["X-Zoho-Webhook-Signature"]
+    assert signature not in out and SECRETS["zoho_webhook_secret"] not in out

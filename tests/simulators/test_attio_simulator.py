@@ -292,3 +292,35 @@ def test_webhook_emission_is_signed(sim: AttioSimulator) -> None:
     finally:
         receiver.server.shutdown()
         receiver.server.server_close()
+
+
+def test_a_registered_webhook_filters_what_is_delivered(sim: AttioSimulator) -> None:
+    receiver = _Receiver()
+    try:
+        ids = sim.seed_sample_data()
+        subscriptions_id = next(o["id"] for o in sim.objects.values() if o["api_slug"] == "subscriptions")
+        sim.webhook_target = (receiver.url, "s3cret")
+        rule = {"$and": [{"field": "id.object_id", "operator": "equals", "value": subscriptions_id},
+                         {"field": "actor.type", "operator": "not_equals", "value": "api-token"}]}
+        sim.webhooks.append({"target_url": receiver.url, "status": "active",
+                             "subscriptions": [{"event_type": "record.updated", "filter": rule}]})
+        path = f"/v2/objects/subscriptions/records/{ids['subscription']}"
+        call(sim, "PATCH", path, {"data": {"values": {"status": "Requested"}}})  # an API token: filtered out
+        time.sleep(0.3)
+        assert receiver.got == []
+        companies_id = next(o["id"] for o in sim.objects.values() if o["api_slug"] == "companies")
+        user = {"type": "workspace-member", "id": "m1"}
+        event = {"event_type": "record.updated", "id": {"object_id": subscriptions_id}, "actor": user}
+        assert sim.subscribed(sim.webhooks[0], event)
+        assert not sim.subscribed(sim.webhooks[0], {**event, "id": {"object_id": companies_id}})
+        assert not sim.subscribed(sim.webhooks[0], {**event, "event_type": "record.created"})
+    finally:
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
+def test_webhook_create_refuses_http_and_a_subscription_without_filter(sim: AttioSimulator) -> None:
+    bad_url = {"data": {"target_url": "http://x.example", "subscriptions": []}}
+    assert call(sim, "POST", "/v2/webhooks", bad_url).status_code == 400
+    no_filter = {"data": {"target_url": "https://x.example", "subscriptions": [{"event_type": "record.updated"}]}}
+    assert call(sim, "POST", "/v2/webhooks", no_filter).status_code == 400

@@ -7,6 +7,7 @@ import hmac
 import json
 import threading
 from collections.abc import Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -270,11 +271,30 @@ def test_plan_and_addon_fields(sim: ZohoSimulator, api: Api) -> None:
     assert (addon["interval_unit"], addon["price_brackets"][0]["price"]) == ("monthly", 10.0)
 
 
-def test_unknown_ids_are_404_with_code_1002(sim: ZohoSimulator, api: Api) -> None:
-    for path in ("/plans/nope", "/customers/1", "/subscriptions/1", "/invoices/1", "/payments/1"):
-        resp = api.get(path)
-        assert resp.status_code == 404
-        assert resp.json()["code"] == 1002 and resp.json()["message"].endswith("does not exist.")
+@pytest.mark.parametrize(
+    ("path", "status", "code"),
+    [
+        # as recorded from the live API in payrollhero/zoho-subscriptions spec/fixtures/responses/
+        ("/customers/1", 400, 3004),
+        ("/plans/nope", 400, 101002),
+        ("/addons/nope", 400, 102001),
+        ("/products/1", 400, 2006),
+        ("/subscriptions/1", 404, 1002),
+        ("/invoices/1", 404, 1002),  # unrecorded: Zoho's generic "does not exist"
+        ("/payments/1", 404, 1002),
+    ],
+)
+def test_unknown_ids_answer_per_resource(sim: ZohoSimulator, api: Api, path: str, status: int, code: int) -> None:
+    resp = api.get(path)
+    assert (resp.status_code, resp.json()["code"]) == (status, code)
+
+
+def test_a_deleted_customer_answers_3004(sim: ZohoSimulator, api: Api) -> None:
+    customer_id = sim.add_customer("Gone", "gone@example.com")
+    sim.delete_customer(customer_id)
+    resp = api.get(f"/customers/{customer_id}")
+    assert resp.status_code == 400
+    assert resp.json() == {"code": 3004, "message": "Please enter a valid reference for the customer"}
 
 
 # -- customers ---------------------------------------------------------------------------------------------------
@@ -502,8 +522,14 @@ def test_control_routes_for_a_separate_process(sim: ZohoSimulator, api: Api) -> 
 
 def test_webhook_body_helper_is_a_zoho_event(sim: ZohoSimulator) -> None:
     event = json.loads(sim.webhook_body("invoice_created", "invoice", {"invoice_id": "1"}))
-    assert set(event) == {"event_id", "event_type", "event_time", "data"}
+    # the keys of a captured delivery (PipedreamHQ/pipedream zoho_subscriptions subscription-created test-event)
+    assert list(event) == [
+        "created_time", "event_id", "event_type", "data", "event_time_formatted", "event_source", "event_time"
+    ]
     assert event["data"] == {"invoice": {"invoice_id": "1"}}
+    created = datetime.strptime(event["created_time"], "%Y-%m-%dT%H:%M:%S%z")
+    assert event["event_time"] == created.date().isoformat()  # a date, not an instant
+    assert event["event_time_formatted"] == created.strftime("%d %b %Y")
 
 
 def test_no_webhooks_without_a_target(sim: ZohoSimulator) -> None:

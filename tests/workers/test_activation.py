@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from typing import Any
@@ -89,6 +90,46 @@ def test_existing_zoho_customer_is_found_by_exact_email(stack, web, redis_conn):
     run_worker(redis_conn)
     assert stack.attio.value("companies", crm.company, "zoho_customer_id") == mine != other
     assert len(stack.zoho.customers) == 2
+
+
+def test_a_zoho_customer_deleted_in_zoho_is_replaced(stack, web, redis_conn, queues):
+    gone = stack.zoho.add_customer("Acme Ltd", "old-billing@acme.example")
+    crm = CRM(stack, card=True)
+    stack.attio.set_values("companies", crm.company, {"zoho_customer_id": gone})
+    stack.zoho.delete_customer(gone)  # Zoho now answers 400/3004 for it
+    crm.request()
+    send_event(web.url, crm.subscription)
+    run_worker(redis_conn)
+    assert crm.sub("status") == "Active"
+    fresh = stack.attio.value("companies", crm.company, "zoho_customer_id")
+    assert fresh != gone and stack.zoho.customer(fresh)["email"] == "billing@acme.example"
+    assert queues["webhooks"].failed_job_registry.count == 0
+
+
+def test_a_customer_zoho_refuses_fails_with_a_detail(stack, web, redis_conn, queues):
+    crm = CRM(stack, card=True)
+    refusal = json.dumps({"code": 4, "message": "Invalid value passed for email"})
+    stack.zoho.faults.add("POST", "/billing/v1/customers", status=400, body=refusal, times=None)
+    crm.request()
+    send_event(web.url, crm.subscription)
+    run_until_idle(redis_conn)
+    assert crm.sub("status") == "Failed"
+    assert "Zoho Billing refused the customer" in crm.sub("status_detail")
+    assert stack.zoho.subscriptions == {}
+
+
+def test_a_customer_search_zoho_ignores_fails_with_a_detail_instead_of_paging(stack, web, redis_conn, queues):
+    for n in range(3):
+        stack.zoho.add_customer(f"Other {n}", f"other{n}@example.com")
+    stack.zoho.customer_search_params = set()  # neither email= nor search_text= narrows
+    crm = CRM(stack, card=True)
+    crm.request()
+    send_event(web.url, crm.subscription)
+    run_until_idle(redis_conn)
+    assert crm.sub("status") == "Failed"
+    assert "set zoho_customer_id on the company" in crm.sub("status_detail")
+    assert len(stack.zoho.customers) == 3  # no duplicate created
+    assert len(stack.zoho.calls_to("GET", "/billing/v1/customers")) == 2
 
 
 @pytest.mark.parametrize(

@@ -158,6 +158,46 @@ def test_subscription_events_follow_zoho_and_ignore_older_ones(sims: Stack, redi
     assert attio.value("subscriptions", record, "status") == "Active"
 
 
+def test_same_day_events_are_ordered_by_created_time(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis
+) -> None:
+    # Zoho's event_time is a date: two events of one day tie on it; created_time orders them.
+    attio, zoho = sims.attio, sims.zoho
+    customer = zoho.add_customer("Acme", "billing@acme.example")
+    sub = _zoho_subscription(zoho, customer)
+    record = attio.add_record("subscriptions", {"name": "Acme", "zoho_subscription_id": sub["subscription_id"]})
+    _drain(redis_conn, sims)
+    sims.zoho.webhook_events = set()  # the two deliveries below arrive out of order
+    data = {"subscription": {"subscription_id": sub["subscription_id"]}}
+    zoho.set_subscription_status(sub["subscription_id"], "cancelled")
+    newer = signed_zoho("subscription_cancelled", event_id="evt-late", data=data,
+                        created_time="2031-05-06T15:28:59-0400")
+    assert _post_zoho(live_server, newer).status_code == 202
+    [applied] = _drain(redis_conn, sims)
+    assert applied["outcome"] == "updated" and attio.value("subscriptions", record, "status") == "Cancelled"
+    zoho.set_subscription_status(sub["subscription_id"], "live")  # Zoho's state when the older event's job runs
+    older = signed_zoho("subscription_activation", event_id="evt-early", data=data,
+                        created_time="2031-05-06T09:02:11-0400")
+    assert older.body.count(b'"event_time": "2031-05-06"') == 1
+    assert _post_zoho(live_server, older).status_code == 202
+    [result] = _drain(redis_conn, sims)
+    assert result["outcome"] == "stale"
+    assert attio.value("subscriptions", record, "status") == "Cancelled"
+
+
+def test_form_encoded_deliveries_from_zoho_are_applied(sims: Stack, redis_conn: redis.Redis) -> None:
+    sims.zoho.webhook_encoding = "form"  # the webhook's body set to x-www-form-urlencoded: payload=<json>
+    try:
+        customer = sims.zoho.add_customer("Acme", "billing@acme.example")
+        sub = _zoho_subscription(sims.zoho, customer)
+        record = sims.attio.add_record("subscriptions", {"name": "Acme", "zoho_subscription_id": sub["subscription_id"]})
+        [result] = _drain(redis_conn, sims)
+    finally:
+        sims.zoho.webhook_encoding = "json"
+    assert result["outcome"] == "updated"
+    assert sims.attio.value("subscriptions", record, "status") == "Active"
+
+
 def test_subscription_duplicates_are_harmless(sims: Stack, live_server: LiveServer, redis_conn: redis.Redis) -> None:
     attio, zoho = sims.attio, sims.zoho
     customer = zoho.add_customer("Acme", "billing@acme.example")
@@ -240,7 +280,10 @@ def test_declined_zoho_payment_is_mirrored_with_zohos_reason(sims: Stack, redis_
     declined = {
         "payment_id": "903888000001", "status": "failure", "payment_mode": "autotransaction", "amount": 80.0,
         "date": "2026-11-30", "reference_number": "", "customer_id": customer,
-        "gateway_error_message": "Card declined: insufficient funds",
+        # where Zoho's payment object carries it (payments.yml of Zoho's OpenAPI files: the autotransaction object)
+        "autotransaction": {"autotransaction_id": "903888000002", "payment_gateway": "test_gateway",
+                            "gateway_transaction_id": "", "gateway_error_message": "Card declined: insufficient funds",
+                            "card_id": "903888000003", "last_four_digits": "1111"},
         "invoices": [
             {"invoice_id": invoice["invoice_id"], "invoice_number": invoice["number"], "amount_applied": 80.0}
         ],
@@ -251,6 +294,21 @@ def test_declined_zoho_payment_is_mirrored_with_zohos_reason(sims: Stack, redis_
     [record] = attio.find("payments", "external_id", f"zoho-invoice:{invoice['invoice_id']}:903888000001")
     assert _values(sims, "payments", record, "status", "failure_reason", "amount", "subscription") == (
         "Declined", "Card declined: insufficient funds", 80.0, None)
+
+
+def test_a_decline_zoho_cannot_return_keeps_the_events_reason(sims: Stack, redis_conn: redis.Redis) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    customer = zoho.add_customer("Acme", "billing@acme.example")
+    invoice = zoho.raise_invoice(customer, 30)
+    declined = {
+        "payment_id": "903888000009", "status": "failure", "payment_mode": "autotransaction", "amount": 30.0,
+        "customer_id": customer, "autotransaction": {"gateway_error_message": "Do not honor"},
+        "invoices": [{"invoice_id": invoice["invoice_id"], "amount_applied": 30.0}],
+    }  # fmt: skip
+    zoho.emit_event("payment_declined", "payment", declined)  # never stored: GET /payments/{id} answers 404
+    _drain(redis_conn, sims)
+    [record] = attio.find("payments", "external_id", f"zoho-invoice:{invoice['invoice_id']}:903888000009")
+    assert attio.value("payments", record, "failure_reason") == "Do not honor"
 
 
 def test_payments_the_service_made_are_not_duplicated(sims: Stack, redis_conn: redis.Redis) -> None:

@@ -9,7 +9,7 @@ import redis
 from integration.errors import PayloadInvalid
 
 from .. import runtime
-from ..crm import parse_time
+from ..crm import event_instant
 from ..workflows.collection import Policy, collect_invoice
 from ._entry import entrypoint
 
@@ -30,7 +30,7 @@ def handle_invoice_created(
         raise PayloadInvalid("invoice_created without an invoice id")
     result = collect_invoice(
         str(invoice_id), zoho=zoho, braintree=braintree, attio=attio, connection=connection,
-        event_time=parse_time(payload.get("event", {}).get("event_time")), policy=policy,
+        event_time=event_instant(payload.get("event") or {}), policy=policy,
     )
     return result.to_dict()
 

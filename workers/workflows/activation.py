@@ -5,7 +5,8 @@ so the handler re-reads the record and acts only on ``Requested`` (or ``Awaiting
 by the payment page), one activation at a time per subscription (a lock). Every step looks before it writes:
 
 - the Braintree customer has a custom id derived from the Attio company id, so a retry finds it;
-- the Zoho customer is the stored id, else the exact billing-email match, else a new one;
+- the Zoho customer is the stored id (unless Zoho answers that it is gone: deleted there), else the exact
+  billing-email match, else a new one; a customer Zoho refuses fails the record with a ``status_detail``;
 - the Zoho subscription is looked up by ``reference_id`` (= the Attio subscription id) before it is created.
 
 Missing or wrong data is an outcome: ``Failed`` with a ``status_detail`` a CRM user can act on.
@@ -92,8 +93,12 @@ def activate(
             if value(company, "braintree_customer_id") != bt_id:
                 attio.update_record("companies", company_id, {"braintree_customer_id": bt_id})
 
-            zoho_customer_id = _ensure_zoho_customer(zoho, company, email=email, name=company_name,
-                                                     before_create=company_held.check)
+            try:
+                zoho_customer_id = _ensure_zoho_customer(zoho, company, email=email, name=company_name,
+                                                         before_create=company_held.check)
+            except ServiceRejected as exc:
+                _fail(attio, subscription_id, f"Zoho Billing refused the customer {email}: {exc.message}")
+                raise
             if value(company, "zoho_customer_id") != zoho_customer_id:
                 attio.update_record("companies", company_id, {"zoho_customer_id": zoho_customer_id})
 

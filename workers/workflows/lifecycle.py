@@ -27,6 +27,7 @@ from ..crm import (
     PAYMENT_RANK,
     ZOHO_TO_ATTIO_STATUS,
     AttioLike,
+    event_instant,
     find_company_by_zoho_customer,
     find_one,
     find_subscription_by_zoho_id,
@@ -62,7 +63,9 @@ _HEALTHY = ("Active", "Trial")
 _SUPERSEDE_DECLINES = ("Cancelled", "Expired")  # Zoho's word that ends a subscription outranks a standing decline  # statuses after which an earlier "why it is Past due" no longer applies
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _BRAINTREE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what could be a transaction id; anything else is not ours
-# Where Zoho may put a declined payment's reason (undocumented for webhooks: reference/zoho-billing.md §5.3).
+# A declined payment's reason: Zoho's payment object carries it in ``autotransaction.gateway_error_message``
+# (payments.yml of Zoho's published OpenAPI files, the ``autotransaction`` object of a payment); the top-level keys
+# are kept as a fallback for hand-made or older payloads.
 _DECLINE_KEYS = ("gateway_error_message", "failure_reason", "error_message", "description")
 
 
@@ -119,7 +122,7 @@ def sync_subscription(
     if value(record, "zoho_subscription_id") is None:  # found through reference_id, before activation wrote it
         changes["zoho_subscription_id"] = str(sub_id)
 
-    event_time = parse_time(event.get("event_time"))
+    event_time = event_instant(event)
     if is_stale(record, event_time):
         log.info("zoho %s for %s is older than the last applied event: skipped", event.get("event_type"), sub_id)
         return {"outcome": "stale", "record_id": record_id(record)}
@@ -219,6 +222,10 @@ def _subscription_of(attio: AttioLike, invoice: Mapping[str, Any]) -> dict[str, 
 
 
 def _decline_reason(payment: Mapping[str, Any]) -> str:
+    auto = payment.get("autotransaction")
+    text = str((auto.get("gateway_error_message") if isinstance(auto, Mapping) else None) or "").strip()
+    if text:
+        return text
     for key in _DECLINE_KEYS:
         text = str(payment.get(key) or "").strip()
         if text:
@@ -227,12 +234,12 @@ def _decline_reason(payment: Mapping[str, Any]) -> str:
 
 
 def _payment_time(payment: Mapping[str, Any], event: Mapping[str, Any]) -> datetime | None:
-    """When the payment happened: Zoho's created_time, else its date, else the event's time."""
-    for raw in (payment.get("created_time"), payment.get("date"), event.get("event_time")):
+    """When the payment happened: Zoho's created_time, else its date, else when the event was raised."""
+    for raw in (payment.get("created_time"), payment.get("date")):
         moment = parse_time(str(raw)) if raw else None
         if moment is not None:
             return moment
-    return None
+    return event_instant(event)
 
 
 def _money(raw: Any) -> Decimal | None:

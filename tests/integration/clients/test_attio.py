@@ -150,6 +150,37 @@ def test_create_record_and_update_record(client: AttioClient, sim: AttioSimulato
     assert sim.calls_to("PATCH", f"{SERVICES}/{rid}")
 
 
+def test_clearing_sends_the_empty_array_for_every_attribute_type(client: AttioClient, sim: AttioSimulator) -> None:
+    rid = sim.add_record("subscriptions", {"name": "Acme", "status_detail": "The card was declined.",
+                                           "next_billing_date": "2027-01-01", "payment_link": "https://x.example/p"})
+    client.update_record("subscriptions", rid, {"status_detail": "", "next_billing_date": None, "payment_link": []})
+    assert sim.calls_to("PATCH", "/v2/objects/subscriptions/records/*")[-1].json == {
+        "data": {"values": {"status_detail": [], "next_billing_date": [], "payment_link": []}}
+    }
+    assert [sim.value("subscriptions", rid, s) for s in ("status_detail", "next_billing_date", "payment_link")] == [
+        None, None, None]
+    pay = sim.add_record("payments", {"external_id": "x:1", "amount": 49})
+    client.update_record("payments", pay, {"amount": None})  # currency: null is refused, [] clears
+    assert sim.value("payments", pay, "amount") is None
+
+
+def test_the_simulator_refuses_null_for_a_currency_as_attio_documents(sim: AttioSimulator) -> None:
+    pay = sim.add_record("payments", {"external_id": "x:1", "amount": 49})
+    resp = requests.patch(f"{sim.url}/v2/objects/payments/records/{pay}", json={"data": {"values": {"amount": None}}},
+                          headers={"Authorization": f"Bearer {sim.api_key}"}, timeout=5)
+    assert resp.status_code == 400 and "null is not supported" in resp.json()["message"]
+
+
+def test_webhooks_are_listed_page_by_page_and_created(client: AttioClient, sim: AttioSimulator) -> None:
+    for n in range(101):
+        sim.webhooks.append({"target_url": f"https://h{n}.example/x", "subscriptions": [], "status": "active"})
+    assert len(client.list_webhooks()) == 101
+    assert [c.query for c in sim.calls_to("GET", "/v2/webhooks")] == [
+        {"limit": "100", "offset": "0"}, {"limit": "100", "offset": "100"}]
+    hook = client.create_webhook("https://svc.example/webhooks/attio", [{"event_type": "record.updated", "filter": None}])
+    assert len(hook["secret"]) == 64 and "secret" not in client.list_webhooks()[-1]
+
+
 def test_create_record_refuses_a_unique_clash(client: AttioClient, sim: AttioSimulator) -> None:
     add_service(sim, "pro")
     with pytest.raises(ServiceRejected) as caught:

@@ -169,6 +169,28 @@ def test_find_customer_by_email_keeps_the_oldest_exact_match(client: ZohoClient,
     assert client.find_customer_by_email("nn@example.com") is None  # substring hits only
 
 
+def test_an_ignored_email_search_falls_back_to_search_text_without_paging_everyone(
+    client: ZohoClient, sim: ZohoSimulator
+) -> None:
+    for n in range(250):  # more than one page of others
+        sim.add_customer(f"Other {n}", f"other{n}@example.com")
+    mine = sim.add_customer("Ann", "Ann@Example.com")
+    sim.customer_search_params = {"search_text"}  # email= is not applied (it is not in Zoho's OpenAPI file)
+    found = client.find_customer_by_email("ann@example.com")
+    assert found is not None and found["customer_id"] == mine
+    calls = billing_calls(sim, "GET")
+    assert [sorted(c.query) for c in calls] == [["email", "page", "per_page"], ["page", "per_page", "search_text"]]
+
+
+def test_no_search_that_narrows_is_refused_not_paged(client: ZohoClient, sim: ZohoSimulator) -> None:
+    for n in range(250):
+        sim.add_customer(f"Other {n}", f"other{n}@example.com")
+    sim.customer_search_params = set()
+    with pytest.raises(ServiceRejected, match="ignored email= and search_text="):
+        client.find_customer_by_email("ann@example.com")
+    assert len(billing_calls(sim, "GET")) == 2
+
+
 def test_get_and_create_customer(client: ZohoClient, sim: ZohoSimulator) -> None:
     created = client.create_customer("Bowman Furniture", "ben@bowman.test", company_name="Bowman", currency_code="USD")
     assert created["customer_id"] and created["outstanding"] == Decimal("0")
@@ -176,6 +198,37 @@ def test_get_and_create_customer(client: ZohoClient, sim: ZohoSimulator) -> None
     got = client.get_customer(created["customer_id"])
     assert got is not None and got["email"] == "ben@bowman.test"
     assert client.get_customer("903999999999999") is None
+
+
+# Bodies recorded from the live Subscriptions API (payrollhero/zoho-subscriptions, spec/fixtures/responses/).
+RECORDED_NOT_FOUND = [
+    ("get_customer", "/customers/1", 400, {"code": 3004, "message": "Please enter a valid reference for the customer"}),
+    ("get_plan", "/plans/1", 400, {"code": 101002, "message": "Invalid PlanCode."}),
+    ("get_subscription", "/subscriptions/1", 404, {"code": 1002, "message": "Subscription ID does not exist."}),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status", "body"), RECORDED_NOT_FOUND)
+def test_recorded_not_found_answers_are_none(
+    client: ZohoClient, sim: ZohoSimulator, method: str, path: str, status: int, body: dict[str, Any]
+) -> None:
+    sim.faults.add("GET", f"/billing/v1{path}", status=status, body=json.dumps(body))
+    assert getattr(client, method)("1") is None
+
+
+def test_a_wrong_url_or_another_resources_code_is_not_missing(client: ZohoClient, sim: ZohoSimulator) -> None:
+    sim.faults.add("GET", "/billing/v1/customers/1", status=404, body=json.dumps({"code": 5, "message": "Invalid URL"}))
+    with pytest.raises(ServiceRejected):
+        client.get_customer("1")
+    sim.faults.add("GET", "/billing/v1/plans/1", status=400, body=json.dumps({"code": 3004, "message": "?"}))
+    with pytest.raises(ServiceRejected):  # 3004 means "no such customer", not "no such plan"
+        client.get_plan("1")
+
+
+def test_a_deleted_customer_is_none(client: ZohoClient, sim: ZohoSimulator) -> None:
+    customer_id = sim.add_customer("Gone", "gone@example.com")
+    sim.delete_customer(customer_id)
+    assert client.get_customer(customer_id) is None
 
 
 # -- subscriptions ----------------------------------------------------------------------------------------------

@@ -59,6 +59,36 @@ def test_form_encoded_body_is_signed_by_its_pairs(client, queues):
     assert resp.status_code == 202, resp.json
 
 
+@pytest.mark.parametrize("query", [{}, {"subscription_id": "90343"}])
+def test_form_encoded_payload_delivery_is_accepted(client, queues, query):
+    req = signed_zoho(form=True, query=query)
+    assert req.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert req.body.startswith(b"payload=")
+    resp = post(client, req)
+    assert resp.status_code == 202, resp.json
+    job = queues["webhooks"].fetch_job(resp.json["jobs"][0])
+    assert job.args[0]["event"]["data"]["invoice"]["invoice_id"] == "903000000079426"
+    tampered = req.body.replace(b"INV-1", b"INV-2")
+    assert client.post("/webhooks/zoho", data=tampered, headers=req.headers).status_code == 401
+
+
+def test_form_payload_that_is_not_json_is_400(client, queues):
+    text = "not json"
+    digest = zoho_signature(zoho_signed_string([], [("payload", text)], b""), SECRETS["zoho_webhook_secret"])
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Zoho-Webhook-Signature": digest.hex()}
+    resp = client.post("/webhooks/zoho", data=urlencode({"payload": text}), headers=headers)
+    assert resp.status_code == 400 and job_count(queues) == 0
+
+
+def test_the_captured_event_shape_keeps_its_instant(client, queues):
+    resp = post(client, signed_zoho(event_type="subscription_created",
+                                    data={"subscription": {"subscription_id": "123123123123123"}}))
+    assert resp.status_code == 202
+    event = queues["webhooks"].fetch_job(resp.json["jobs"][0]).args[0]["event"]
+    assert (event["event_time"], event["created_time"]) == ("2026-11-30", "2026-11-30T10:00:00+0000")
+    assert (event["event_time_formatted"], event["event_source"]) == ("30 Nov 2026", "user")
+
+
 def test_same_event_id_is_a_duplicate(client, queues):
     first = post(client, signed_zoho(event_id="e-1"))
     second = post(client, signed_zoho(event_id="e-1"))
