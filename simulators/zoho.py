@@ -532,6 +532,7 @@ class ZohoSimulator(Simulator):
             ("/invoices/<invoice_id>", self._get_invoice, "GET"),
             ("/payments", self._create_payment, "POST"),
             ("/payments/<payment_id>", self._get_payment, "GET"),
+            ("/payments/<payment_id>", self._delete_payment, "DELETE"),
             ("/events", self._list_events, "GET"),
             ("/events/<event_id>", self._get_event, "GET"),
         ]
@@ -1002,6 +1003,25 @@ class ZohoSimulator(Simulator):
             sub = self.subscriptions.get(ref["subscription_id"])
             if sub is not None and sub["status"] in ("unpaid", "dunning"):
                 self._change_status(sub, "live", None, "subscription_activation")
+
+    def _delete_payment(self, payment_id: str) -> Response:
+        # DELETE /payments/{payment_id} (Zoho Billing API, "Delete a payment"): the applications are undone, so
+        # each invoice it paid is open again with its balance back.
+        with self._lock:
+            payment = self._get({p["payment_id"]: p for p in self.payments}, payment_id, "Payment")
+            for applied in payment["invoices"]:
+                invoice = self.invoices[applied["invoice_id"]]
+                invoice["payments"] = [p for p in invoice["payments"] if p["payment_id"] != payment_id]
+                invoice["balance"] = round(invoice["balance"] + applied["amount_applied"], 2)
+                invoice["payment_made"] = round(invoice["payment_made"] - applied["amount_applied"], 2)
+                invoice["status"] = "sent" if invoice["payment_made"] <= 0 else "partially_paid"
+                invoice["updated_time"] = self._ts()
+            customer = self.customers.get(payment["customer_id"])
+            if customer is not None:
+                unused = payment["amount"] - sum(a["amount_applied"] for a in payment["invoices"])
+                customer["unused_credits"] = round(max(0.0, customer["unused_credits"] - unused), 2)
+            self.payments.remove(payment)
+            return _json({"code": 0, "message": "The payment has been deleted."}, 200)
 
     def _get_payment(self, payment_id: str) -> Response:
         with self._lock:

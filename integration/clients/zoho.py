@@ -339,6 +339,17 @@ class ZohoClient:
         """One payment, or None."""
         return self._get(f"/payments/{_seg(payment_id)}", "payment")
 
+    def delete_payment(self, payment_id: str) -> bool:
+        """Delete a payment (its invoices reopen); False when Zoho has no such payment (deleted already)."""
+        path = f"/payments/{_seg(payment_id)}"
+        try:
+            self._request("DELETE", path)
+        except ServiceRejected as exc:
+            if _is_missing(exc, "payments"):
+                return False
+            raise
+        return True
+
     # -- organization and events (read by ``doctor``) ------------------------------------------------------------
     def list_organizations(self) -> list[dict[str, Any]]:
         """The organizations the token can reach (``GET /organizations``, scope settings.READ)."""

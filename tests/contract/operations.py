@@ -129,6 +129,7 @@ ZOHO = [
               note="required by the file: customer_id, payment_mode, amount, and invoice_id + amount_applied per "
               "invoice; date and reference_number because the service's idempotence check reads them back"),
     Operation("GET", "/payments/{payment_id}", "payments.yml: Retrieve a payment", headers=_ZOHO_AUTH),
+    Operation("DELETE", "/payments/{payment_id}", "payments.yml: Delete a payment", headers=_ZOHO_AUTH),
     Operation("GET", "/events", "events.yml: List of events", query=_q("filter_by", "event_type", *_PAGING),
               headers=_ZOHO_AUTH),
 ]

@@ -540,3 +540,30 @@ def test_the_first_sale_of_a_fresh_deployment_with_its_answer_lost_is_booked_onc
     finally:
         stack.braintree.configure_merchant("keys")
         stack.braintree.duplicate_checking = False
+
+
+def test_a_declined_settlement_takes_the_payment_off_the_invoice_and_the_next_attempt_charges_anew(
+    stack, merchant, web, redis_conn, queues
+):
+    """The bank declined the settlement of our sale: no money arrived, so Zoho must not show the invoice paid. The
+    payment is deleted (the invoice reopens), Attio says Failed, and the next collection is a new attempt."""
+    books = Books(stack)
+    invoice_id = books.invoice(25.0)
+    deliver(web.url, invoice_id, "ev-sd")
+    run_worker(redis_conn)
+    [sale] = stack.braintree.sales_for_order(invoice_id)
+    stack.braintree.decline_settlement(sale["id"])
+    fields = stack.braintree.notification("transaction_settlement_declined", sale["id"])
+    assert requests.post(f"{web.url}/webhooks/braintree", data=fields, timeout=10).status_code == 202
+    drain(redis_conn)
+    invoice = stack.zoho.invoice(invoice_id)
+    assert invoice["status"] == "sent" and invoice["balance"] == 25.0 and invoice["payments"] == []
+    record = payment_record(stack, sale["id"])
+    assert stack.attio.value("payments", record["id"]["record_id"], "status") == "Failed"
+
+    deliver(web.url, invoice_id, "ev-sd-again")
+    drain(redis_conn)
+    [again] = stack.braintree.sales_for_order(invoice_id)  # the declined one no longer counts as charged
+    assert again["id"] != sale["id"]
+    assert [p["reference_number"] for p in stack.zoho.payments_for_invoice(invoice_id)] == [again["id"]]
+    assert queues["webhooks"].failed_job_registry.count == 0

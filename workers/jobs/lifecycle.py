@@ -23,6 +23,7 @@ from integration.locks import hold, subscription_lock, transaction_lock
 from .. import runtime
 from ..crm import AttioLike
 from ..intents import DeclineMarks
+from ..workflows.collection import unbook_sale
 from ..workflows.lifecycle import (
     BraintreeReader,
     ZohoReader,
@@ -38,6 +39,7 @@ __all__ = [
     "handle_payment_event",
     "handle_subscription_event",
     "handle_transaction_event",
+    "reopen_invoice",
     "run_dispute_event",
     "run_payment_event",
     "run_subscription_event",
@@ -63,6 +65,14 @@ def handle_payment_event(
 def handle_transaction_event(payload: dict[str, Any], *, attio: AttioLike) -> dict[str, Any]:
     """Apply a Braintree settlement outcome to the transaction's Attio payment."""
     return apply_transaction_event(payload["event"], attio=attio)
+
+
+def reopen_invoice(result: dict[str, Any], *, zoho: Any, connection: redis.Redis) -> dict[str, Any]:
+    """After a declined settlement of one of our sales: take its payment off the Zoho invoice (idempotent)."""
+    if result.get("reopen_invoice"):
+        result["zoho_payment_deleted"] = unbook_sale(result["reopen_invoice"], str(result["transaction_id"]),
+                                                     zoho=zoho, connection=connection)
+    return result
 
 
 def handle_dispute_event(payload: dict[str, Any], *, attio: AttioLike) -> dict[str, Any]:
@@ -113,7 +123,9 @@ def run_transaction_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Braintree ``transaction_settled`` / ``transaction_settlement_declined``."""
     txn_id = (_event(payload).get("transaction") or {}).get("id")
     with _one_job_per_record(transaction_lock(str(txn_id)) if txn_id else None):
-        return handle_transaction_event(payload, attio=runtime.attio_client())
+        result = handle_transaction_event(payload, attio=runtime.attio_client())
+    # The invoice's lock is taken after the transaction's is released: collection takes them the other way round.
+    return reopen_invoice(result, zoho=runtime.zoho_client(), connection=runtime.redis_connection())
 
 
 @entrypoint("lifecycle.dispute_event")

@@ -66,7 +66,7 @@ from ..crm import (
 )
 from ..intents import DUPLICATE_WINDOW_SECONDS, ChargeIntent, ChargeIntents, DeclineMarks
 
-__all__ = ["CHARGED", "OPEN_STATUSES", "Collection", "Policy", "collect_invoice"]
+__all__ = ["CHARGED", "OPEN_STATUSES", "Collection", "Policy", "collect_invoice", "unbook_sale"]
 
 log = logging.getLogger(__name__)
 
@@ -477,3 +477,24 @@ def _is_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# -- a sale that never settled ----------------------------------------------------------------------------------
+def unbook_sale(invoice_id: str, transaction_id: str, *, zoho: Any, connection: redis.Redis) -> bool:
+    """Take a sale whose settlement was declined off its Zoho invoice: the payment that recorded it is deleted (the
+    invoice reopens, so it is collected again) and the charge intent is closed (the next attempt is a new
+    generation, with a new request key). Under the invoice's lock; idempotent. Returns whether a payment went."""
+    intents = ChargeIntents(connection)
+    with hold(connection, invoice_lock(invoice_id), ttl=LOCK_TTL, wait=LOCK_WAIT) as lock:
+        invoice = zoho.get_invoice(invoice_id) or {}
+        payments = [p for p in invoice.get("payments") or [] if str(p.get("reference_number")) == transaction_id]
+        removed = False
+        for payment in payments:
+            lock.check()
+            removed = zoho.delete_payment(str(payment["payment_id"])) or removed
+            log.warning("invoice %s: payment %s of sale %s deleted in Zoho (settlement declined); the invoice is open "
+                        "again", invoice_id, payment["payment_id"], transaction_id)
+        intent = intents.load(invoice_id)
+        if intent is not None and intent.transaction_id == transaction_id and intent.state != "closed":
+            intents.update(lock, intent, state="closed")
+        return removed

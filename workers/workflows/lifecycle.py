@@ -254,7 +254,11 @@ def _money(raw: Any) -> Decimal | None:
 
 # -- Braintree transaction_* and dispute_* --------------------------------------------------------------------
 def apply_transaction_event(event: Mapping[str, Any], *, attio: AttioLike) -> dict[str, Any]:
-    """Mark the payment of a settled (Settled) or settlement-declined (Failed) Braintree transaction."""
+    """Mark the payment of a settled (Settled) or settlement-declined (Failed) Braintree transaction.
+
+    A declined settlement means the money never arrived: the result names the sale's invoice as ``reopen_invoice``,
+    and the job then takes the sale's payment off that Zoho invoice (``collection.unbook_sale``, under the invoice's
+    lock, after this one's is released), so Zoho never shows an invoice paid by nothing."""
     kind = str(event.get("kind"))
     status = TRANSACTION_STATUS.get(kind)
     txn = event.get("transaction") or {}
@@ -266,8 +270,9 @@ def apply_transaction_event(event: Mapping[str, Any], *, attio: AttioLike) -> di
         return _refund_event(attio, kind, txn, status)
     external_id = f"braintree:{txn_id}"
     record = find_one(attio, "payments", "external_id", external_id)
+    reopen = {"reopen_invoice": str(txn["order_id"])} if status == "Failed" and txn.get("order_id") else {}
     if record is None:
-        return _unrecorded(attio, kind, txn, status, external_id)
+        return {**_unrecorded(attio, kind, txn, status, external_id), **reopen}
     if status == "Failed":
         reason = str(
             txn.get("processor_settlement_response_text") or txn.get("processor_response_text") or "Settlement declined"
@@ -275,7 +280,7 @@ def apply_transaction_event(event: Mapping[str, Any], *, attio: AttioLike) -> di
         changed = _settlement_failed(attio, record, external_id, reason)
     else:
         changed = _advance(attio, record, external_id, status)
-    return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status}
+    return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status, **reopen}
 
 
 def _refund_event(attio: AttioLike, kind: str, txn: Mapping[str, Any], status: str) -> dict[str, Any]:
