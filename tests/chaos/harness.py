@@ -995,7 +995,19 @@ class ChaosRun:
                 if refs:
                     problems.append(f"Zoho payments {refs}")
                 outcome = "invoices declined and recorded Declined"
+            elif any(t["status"] == "settlement_declined" for t in charged) and all(
+                    t["status"] == "settlement_declined" for t in charged):
+                # The money never arrived: the sale's Zoho payment is gone (the invoice is open to collect again)
+                # and its Attio record says Failed.
+                for t in charged:
+                    if invoice["status"] == "paid" or t["id"] in refs:
+                        problems.append(f"paid in Zoho by the declined settlement of {t['id']} (payments {refs})")
+                    status = value(records.get(f"braintree:{t['id']}") or {}, "status")
+                    if status != "Failed":
+                        problems.append(f"declined settlement {t['id']} is {status!r} in Attio")
+                outcome = "invoices reopened after a declined settlement"
             else:
+                charged = [t for t in charged if t["status"] != "settlement_declined"]  # collected again after one
                 if len(charged) != 1:
                     problems.append(f"{len(charged)} successful sales {[t['id'] for t in charged]}")
                 if invoice["status"] != "paid":
@@ -1082,9 +1094,10 @@ class ChaosRun:
         twice("Zoho payments on invoice", Counter(i["invoice_id"] for p in payments for i in p["invoices"]))
         external = Counter(value(r, "external_id") for r in attio.records("payments"))
         twice("Attio payments records", external)
-        twice("charged sales for invoice", Counter(
+        twice("charged sales for invoice", Counter(  # a sale whose settlement was declined took no money
             t["order_id"] for t in braintree.transactions
-            if t["type"] == "sale" and any(h["status"] == "submitted_for_settlement" for h in t["status_history"])))
+            if t["type"] == "sale" and t["status"] != "settlement_declined"
+            and any(h["status"] == "submitted_for_settlement" for h in t["status_history"])))
         ours = {t["id"] for t in braintree.transactions}
         for payment in payments:
             for applied in payment["invoices"] if payment["reference_number"] in ours else []:
