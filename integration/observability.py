@@ -450,6 +450,10 @@ def _before_send(event: dict[str, Any], hint: dict[str, Any]) -> dict[str, Any] 
     for field, tag in _TAGS.items():
         if bound.get(field) is not None and tag not in tags:
             tags[tag] = str(bound[field])[:200]
+    if "runbook" not in tags:  # what to do about it: docs/runbook.md (a message sets its own, e.g. a dispute)
+        from .runbook import anchor_for, link
+
+        tags["runbook"] = link(anchor_for(exc_info[1] if exc_info else None))
     return _scrub(event)  # type: ignore[no-any-return]
 
 

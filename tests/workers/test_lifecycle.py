@@ -389,6 +389,7 @@ def test_dispute_lifecycle_warns_on_call_once(
     assert warning["level"] == "warning"
     assert txn in warning["message"] and "75.00" in warning["message"]
     assert warning["tags"]["braintree.transaction_id"] == txn
+    assert warning["tags"]["runbook"] == "docs/runbook.md#dispute-opened"
     assert "ap@acme.example" not in json.dumps(warning)  # ids and amounts only
 
     assert _post_braintree(live_server, sims.braintree.notification("dispute_won", txn)).status_code == 202

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import sentry_sdk
 
+from integration import runbook
 from integration.clients.attio_values import record_id, value
 
 from ..crm import (
@@ -385,6 +386,7 @@ def _warn_dispute(dispute: Mapping[str, Any], txn_id: str, *, known: bool) -> No
         "braintree.dispute_reason": str(dispute.get("reason") or ""),
         "dispute.amount": str(amount),
         "attio.payment": "found" if known else "missing",
+        "runbook": runbook.link("dispute-opened"),
     }
     log.warning("%s (reason %s)", message, dispute.get("reason"))
     sentry_sdk.capture_message(message, level="warning", tags=tags)
