@@ -206,3 +206,79 @@ def test_a_new_attempt_after_an_unnotified_settlement_decline_charges_anew(stack
     [again] = stack.braintree.sales_for_order(invoice_id)  # fails: the old key replayed the old sale
     assert again["id"] != sale["id"]
     assert [p["reference_number"] for p in stack.zoho.payments_for_invoice(invoice_id)] == [again["id"]]
+
+
+# -- 7. a replay that is refused or not sent closes the unknown attempt --------------------------------------------
+def collect_now(stack: Stack, conn: Any, invoice_id: str, event_id: str) -> Any:
+    """Run the collection handler once in this process, with a worker's own clients; its result or its exception."""
+    settings = stack.settings()
+    payload = {"source": "zoho", "event_type": "invoice_created", "event_id": event_id,
+               "event": {"event_id": event_id, "event_type": "invoice_created",
+                         "event_time": "2026-11-30T10:00:00+0000", "data": {"invoice": {"invoice_id": invoice_id}}}}
+    try:
+        return handle_invoice_created(
+            payload, zoho=build_zoho_client(settings, conn), braintree=build_braintree_client(settings, conn),
+            attio=build_attio_client(settings, conn), connection=conn,
+            policy=Policy(search_lag_seconds=LONG_LAG * 10, duplicate_window_seconds=WINDOW))
+    except Exception as exc:  # noqa: BLE001 - the test reads it
+        return exc
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "HOLE 7 (double charge): _sell closes the intent on CircuitOpen/ServiceRejected whenever intent.keyed is None, "
+    "which is also the state of a pending attempt whose answer was lost; so when its keyed REPLAY meets an open "
+    "circuit (likely: lost answers come with Braintree trouble), the unknown attempt is closed and the automatic "
+    "retry sells again under a new generation's key"))
+def test_a_replay_that_meets_an_open_circuit_keeps_the_attempt_unknown(stack, keys_merchant, redis_conn):
+    import threading
+
+    from integration.clients.breaker import make_breaker
+
+    books = Books(stack)
+    invoice_id = books.invoice(34.0)
+    lose_the_next_sale_answer(stack)
+    assert isinstance(collect_now(stack, redis_conn, invoice_id, "ev-h7"), Exception)
+    assert len(stack.braintree.sales_for_order(invoice_id)) == 1
+
+    # The retry: while it reads the customer's payment method (slow), other jobs' Braintree calls fail five times
+    # and open the shared circuit; the replay of the sale is then not sent (CircuitOpen).
+    stack.braintree.faults.add("GET", "/merchants/*/customers/*", delay=1.5, times=1)
+    stack.braintree.faults.add("GET", "/merchants/*/transactions/nope", status=503, times=5)
+    other = build_braintree_client(stack.settings(), redis_conn)
+
+    def other_jobs_fail() -> None:
+        time.sleep(0.4)
+        for _ in range(5):
+            try:
+                other.find_transaction("nope")
+            except Exception:  # noqa: BLE001, S110 - failing is the point
+                pass
+
+    thread = threading.Thread(target=other_jobs_fail)
+    thread.start()
+    result = collect_now(stack, redis_conn, invoice_id, "ev-h7")
+    thread.join()
+    assert type(result).__name__ == "CircuitOpen", result
+    make_breaker(redis_conn, "braintree").close()  # the outage is over; the job's retry runs
+    collect_now(stack, redis_conn, invoice_id, "ev-h7")
+    assert len(stack.braintree.sales_for_order(invoice_id)) == 1, "a second sale for one invoice"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "HOLE 7b (double charge): the same close-on-refusal, when the keyed replay is refused (401/403/426 or any "
+    "unexpected status: ServiceRejected); the job fails, and the operator's retry of the failed job (what the "
+    "failed registry is for) sells again under a new key"))
+def test_a_replay_refused_once_keeps_the_attempt_unknown_for_the_operators_retry(stack, keys_merchant, web,
+                                                                                 redis_conn, queues):
+    books = Books(stack)
+    invoice_id = books.invoice(35.0)
+    lose_the_next_sale_answer(stack)
+    deliver(web.url, invoice_id, "ev-h7b")
+    run_worker(redis_conn)
+    stack.braintree.faults.add("POST", "/merchants/*/transactions", status=401, times=1)  # e.g. mid key rotation
+    drain(redis_conn)
+    failed = queues["webhooks"].failed_job_registry
+    assert failed.count == 1
+    failed.requeue(failed.get_job_ids()[0])  # the operator retries the failed job
+    drain(redis_conn)
+    assert len(stack.braintree.sales_for_order(invoice_id)) == 1, "a second sale for one invoice"
