@@ -8,13 +8,16 @@ Real Redis, the simulators over HTTP, the real SDK, nothing of our own code mock
 
 from __future__ import annotations
 
+import threading
 import time
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from integration.clients.attio import build_attio_client
 from integration.clients.braintree import build_braintree_client
+from integration.clients.breaker import make_breaker
 from integration.clients.zoho import build_zoho_client
 from workers.intents import ChargeIntents
 from workers.jobs.collection import handle_invoice_created
@@ -119,8 +122,6 @@ def test_a_replay_refused_for_its_request_key_is_not_resent_as_a_new_sale(stack,
     "replay runs as a NEW sale of the stale amount (a no-keys merchant, waiting out the bound, charges the balance)"))
 def test_a_replay_of_an_attempt_that_never_ran_charges_the_current_balance(stack, keys_merchant, web, redis_conn,
                                                                             queues):
-    from decimal import Decimal
-
     books = Books(stack)
     invoice_id = books.invoice(50.0)
     # The request never reaches Braintree (a 503 before any work): nothing is charged, the outcome looks unknown.
@@ -230,10 +231,6 @@ def collect_now(stack: Stack, conn: Any, invoice_id: str, event_id: str) -> Any:
     "circuit (likely: lost answers come with Braintree trouble), the unknown attempt is closed and the automatic "
     "retry sells again under a new generation's key"))
 def test_a_replay_that_meets_an_open_circuit_keeps_the_attempt_unknown(stack, keys_merchant, redis_conn):
-    import threading
-
-    from integration.clients.breaker import make_breaker
-
     books = Books(stack)
     invoice_id = books.invoice(34.0)
     lose_the_next_sale_answer(stack)
@@ -291,9 +288,6 @@ def test_a_replay_refused_once_keeps_the_attempt_unknown_for_the_operators_retry
     "as over-applied (a 4xx: permanent), so the job fails with a Zoho validation error, no Zoho payment and no "
     "Attio payment, instead of booking the sale against the current balance (the rest as credit)"))
 def test_a_credit_note_applied_while_the_sale_is_in_flight_still_books_the_sale(stack, merchant, redis_conn, queues):
-    import threading
-    from decimal import Decimal
-
     books = Books(stack)
     invoice_id = books.invoice(50.0)
     stack.braintree.faults.add("POST", "/merchants/*/transactions", delay_after=1.0, times=1)  # a slow answer
