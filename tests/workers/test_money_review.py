@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import requests
 
 from integration.clients.attio import build_attio_client
 from integration.clients.braintree import build_braintree_client
@@ -315,3 +316,27 @@ def test_an_attio_failure_after_a_decline_does_not_run_the_card_again(stack, mer
     drain(redis_conn)
     attempts = [t for t in stack.braintree.transactions if t["order_id"] == invoice_id]
     assert len(attempts) == 1, f"{len(attempts)} sale attempts on a declining card for one delivery"
+
+
+# -- what held ---------------------------------------------------------------------------------------------------
+def test_held_a_settlement_declined_before_the_booking_makes_the_retry_charge_anew(stack, merchant, web, redis_conn,
+                                                                                   queues):
+    """The sale is made, Zoho is down for its booking; the settlement is declined and notified before the retry:
+    the notification closes the intent (nothing to unbook yet), and the retry charges a new generation, booked once.
+    """
+    books = Books(stack)
+    invoice_id = books.invoice(37.0)
+    stack.zoho.faults.add("POST", "/billing/v1/payments", status=503, times=None)
+    deliver(web.url, invoice_id, "ev-held1")
+    run_worker(redis_conn)
+    [sale] = stack.braintree.sales_for_order(invoice_id)
+    stack.braintree.decline_settlement(sale["id"])
+    fields = stack.braintree.notification("transaction_settlement_declined", sale["id"])
+    assert requests.post(f"{web.url}/webhooks/braintree", data=fields, timeout=10).status_code == 202
+    run_worker(redis_conn)  # the notification (the collection's retry is not due yet)
+    stack.zoho.faults.clear()
+    drain(redis_conn)
+    [again] = stack.braintree.sales_for_order(invoice_id)
+    assert again["id"] != sale["id"]
+    assert [p["reference_number"] for p in stack.zoho.payments_for_invoice(invoice_id)] == [again["id"]]
+    assert queues["webhooks"].failed_job_registry.count == 0
