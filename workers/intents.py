@@ -9,7 +9,7 @@ same attempt keeps it), the key, the amount and payment method, and when it was 
   Braintree shows that sale, or until ``SALE_SEARCH_LAG_SECONDS`` (and Braintree's duplicate window) have passed;
 - ``charged`` — the sale ``transaction_id`` took the money (found again by id: ``find`` is immediate, search lags);
 - ``closed`` — the attempt ended without money taken (a decline, a processor failure): the next is a new
-  generation.
+  generation (so is the next after a ``charged`` whose sale no longer counts: refunded, declined at settlement).
 
 **Decline marks** (``subscription-marks:<attio subscription id>``) remember which invoices of a subscription were
 declined and the time of the newest collection outcome applied to it, so a decline's ``Past due`` stays until a
@@ -20,7 +20,6 @@ overwrites a newer one's. Both are kept well beyond any retry or dunning horizon
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -59,9 +58,9 @@ class ChargeIntent:
     keyed: bool | None = None  # whether Braintree took the key (None: the answer never came)
     duplicate_at: float | None = None  # Braintree refused a sale as a duplicate: an earlier one took the money
 
-    def age(self, now: float | None = None) -> float:
-        """Seconds since the sale was sent."""
-        return (time.time() if now is None else now) - self.at
+    def age(self, now: float) -> float:
+        """Seconds since the sale was sent, by ``now`` (``ChargeIntents.now()``: Redis's clock)."""
+        return now - self.at
 
 
 class ChargeIntents:
@@ -73,6 +72,11 @@ class ChargeIntents:
     @staticmethod
     def _key(invoice_id: str) -> str:
         return f"charge:{invoice_id}"
+
+    def now(self) -> float:
+        """Redis's clock (epoch seconds): intents are timed and aged by one clock, whichever worker reads them."""
+        seconds, micros = self._redis.time()
+        return float(seconds) + micros / 1_000_000
 
     def load(self, invoice_id: str) -> ChargeIntent | None:
         """The invoice's latest intent, or None when it was never charged by this service."""
@@ -90,14 +94,15 @@ class ChargeIntents:
         self, lock: Held, previous: ChargeIntent | None, *, invoice_id: str, amount: str, customer_id: str,
         payment_method_token: str | None, merchant_account_id: str | None,
     ) -> ChargeIntent:
-        """Record a new pending sale: the same generation as ``previous`` unless that attempt was closed."""
+        """Record a new pending sale: the same generation as ``previous`` while that attempt is pending, the next one
+        once it ended (closed, or charged by a sale that no longer counts: refunded, declined at settlement)."""
         generation = 0
         if previous is not None:
-            generation = previous.generation + 1 if previous.state == "closed" else previous.generation
+            generation = previous.generation + 1 if previous.state in ("closed", "charged") else previous.generation
         return self.save(lock, ChargeIntent(
             invoice_id=invoice_id, generation=generation, state="pending", key=charge_key(invoice_id, generation),
             amount=amount, customer_id=customer_id, payment_method_token=payment_method_token,
-            merchant_account_id=merchant_account_id, at=time.time(),
+            merchant_account_id=merchant_account_id, at=self.now(),
         ))
 
     def update(self, lock: Held, intent: ChargeIntent, **changes: Any) -> ChargeIntent:

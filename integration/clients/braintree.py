@@ -199,10 +199,12 @@ class BraintreeClient:
 
     # -- transactions -----------------------------------------------------------------------------------------
     def find_successful_sale(self, order_id: str) -> Transaction | None:
-        """The oldest sale for this order that charged (authorizing … settled), or None."""
+        """The oldest sale for this order that charged (authorizing … settled) and was not refunded, or None."""
         found = self._call(lambda: list(self._gateway.transaction.search(
             [TS.order_id == order_id, TS.type == Transaction.Type.Sale, TS.status.in_list(list(CHARGED_STATUSES))]
         ).items))
+        # A refunded sale's money went back: it no longer pays the order (its status stays settled).
+        found = [t for t in found if not list(getattr(t, "refund_ids", None) or [])]
         # Sorted, not first: several charged sales would be a bug, but every retry must then pick the same one.
         return min(found, key=lambda t: (t.created_at, t.id), default=None)
 
@@ -215,12 +217,15 @@ class BraintreeClient:
         payment_method_token: str | None = None,
         api_request_key: str | None,
         merchant_account_id: str | None = None,
+        resend_without_key: bool = True,
     ) -> SaleResult:
         """Charge and submit for settlement; ServiceUnavailable means the outcome is unknown (search first).
 
         ``SaleResult.keyed`` says whether Braintree took the ``api_request_key``: a merchant without the feature
         refuses it (915231) and the sale is sent again without it (nothing was created by the refused one). A caller
-        that knows the merchant refuses keys passes None and saves that round trip."""
+        that knows the merchant refuses keys passes None and saves that round trip. A replay of an attempt whose
+        outcome is unknown passes ``resend_without_key=False``: a keyless resend would be a new sale, so the refusal
+        is raised (``ServiceRejected`` with code 915231) instead."""
         if not order_id or len(order_id) > 255 or (api_request_key is not None
                                                      and not 0 < len(api_request_key) <= 255):
             raise ValueError("order_id and api_request_key must be 1–255 characters")
@@ -240,7 +245,7 @@ class BraintreeClient:
         txn = result.transaction
         if txn is None:  # a validation error: nothing was created
             code, message = _first_error(result)
-            if code == _KEY_NOT_ALLOWED and "api_request_key" in params:
+            if code == _KEY_NOT_ALLOWED and "api_request_key" in params and resend_without_key:
                 # The merchant lacks Braintree's at-most-once keys (a per-merchant feature). Nothing was created, so
                 # sending the sale without the key is safe; the caller's order_id search and lock still protect it.
                 params.pop("api_request_key")

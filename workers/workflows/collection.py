@@ -33,7 +33,6 @@ currency a merchant account serves (``BRAINTREE_MERCHANT_ACCOUNTS``).
 from __future__ import annotations
 
 import logging
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -183,20 +182,31 @@ def collect_invoice(
     intents = ChargeIntents(connection)
     with hold(connection, invoice_lock(invoice_id), ttl=policy.lock_ttl, wait=policy.lock_wait) as lock:
         invoice = zoho.get_invoice(invoice_id)
+        intent = intents.load(invoice_id)
         if invoice is None:
-            log.warning("invoice %s not found in Zoho", invoice_id)
-            return Collection("not_found", invoice_id)
+            return _invoice_gone(braintree, attio, invoice_id, intent, intents, policy, connection, now=now())
         company = find_company_by_zoho_customer(attio, str(invoice.get("customer_id")))
         managed, subscription, zoho_sub_id = _scope(zoho, attio, invoice, company)
         ctx = _Context(invoice, company, subscription, zoho_sub_id, event_time, connection)
-        intent = intents.load(invoice_id)
 
-        sale = _our_sale(braintree, ctx, intent)
+        sale, attempt = _our_sale(braintree, ctx, intent)
         if sale is not None:
-            if intent is None or intent.transaction_id != str(sale.id):
+            if intent is None or intent.transaction_id != str(sale.id) or intent.state != "charged":
                 intent = _note_sale(intents, lock, intent, ctx, sale)
             return _book(zoho, attio, ctx, lock, sale, "already_charged", now=now())
-        _wait_while_unknown(intent, policy, ctx, open_invoice=ctx.is_open, requests_keyed=intents.request_keys_known())
+        if intent is not None and intent.state == "pending" and attempt is not None:
+            # The attempt's own transaction answered and took no money (a decline whose recording was cut short):
+            # finish recording it, never sell again on its account.
+            return _outcome(zoho, braintree, attio, ctx, lock, intents, intent, _result_of(attempt), policy=policy,
+                            now=now)
+        _wait_while_unknown(intent, intents, policy, ctx, open_invoice=ctx.is_open)
+        if intent is not None and intent.state == "pending" and ctx.is_open and _keyed(intent, intents):
+            # An attempt whose outcome is unknown, to a merchant that takes request keys: send the same attempt
+            # again (its stored card, whatever is on file now), which Braintree answers with the original
+            # transaction if there is one, and runs once if there is none. Before any scope or card rule: money
+            # that may have been taken is settled first.
+            log.info("invoice %s: replaying attempt %s with its request key", invoice_id, intent.generation)
+            return _sell(zoho, braintree, attio, ctx, lock, intents, intent, policy=policy, now=now, fresh=False)
         if not ctx.is_open:
             log.info("invoice %s is %s with balance %s: nothing to charge", invoice_id, invoice.get("status"),
                      ctx.balance)
@@ -220,23 +230,42 @@ def collect_invoice(
                             f"Invoice {ctx.number} could not be charged: no payment method on file.", now=now())
             return Collection("no_payment_method", invoice_id, detail=reason)
 
-        if intent is not None and intent.state == "pending" and _keyed(intent, intents):
-            # An attempt whose outcome is unknown, to a merchant that takes request keys: send the very same request,
-            # which Braintree answers with the original transaction if there is one, and runs once if there is none.
-            log.info("invoice %s: replaying attempt %s with its request key", invoice_id, intent.generation)
-        else:
-            if intent is not None and intent.state == "pending":  # unknown past the bound: treated as not made
-                intent = replace(intent, state="closed")
-            intent = intents.begin(lock, intent, invoice_id=invoice_id, amount=str(ctx.balance),
-                                   customer_id=str(customer_id), payment_method_token=str(token),
-                                   merchant_account_id=account)
-        return _sell(zoho, braintree, attio, ctx, lock, intents, intent, policy=policy, now=now)
+        if intent is not None and intent.state == "pending":  # unknown past the bound: taken as never made
+            intent = replace(intent, state="closed")
+        intent = intents.begin(lock, intent, invoice_id=invoice_id, amount=str(ctx.balance),
+                               customer_id=str(customer_id), payment_method_token=str(token),
+                               merchant_account_id=account)
+        return _sell(zoho, braintree, attio, ctx, lock, intents, intent, policy=policy, now=now, fresh=True)
+
+
+def _invoice_gone(
+    braintree: Any, attio: AttioLike, invoice_id: str, intent: ChargeIntent | None, intents: ChargeIntents,
+    policy: Policy, connection: redis.Redis, *, now: datetime,
+) -> Collection:
+    """Zoho has no such invoice (deleted). If the service charged for it, the money must not vanish with it."""
+    if intent is None:
+        log.warning("invoice %s not found in Zoho", invoice_id)
+        return Collection("not_found", invoice_id)
+    ctx = _Context({"invoice_id": invoice_id, "status": "deleted", "balance": 0}, None, None, None, None, connection)
+    sale, _ = _our_sale(braintree, ctx, intent)
+    if sale is None:
+        _wait_while_unknown(intent, intents, policy, ctx, open_invoice=False)
+        log.warning("invoice %s not found in Zoho; no sale of it shows", invoice_id)
+        return Collection("not_found", invoice_id)
+    _record_success(attio, ctx, str(sale.id), Decimal(str(sale.amount)), now=now)
+    raise SaleNotApplied(
+        f"Invoice {invoice_id} was deleted in Zoho Billing, but Braintree sale {sale.id} took {sale.amount} for it: "
+        "refund the sale in Braintree, or record it in Zoho Billing as the customer's payment (credit) by hand."
+    )
 
 
 # -- finding what was charged -------------------------------------------------------------------------------------
-def _our_sale(braintree: Any, ctx: _Context, intent: ChargeIntent | None) -> Any | None:
-    """The successful sale of this invoice: by the intent's transaction id, by the invoice's card payments'
-    reference numbers (both found at once), else by an ``order_id`` search (which lags behind a new sale)."""
+def _our_sale(braintree: Any, ctx: _Context, intent: ChargeIntent | None) -> tuple[Any | None, Any | None]:
+    """(the successful sale of this invoice, the intent's own transaction whatever its status).
+
+    The sale is looked for by the intent's transaction id, by the invoice's card payments' reference numbers (both
+    found at once), else by an ``order_id`` search (which lags behind a new sale). A refunded sale does not count:
+    its money went back."""
     candidates = []
     if intent is not None and intent.transaction_id:
         candidates.append(intent.transaction_id)
@@ -244,23 +273,27 @@ def _our_sale(braintree: Any, ctx: _Context, intent: ChargeIntent | None) -> Any
         reference = str(payment.get("reference_number") or "")
         if reference and payment.get("payment_mode") in (None, "creditcard") and reference not in candidates:
             candidates.append(reference)
+    attempt = None
     for txn_id in candidates:
         txn = braintree.find_transaction(txn_id)
+        if intent is not None and txn_id == intent.transaction_id:
+            attempt = txn
         if txn is not None and _is_charged_sale_of(txn, ctx.invoice_id):
-            return txn
-    return braintree.find_successful_sale(ctx.invoice_id)
+            return txn, attempt
+    found = braintree.find_successful_sale(ctx.invoice_id)
+    return (found if found is not None and _is_charged_sale_of(found, ctx.invoice_id) else None), attempt
 
 
 def _is_charged_sale_of(txn: Any, invoice_id: str) -> bool:
     return (str(getattr(txn, "type", "sale")) == "sale" and str(getattr(txn, "order_id", "")) == invoice_id
-            and str(getattr(txn, "status", "")) in CHARGED)
+            and str(getattr(txn, "status", "")) in CHARGED and not list(getattr(txn, "refund_ids", None) or []))
 
 
 def _note_sale(intents: ChargeIntents, lock: Held, intent: ChargeIntent | None, ctx: _Context, sale: Any) -> ChargeIntent:
     """Remember a sale found by search or reference, so the next run finds it by id (immediately)."""
     if intent is None:
         intent = ChargeIntent(invoice_id=ctx.invoice_id, generation=0, state="charged", key="", amount=str(sale.amount),
-                              at=time.time())
+                              at=intents.now())
     return intents.update(lock, intent, state="charged", transaction_id=str(sale.id))
 
 
@@ -270,14 +303,13 @@ def _keyed(intent: ChargeIntent, intents: ChargeIntents) -> bool:
 
 
 def _wait_while_unknown(
-    intent: ChargeIntent | None, policy: Policy, ctx: _Context, *, open_invoice: bool, requests_keyed: bool | None
+    intent: ChargeIntent | None, intents: ChargeIntents, policy: Policy, ctx: _Context, *, open_invoice: bool
 ) -> None:
     """Raise ``SaleOutcomeUnknown`` while an earlier attempt may have charged and Braintree cannot show it yet."""
     if intent is None or intent.state != "pending":
         return
-    age = intent.age()
-    keyed = intent.keyed if intent.keyed is not None else requests_keyed
-    if intent.duplicate_at is None and keyed and open_invoice:
+    age = intent.age(intents.now())  # Redis's clock: every worker measures against the same one
+    if intent.duplicate_at is None and _keyed(intent, intents) and open_invoice:
         return  # the caller replays the same keyed request: Braintree itself answers whether it ran
     if age < policy.unknown_bound:
         raise SaleOutcomeUnknown(
@@ -289,8 +321,8 @@ def _wait_while_unknown(
     if intent.duplicate_at is not None:
         # Braintree said an earlier sale took the money, and its search never showed it: a person must look.
         raise SaleNotApplied(
-            f"Invoice {ctx.number} ({ctx.invoice_id}): Braintree refused a sale as a duplicate "
-            f"{age:.0f} s ago, but no sale with order_id {ctx.invoice_id} can be found. Search Braintree for the "
+            f"Invoice {ctx.number} ({ctx.invoice_id}): Braintree said {age:.0f} s ago that a sale of this invoice "
+            f"already exists, but no sale with order_id {ctx.invoice_id} can be found. Search Braintree for the "
             "order id; book the sale in Zoho if it exists, else retry the job."
         )
     log.warning("invoice %s: attempt %s's outcome stayed unknown for %.0f s and no sale shows: treated as not made",
@@ -300,32 +332,65 @@ def _wait_while_unknown(
 # -- selling ------------------------------------------------------------------------------------------------------
 def _sell(
     zoho: Any, braintree: Any, attio: AttioLike, ctx: _Context, lock: Held, intents: ChargeIntents,
-    intent: ChargeIntent, *, policy: Policy, now: Callable[[], datetime],
+    intent: ChargeIntent, *, policy: Policy, now: Callable[[], datetime], fresh: bool,
 ) -> Collection:
+    """Send the attempt's sale (``fresh``: this run began it; else a replay of an attempt whose outcome is unknown,
+    for the current balance: Braintree answers a seen key with its original transaction)."""
     lock.check()
+    amount = Decimal(intent.amount) if fresh else ctx.balance
     try:
         result = braintree.sale(
-            order_id=ctx.invoice_id, amount=Decimal(intent.amount), customer_id=str(intent.customer_id),
+            order_id=ctx.invoice_id, amount=amount, customer_id=str(intent.customer_id),
             payment_method_token=intent.payment_method_token,
             # A merchant known to refuse request keys gets none (saves the refused round trip).
-            api_request_key=None if intents.request_keys_known() is False else intent.key,
+            api_request_key=None if fresh and intents.request_keys_known() is False else intent.key,
             merchant_account_id=intent.merchant_account_id,
+            resend_without_key=fresh,  # a replay refused its key must not become a new, keyless sale
         )
-    except (CircuitOpen, ServiceRejected):
+    except (CircuitOpen, ServiceRejected) as exc:
+        if not fresh:
+            _replay_refused(intents, lock, intent, exc)  # the original may still exist: never close it
         # Nothing was sent (open circuit) or nothing was created (a validation error): this attempt is over.
-        if intent.keyed is None and intent.transaction_id is None and intent.duplicate_at is None:
-            intents.update(lock, intent, state="closed")
+        intents.update(lock, intent, state="closed")
         raise
     # ServiceUnavailable: the outcome is unknown; the intent stays pending and the retry looks before it sells.
     intents.learn_request_keys(result.keyed)
     intent = intents.update(lock, intent, transaction_id=result.transaction_id, keyed=result.keyed)
+    return _outcome(zoho, braintree, attio, ctx, lock, intents, intent, result, policy=policy, now=now)
 
+
+def _replay_refused(intents: ChargeIntents, lock: Held, intent: ChargeIntent, exc: Exception) -> None:
+    """A replay that could not be answered: the attempt stays unknown (raises ``SaleOutcomeUnknown`` or re-raises)."""
+    code = getattr(exc, "code", None)
+    if code == "915231":  # the merchant no longer takes request keys: wait for search instead
+        intents.learn_request_keys(False)
+        raise SaleOutcomeUnknown("braintree", f"invoice {intent.invoice_id}: request keys refused on a replay; "
+                                 "waiting for search to show the earlier attempt") from exc
+    if code == "915232":  # the key was seen with another request: the original ran
+        intents.update(lock, intent, duplicate_at=intents.now())
+        raise SaleOutcomeUnknown("braintree", f"invoice {intent.invoice_id}: Braintree knows attempt "
+                                 f"{intent.generation}'s key: its sale exists; waiting for search") from exc
+    raise exc
+
+
+def _result_of(txn: Any) -> Any:
+    """A ``SaleResult`` for a transaction read back by id (the attempt's own, after its recording was cut short)."""
+    from integration.clients.braintree import BraintreeClient
+
+    return BraintreeClient._sale_result(txn, None)
+
+
+def _outcome(
+    zoho: Any, braintree: Any, attio: AttioLike, ctx: _Context, lock: Held, intents: ChargeIntents,
+    intent: ChargeIntent, result: Any, *, policy: Policy, now: Callable[[], datetime],
+) -> Collection:
+    """Act on what the attempt's sale did."""
     if result.outcome == "charged":
         intent = intents.update(lock, intent, state="charged")
         return _book(zoho, attio, ctx, lock, _SaleView(result), "charged", now=now())
     if result.outcome == "rejected" and (result.rejection_reason or "") == "duplicate":
         # An earlier sale of this order took the money within the duplicate window: find it, never a decline.
-        intent = intents.update(lock, intent, transaction_id=None, duplicate_at=time.time())
+        intent = intents.update(lock, intent, transaction_id=None, duplicate_at=intents.now())
         earlier = braintree.find_successful_sale(ctx.invoice_id)
         if earlier is None:
             raise SaleOutcomeUnknown(
@@ -338,10 +403,10 @@ def _sell(
         intents.update(lock, intent, state="closed")
         raise ServiceUnavailable("braintree", f"sale for invoice {ctx.invoice_id} failed at the processor "
                                  f"({result.processor_code}: {result.message}); retried as a new attempt")
-    intents.update(lock, intent, state="closed")
     detail = f"The card was declined for invoice {ctx.number}: {result.message}."
     _record_failure(attio, ctx, intent, "Declined", result.message, detail, now=now(),
                     transaction_id=result.transaction_id, amount=result.amount)
+    intents.update(lock, intent, state="closed")  # only once recorded: a retry re-records it, never re-sells
     return Collection("declined", ctx.invoice_id, transaction_id=result.transaction_id, detail=result.message)
 
 
@@ -361,13 +426,17 @@ class _SaleView:
 
 
 # -- booking ------------------------------------------------------------------------------------------------------
+_OVER_APPLIED = "24016"  # Zoho: the amount applied exceeds the invoice's balance (it changed since it was read)
+
+
 def _book(zoho: Any, attio: AttioLike, ctx: _Context, lock: Held, sale: Any, outcome: str, *, now: datetime
           ) -> Collection:
     """Record a sale that took the money: the Zoho payment unless the invoice lists it, then Attio."""
     txn_id, amount = str(sale.id), Decimal(str(sale.amount))
-    recorded = any(str(p.get("reference_number")) == txn_id for p in ctx.invoice.get("payments") or [])
-    posted = False
-    if not recorded:
+    posted = reread = False
+    while True:  # a second pass only after Zoho refused an over-application: the balance changed meanwhile
+        if any(str(p.get("reference_number")) == txn_id for p in ctx.invoice.get("payments") or []):
+            break
         if not ctx.is_open:
             _record_success(attio, ctx, txn_id, amount, now=now)  # money was taken: Attio shows it whatever Zoho says
             raise SaleNotApplied(
@@ -376,12 +445,23 @@ def _book(zoho: Any, attio: AttioLike, ctx: _Context, lock: Held, sale: Any, out
                 f"sale in Braintree, or record it in Zoho Billing as the customer's payment (credit) by hand."
             )
         lock.check()
-        zoho.record_payment(
-            customer_id=str(ctx.invoice.get("customer_id")), invoice_id=ctx.invoice_id, amount=amount,
-            amount_applied=min(amount, ctx.balance), reference_number=txn_id, date=now.date(),
-            description=f"{_DESCRIPTION}{txn_id}",
-        )
+        try:
+            zoho.record_payment(
+                customer_id=str(ctx.invoice.get("customer_id")), invoice_id=ctx.invoice_id, amount=amount,
+                amount_applied=min(amount, ctx.balance), reference_number=txn_id, date=now.date(),
+                description=f"{_DESCRIPTION}{txn_id}",
+            )
+        except ServiceRejected as exc:
+            if str(exc.code) != _OVER_APPLIED or reread:
+                raise
+            reread = True
+            log.info("invoice %s: Zoho's balance changed since it was read (%s); reading it again", ctx.invoice_id,
+                     exc.message)
+            ctx = replace(ctx, invoice=zoho.get_invoice(ctx.invoice_id) or {**ctx.invoice, "status": "deleted",
+                                                                              "balance": 0})
+            continue
         posted = True
+        break
     _record_success(attio, ctx, txn_id, amount, now=now)
     return Collection(outcome, ctx.invoice_id, transaction_id=txn_id, zoho_payment_recorded=posted)
 
