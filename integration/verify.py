@@ -90,15 +90,24 @@ def verify_zoho(
     query: Iterable[tuple[str, str]] = (),
     form: Iterable[tuple[str, str]] = (),
     secrets: Sequence[str],
-) -> None:
-    """Check ``X-Zoho-Webhook-Signature``; hex or base64 is accepted (Zoho does not document which)."""
+) -> bytes:
+    """Check ``X-Zoho-Webhook-Signature``; hex or base64 is accepted (Zoho does not document which).
+
+    Returns the signed string. Zoho's scheme joins ``key+value`` with no separator, so the same signed string can
+    be cut into other pairs (``ab=c`` or ``a=bc``): the pairs a request shows are not what was signed, only the
+    string is. A key given twice (whose order the sort leaves open) is refused."""
     digest = _decode_signature(_header(headers, "X-Zoho-Webhook-Signature"))
-    message = zoho_signed_string(list(query), list(form), b"" if form else body)
+    query, form = list(query), list(form)
+    keys = [k for k, _ in (*query, *form)]
+    if len(set(keys)) != len(keys):
+        raise SignatureInvalid("a query or form key is repeated")
+    message = zoho_signed_string(query, form, b"" if form else body)
     ok = False
     for secret in secrets:
         ok |= hmac.compare_digest(zoho_signature(message, secret), digest)
     if not ok:
         raise SignatureInvalid("Zoho signature does not match")
+    return message
 
 
 class BraintreeVerifier:

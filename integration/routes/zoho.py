@@ -1,6 +1,14 @@
-"""``POST /webhooks/zoho``: verify ``X-Zoho-Webhook-Signature``, validate, one job per event."""
+"""``POST /webhooks/zoho``: verify ``X-Zoho-Webhook-Signature``, validate, one job per event.
+
+The dedupe id of a JSON delivery is its ``event_id`` (the body is signed whole and parsed unambiguously). A form
+delivery's fields are cut out of a signed string that has no separators (``verify.verify_zoho``), so a sender
+could move a key/value boundary and show another ``event_id`` under the same signature: its dedupe id is the
+SHA-256 of the signed string itself.
+"""
 
 from __future__ import annotations
+
+import hashlib
 
 from flask import Blueprint, Response, request
 
@@ -23,7 +31,7 @@ def receive() -> Response:
     body = request.get_data(cache=True)  # raw bytes, read before request.form / request.json
     is_form = request.mimetype == "application/x-www-form-urlencoded"
     form = list(request.form.items(multi=True)) if is_form else []
-    verify_zoho(
+    signed = verify_zoho(
         body,
         request.headers,
         query=list(request.args.items(multi=True)),
@@ -32,4 +40,5 @@ def receive() -> Response:
     )
     raw = dict(form) if is_form else load_json(body)
     event = _SCHEMA.load(raw)
-    return accept("zoho", [(event["event_type"], event["event_id"], event)])
+    dedupe_id = "form-" + hashlib.sha256(signed).hexdigest() if is_form else event["event_id"]
+    return accept("zoho", [(event["event_type"], dedupe_id, event)])
