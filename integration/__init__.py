@@ -25,6 +25,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .dashboard import PREFIX as DASHBOARD_PREFIX
     from .dashboard import init_dashboard
     from .handlers import register_error_handlers
+    from .headers import init_security_headers
     from .observability import init_request_logging, init_sentry, secret_values, setup_logging
     from .queueing import make_queues, make_redis
     from .routes import admin, attio, braintree, health, pay, zoho
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     require_auth_under(app, ("/admin", DASHBOARD_PREFIX), settings)
     init_dashboard(app, settings)
     register_error_handlers(app)
+    init_security_headers(app)
     register_all(app)
     return app
 

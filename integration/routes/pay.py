@@ -28,6 +28,7 @@ bp = Blueprint("pay", __name__, url_prefix="/pay")
 
 SUBMIT_JOB = "workers.jobs.activation.run_payment_method_submitted"
 SANDBOX_NONCE = "fake-valid-nonce"
+DROPIN_URL = "https://js.braintreegateway.com/web/dropin/1.44.1/js/dropin.min.js"
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _PAGE = tuple[str, int]
 
@@ -78,7 +79,7 @@ def show(token: str) -> _PAGE:
                         "The secure card form cannot be shown right now. Please try again in a few minutes.", 503)
     return render_template(
         "pay.html", link=link, client_token=client_token, sandbox=not settings().is_production,
-        sandbox_nonce=SANDBOX_NONCE,
+        sandbox_nonce=SANDBOX_NONCE, dropin_url=DROPIN_URL,
     ), 200
 
 
