@@ -184,12 +184,14 @@ class BraintreeClient:
         code, message = _first_error(result)
         raise ServiceRejected(PROVIDER, f"payment method refused: {message}", status=422, code=code)
 
-    def client_token(self, customer_id: str) -> str:
-        """A Drop-in client token bound to the customer (so its vaulted methods show)."""
+    def client_token(self, customer_id: str | None = None) -> str:
+        """A Drop-in client token; bound to a customer only when one is named (its holder then sees, and may
+        delete, that customer's vaulted methods: the payment page names none)."""
 
         def generate() -> str:
             try:
-                return str(self._gateway.client_token.generate({"customer_id": customer_id}))
+                params = {"customer_id": customer_id} if customer_id is not None else {}
+                return str(self._gateway.client_token.generate(params))
             except ValueError as exc:  # how the SDK reports an api-error-response here (reference §3)
                 raise ServiceRejected(PROVIDER, f"client token refused: {exc}", status=422) from exc
 
