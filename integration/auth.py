@@ -1,14 +1,30 @@
-"""HTTP basic auth for the operator surfaces (``/rq`` and ``/admin``)."""
+"""HTTP basic auth for the operator surfaces (``/rq`` and ``/admin``), held against password guessing.
+
+Every wrong password is logged with the user name tried and the client's address, and counted per address in
+Redis; the ``FAILURES_PER_MINUTE + 1``-th attempt within a minute (right or wrong) is answered 429 until the minute
+is over. The client's address is the socket's peer, or, behind ``TRUSTED_PROXY_HOPS`` proxies (Render: 1), the
+address those proxies appended to ``X-Forwarded-For`` (``create_app`` installs werkzeug's ``ProxyFix``), never one
+the client wrote itself. If Redis does not answer, attempts are not counted (logged): an operator locked out by an
+outage of the store is worse than an unthrottled minute. The password's minimum length is checked at start
+(``config``).
+"""
 
 from __future__ import annotations
 
 import hmac
+import logging
+import time
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
+from redis.exceptions import RedisError
 
 from .config import Settings
 
-__all__ = ["basic_auth_ok", "challenge", "require_auth_under"]
+__all__ = ["FAILURES_PER_MINUTE", "basic_auth_ok", "challenge", "require_auth_under"]
+
+log = logging.getLogger("integration.auth")
+
+FAILURES_PER_MINUTE = 10
 
 
 def basic_auth_ok(settings: Settings) -> bool:
@@ -31,6 +47,34 @@ def challenge() -> Response:
     )
 
 
+def _too_many(retry_after: int) -> Response:
+    return Response('{"error": "too_many_attempts"}', status=429, mimetype="application/json",
+                    headers={"Retry-After": str(retry_after)})
+
+
+def _failures_key(address: str, minute: int) -> str:
+    return f"auth:failures:{address}:{minute}"
+
+
+def _failures(address: str, minute: int) -> int:
+    try:
+        return int(current_app.extensions["redis"].get(_failures_key(address, minute)) or 0)
+    except RedisError as exc:
+        log.warning("auth failures not readable: %s", type(exc).__name__)
+        return 0
+
+
+def _count_failure(address: str, minute: int) -> None:
+    key = _failures_key(address, minute)
+    try:
+        pipe = current_app.extensions["redis"].pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 120)
+        pipe.execute()
+    except RedisError as exc:
+        log.warning("auth failure not counted: %s", type(exc).__name__)
+
+
 def require_auth_under(app: Flask, prefixes: tuple[str, ...], settings: Settings) -> None:
     """Refuse every request under any of ``prefixes`` (any method, known path or not) without the credentials.
 
@@ -40,6 +84,17 @@ def require_auth_under(app: Flask, prefixes: tuple[str, ...], settings: Settings
     @app.before_request
     def _guard() -> Response | None:
         path = request.path
-        if (path in prefixes or path.startswith(starts)) and not basic_auth_ok(settings):
-            return challenge()
-        return None
+        if not (path in prefixes or path.startswith(starts)):
+            return None
+        address = request.remote_addr or "unknown"
+        now = time.time()
+        minute = int(now // 60)
+        if _failures(address, minute) >= FAILURES_PER_MINUTE:
+            return _too_many(60 - int(now % 60))
+        if basic_auth_ok(settings):
+            return None
+        auth = request.authorization
+        if auth is not None:  # no credentials at all is a browser's first request, not a guess
+            _count_failure(address, minute)
+            log.warning("basic auth failed user=%r address=%s path=%s", (auth.username or "")[:64], address, path)
+        return challenge()

@@ -34,6 +34,7 @@ _REQUIRED = (
     "DASHBOARD_PASSWORD",
 )
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MIN_DASHBOARD_PASSWORD = 12  # characters; the dashboard is on the public internet behind basic auth
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class Settings:
     catalog_sync_interval_minutes: int = 15
     retry_schedule_seconds: tuple[int, ...] = (15, 60, 300, 900, 1800)
     log_level: str = "INFO"
+    trusted_proxy_hops: int = 0
     http_timeout: tuple[float, float] = (3.05, 20.0)
 
     @property
@@ -147,6 +149,10 @@ class Settings:
         if public_base is None and bt_env == "production":
             problems.append("missing required variable(s): PUBLIC_BASE_URL (required in production)")
 
+        password = get("DASHBOARD_PASSWORD")
+        if password is not None and len(password) < MIN_DASHBOARD_PASSWORD:
+            problems.append(f"DASHBOARD_PASSWORD must be at least {MIN_DASHBOARD_PASSWORD} characters")
+
         log_level = (get("LOG_LEVEL", "INFO") or "INFO").upper()
         if log_level not in _LOG_LEVELS:
             problems.append(f"LOG_LEVEL must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
@@ -181,6 +187,7 @@ class Settings:
             catalog_sync_interval_minutes=integer("CATALOG_SYNC_INTERVAL_MINUTES", 15),
             retry_schedule_seconds=schedule,
             log_level=log_level,
+            trusted_proxy_hops=integer("TRUSTED_PROXY_HOPS", 0),
         )
         pubs = (values["braintree_public_key"] or "").split(",")
         privs = (values["braintree_private_key"] or "").split(",")
