@@ -14,13 +14,14 @@ from __future__ import annotations
 import hmac
 import logging
 import time
+from urllib.parse import urlparse
 
 from flask import Flask, Response, current_app, request
 from redis.exceptions import RedisError
 
 from .config import Settings
 
-__all__ = ["FAILURES_PER_MINUTE", "basic_auth_ok", "challenge", "require_auth_under"]
+__all__ = ["FAILURES_PER_MINUTE", "basic_auth_ok", "challenge", "cross_site", "refusal", "require_auth_under"]
 
 log = logging.getLogger("integration.auth")
 
@@ -86,15 +87,38 @@ def require_auth_under(app: Flask, prefixes: tuple[str, ...], settings: Settings
         path = request.path
         if not (path in prefixes or path.startswith(starts)):
             return None
-        address = request.remote_addr or "unknown"
-        now = time.time()
-        minute = int(now // 60)
-        if _failures(address, minute) >= FAILURES_PER_MINUTE:
-            return _too_many(60 - int(now % 60))
-        if basic_auth_ok(settings):
-            return None
-        auth = request.authorization
-        if auth is not None:  # no credentials at all is a browser's first request, not a guess
-            _count_failure(address, minute)
-            log.warning("basic auth failed user=%r address=%s path=%s", (auth.username or "")[:64], address, path)
-        return challenge()
+        return refusal(settings)
+
+
+def refusal(settings: Settings) -> Response | None:
+    """None when the request carries the operator's credentials; else the answer: 429 while its address is over
+    the failure budget, 401 otherwise (a wrong password counted and logged)."""
+    address = request.remote_addr or "unknown"
+    now = time.time()
+    minute = int(now // 60)
+    if _failures(address, minute) >= FAILURES_PER_MINUTE:
+        return _too_many(60 - int(now % 60))
+    if basic_auth_ok(settings):
+        return None
+    auth = request.authorization
+    if auth is not None:  # no credentials at all is a browser's first request, not a guess
+        _count_failure(address, minute)
+        log.warning("basic auth failed user=%r address=%s path=%s", (auth.username or "")[:64], address,
+                    request.path)
+    return challenge()
+
+
+def cross_site() -> Response | None:
+    """A 403 for a state-changing request sent by another site's page, else None.
+
+    Browsers replay basic auth on any request to the origin, so a form on another site could post into the operator
+    surfaces with the operator's credentials: its ``Origin`` (or, failing that, ``Referer``) names another host, or
+    ``Sec-Fetch-Site`` says ``cross-site``. Tools (curl, the CLI) send none of these and are not affected."""
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    foreign = (origin is not None and (origin == "null" or urlparse(origin).netloc != request.host)) or \
+        request.headers.get("Sec-Fetch-Site") == "cross-site"
+    if foreign:
+        log.warning("cross-site request refused origin=%r address=%s path=%s", (origin or "")[:100],
+                    request.remote_addr, request.path)
+        return Response('{"error": "cross_origin"}', status=403, mimetype="application/json")
+    return None
