@@ -42,7 +42,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         # The client's address as the trusted proxies saw it (auth's throttle counts per address).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
     init_request_logging(app)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # One byte over the limit: werkzeug stops a body without Content-Length (chunked) at MAX_CONTENT_LENGTH without
+    # saying so, so a longer one would be read cut short; _chunked_within_limit turns "more than MAX" into a 413.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1
     app.config["MAX_FORM_MEMORY_SIZE"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["settings"] = settings
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     require_auth_under(app, ("/admin", DASHBOARD_PREFIX), settings)
     init_dashboard(app, settings)
     register_error_handlers(app)
+    app.before_request_funcs.setdefault(None, []).insert(1, _chunked_within_limit)  # after request logging's start
     init_security_headers(app)
     register_all(app)
     return app
@@ -69,3 +72,16 @@ def _settings_or_exit() -> Settings:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _chunked_within_limit() -> None:
+    """413 for a body longer than ``MAX_BODY_BYTES``, with or without ``Content-Length`` (chunked)."""
+    from flask import request
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    length = request.content_length
+    if length is not None:
+        if length > MAX_BODY_BYTES:  # (MAX_CONTENT_LENGTH lets one byte more through)
+            raise RequestEntityTooLarge()
+    elif request.method in ("POST", "PUT", "PATCH", "DELETE") and len(request.get_data(cache=True)) > MAX_BODY_BYTES:
+        raise RequestEntityTooLarge()

@@ -170,3 +170,36 @@ def test_a_form_key_given_twice_is_refused(client, queues):
     pairs = [("event_id", "6"), ("event_id", "7"), ("event_type", "subscription_cancelled")]
     assert _form_post(client, pairs).status_code == 401
     assert job_count(queues) == 0
+
+
+@pytest.mark.parametrize("path", ["/webhooks/zoho", "/webhooks/attio", "/webhooks/braintree"])
+@pytest.mark.parametrize("size", [1024 * 1024 + 1, 1024 * 1024 + 100, 3 * 1024 * 1024])
+def test_a_chunked_body_over_1_mib_is_413_not_read_cut_short(live_server, queues, path, size):
+    import requests
+
+    def chunks():  # no Content-Length: requests sends Transfer-Encoding: chunked
+        sent = 0
+        while sent < size:
+            piece = b"x" * min(65536, size - sent)
+            sent += len(piece)
+            yield piece
+
+    resp = requests.post(live_server.url + path, data=chunks(), timeout=30,
+                         headers={"Content-Type": "application/json", "X-Zoho-Webhook-Signature": "0" * 64})
+    assert resp.status_code == 413 and resp.json() == {"error": "payload_too_large"}
+    assert job_count(queues) == 0
+
+
+def test_a_chunked_body_of_exactly_1_mib_is_read_whole(live_server, queues):
+    import requests
+
+    body = b'{"event_id": "1", "pad": "' + b"x" * (1024 * 1024 - 28) + b'"}'
+    assert len(body) == 1024 * 1024
+    resp = requests.post(live_server.url + "/webhooks/zoho", data=iter([body[:1000], body[1000:]]), timeout=30,
+                         headers={"Content-Type": "application/json", **_signed(body)})
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_payload"  # verified: read whole, not cut
+
+
+def test_a_body_one_byte_over_with_content_length_is_413(client, queues):
+    resp = client.post("/webhooks/zoho", data=b"x" * (1024 * 1024 + 1), headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413
