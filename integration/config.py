@@ -53,7 +53,7 @@ class Settings:
     braintree_private_key: str = field(repr=False)
     dashboard_username: str = field(repr=False)
     dashboard_password: str = field(repr=False)
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str = field(default="redis://localhost:6379/0", repr=False)  # may carry the store's password
     attio_api_url: str = "https://api.attio.com"
     zoho_accounts_url: str = "https://accounts.zoho.com"
     zoho_api_url: str | None = None
@@ -129,7 +129,7 @@ class Settings:
                 return None
             parsed = urlparse(raw)
             if parsed.scheme not in ("http", "https", "redis", "rediss", "unix") or not (parsed.netloc or parsed.path):
-                problems.append(f"{name} must be a URL, got {raw!r}")
+                problems.append(f"{name} must be a URL, got {_without_password(raw)!r}")
             return raw.rstrip("/")
 
         schedule_raw = get("RETRY_SCHEDULE_SECONDS", "15,60,300,900,1800") or ""
@@ -205,6 +205,16 @@ class Settings:
     def field_names(cls) -> tuple[str, ...]:
         """Names of every setting."""
         return tuple(f.name for f in fields(cls))
+
+
+def _without_password(raw: str) -> str:
+    """A URL as an error may show it: any password (``REDIS_URL`` carries one) replaced by ``***``."""
+    head, at, tail = raw.rpartition("@")
+    if not at:
+        return raw
+    scheme, sep, userinfo = head.partition("://")
+    user = (userinfo if sep else scheme).split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{tail}" if sep else f"{user}:***@{tail}"
 
 
 def load_dotenv_if_present(path: str = ".env") -> None:

@@ -17,6 +17,7 @@ import logging
 import re
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -134,7 +135,19 @@ def secret_values(settings: Settings) -> set[str]:
         for item in value if isinstance(value, tuple) else (value,):
             if isinstance(item, str):
                 found.update(part.strip() for part in item.split(",") if len(part.strip()) >= 8)
+                password = _url_password(item)  # REDIS_URL's password, also where it is written alone
+                if password and len(password) >= 8:
+                    found.add(password)
     return found
+
+
+def _url_password(text: str) -> str | None:
+    if "://" not in text or "@" not in text:
+        return None
+    try:
+        return urllib.parse.urlsplit(text).password
+    except ValueError:
+        return None
 
 
 def _register_secrets(values: Iterable[str]) -> None:
