@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from integration.serving import RequestBuffer
 
 from ..conftest import free_port, make_settings
@@ -147,3 +150,42 @@ def test_request_buffer_knows_where_each_kind_of_request_ends():
     for _ in range(17):
         big.feed(b"10000\r\n" + b"x" * 65536 + b"\r\n")
     assert big.too_large and not big.complete
+
+
+@pytest.mark.slow
+def test_a_request_that_never_completes_gets_408_and_is_closed(web):
+    from integration.serving import READ_TIMEOUT
+
+    [s] = stalled(web, 1, b"POST /webhooks/attio HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    s.settimeout(READ_TIMEOUT + 5)
+    started = time.monotonic()
+    answer = s.recv(4096)
+    waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 408") and READ_TIMEOUT - 1 <= waited <= READ_TIMEOUT + 2.5
+    assert s.recv(4096) == b""  # closed
+    s.close()
+
+
+_REQUESTS = st.one_of(
+    st.binary(max_size=300).map(lambda b: b"POST /x HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(b) + b),
+    st.lists(st.binary(min_size=1, max_size=80), max_size=5).map(
+        lambda parts: b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"),
+    st.just(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(request=_REQUESTS, next_request=st.binary(max_size=40), cuts=st.lists(st.integers(0, 1000), max_size=12))
+def test_a_trickled_request_is_complete_exactly_when_its_last_byte_is_in(request, next_request, cuts):
+    """However the bytes are split (a client trickling them), the request is complete exactly at its own end."""
+    whole = request + next_request
+    points = sorted({c % (len(whole) + 1) for c in cuts} | {len(whole)})
+    buffer, fed = RequestBuffer(), 0
+    for point in points:
+        buffer.feed(whole[fed:point])
+        fed = point
+        assert buffer.complete == (fed >= len(request)), (fed, len(request))
+        if buffer.complete:
+            assert buffer.end == len(request)
+            break
