@@ -33,7 +33,7 @@ from braintree.exceptions.http.connection_error import ConnectionError as Transp
 from braintree.exceptions.http.timeout_error import TimeoutError as TransportTimeoutError
 
 from ..config import Settings
-from ..errors import CircuitOpen, ServiceError, ServiceRejected, ServiceUnavailable
+from ..errors import CircuitOpen, RateLimited, ServiceError, ServiceRejected, ServiceUnavailable
 from .breaker import make_breaker
 from .gateway import make_gateway
 
@@ -98,6 +98,10 @@ def _translate(exc: Exception) -> ServiceError:
     status = next((s for cls, s in _STATUS_OF.items() if isinstance(exc, cls)), None)
     message = type(exc).__name__ + (f": {exc}" if str(exc) else "")
     cause = exc.args[0] if exc.args else None
+    if isinstance(exc, bt.TooManyRequestsError):
+        # Braintree is up and asks us to slow down: retried, but not a breaker failure (a burst of page views must
+        # not open the circuit that collections share).
+        return RateLimited(PROVIDER, message, status=status)
     # The http.* transport classes subclass UnexpectedError: test them before calling UnexpectedError permanent.
     if isinstance(exc, (*_TRANSIENT, requests.RequestException)) or isinstance(cause, _TRANSPORT):
         return ServiceUnavailable(PROVIDER, message, status=status)
