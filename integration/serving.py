@@ -6,7 +6,9 @@ threads, and ``/healthz`` and the webhooks waited with them. ``BufferingWorker``
 body, chunked or not, up to ``MAX_BODY_BYTES``) on the worker's event loop, without a thread, and submits it to
 the thread pool only when it is complete; the thread's parser then reads it from memory. A request not complete
 within ``READ_TIMEOUT`` seconds is answered 408 and closed, headers over ``MAX_HEADER_BYTES`` get 431, and when
-``BUFFER_BUDGET`` bytes are held for incomplete requests a new one is answered 503, so memory stays bounded.
+``BUFFER_BUDGET`` bytes are held for incomplete requests a new one is answered 503, so memory stays bounded. At
+most ``MAX_READING`` incomplete requests are kept (the oldest is answered 408 for a new one), so stalled
+connections cannot fill gunicorn's ``worker_connections`` and stop the worker from accepting.
 
 A body larger than ``MAX_BODY_BYTES`` (announced, or found while reading a chunked one) is answered 413 here and
 the connection closed, without a thread. Only the request's own bytes go to the thread; bytes of a next
@@ -26,11 +28,13 @@ from gunicorn.workers.gthread import ThreadWorker, TConn
 
 from . import MAX_BODY_BYTES
 
-__all__ = ["BUFFER_BUDGET", "MAX_HEADER_BYTES", "READ_TIMEOUT", "BufferingWorker", "RequestBuffer"]
+__all__ = ["BUFFER_BUDGET", "MAX_HEADER_BYTES", "MAX_READING", "READ_TIMEOUT", "BufferingWorker", "RequestBuffer"]
 
 READ_TIMEOUT = 15.0  # seconds for a whole request (headers and body) to arrive
 MAX_HEADER_BYTES = 64 * 1024
 BUFFER_BUDGET = 64 * 1024 * 1024  # bytes held for incomplete requests per worker process
+MAX_READING = 500  # incomplete requests per worker process (at most half of worker_connections); the oldest is
+# answered 408 to make room
 
 _408 = b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
 _431 = b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
@@ -210,6 +214,10 @@ class BufferingWorker(ThreadWorker):
         self.buffered_bytes += len(request.data)
         self.reading[conn] = (request, time.monotonic() + READ_TIMEOUT)
         self.poller.register(sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+        while len(self.reading) > min(MAX_READING, self.cfg.worker_connections // 2):
+            oldest = next(iter(self.reading))  # insertion order is deadline order: one timeout for all
+            self._stop_reading(oldest)
+            self._refuse(oldest, _408)
 
     def _on_readable(self, conn: TConn, client: Any) -> None:
         request, _ = self.reading[conn]

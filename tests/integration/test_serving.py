@@ -34,12 +34,14 @@ def procfile_web() -> str:
 
 
 @pytest.fixture
-def web(redis_conn, tmp_path: Path) -> Iterator[str]:
-    """The Procfile's web command on a free loopback port."""
+def web(request, redis_conn, tmp_path: Path) -> Iterator[str]:
+    """The Procfile's web command on a free loopback port (extra environment from the test's ``web_env`` mark)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATTIO_", "ZOHO_", "BRAINTREE_"))}
     env.update(settings_env(make_settings()), PORT=str(port), PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # the venv's gunicorn
+    marker = request.node.get_closest_marker("web_env")
+    env.update(marker.kwargs if marker else {})
     command = procfile_web().replace("0.0.0.0:", "127.0.0.1:")
     log = open(tmp_path / "web.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -100,6 +102,20 @@ def test_fifty_stalled_requests_do_not_hold_healthz_or_intake(web, queues, kind)
         assert max(health) < 0.1, health
         assert max(intake) < 0.1, intake
         assert job_count(queues) == 10
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.mark.web_env(WEB_CONCURRENCY="1", GUNICORN_CMD_ARGS="--worker-connections 100")
+def test_more_stalled_connections_than_the_worker_takes_do_not_stop_it_accepting(web):
+    # gunicorn stops accepting at worker_connections (here 100) open connections: stalled ones must not get there.
+    socks = stalled(web, 150, b"POST /webhooks/attio HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+    try:
+        time.sleep(0.5)
+        assert max(timed(lambda: requests.get(web + "/healthz", timeout=5)) for _ in range(10)) < 0.1
+        socks[0].settimeout(5)
+        assert socks[0].recv(4096).startswith(b"HTTP/1.1 408")  # the oldest made room
     finally:
         for s in socks:
             s.close()
