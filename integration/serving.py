@@ -24,7 +24,7 @@ import time
 from functools import partial
 from typing import Any
 
-from gunicorn.workers.gthread import ThreadWorker, TConn
+from gunicorn.workers.gthread import TConn, ThreadWorker
 
 from . import MAX_BODY_BYTES
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

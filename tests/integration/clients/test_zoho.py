@@ -157,7 +157,8 @@ def test_api_url_overrides_the_tokens_api_domain(sim: ZohoSimulator, redis_conn:
         make_client(sim, redis_conn, http_timeout=(0.5, 0.5)).get_plan("basic")
 
 
-@pytest.mark.parametrize("api_domain", ["https://evil.example", "http://www.zohoapis.com", "https://zohoapis.com.evil.io",
+@pytest.mark.parametrize("api_domain", ["https://evil.example", "http://www.zohoapis.com",
+                                        "https://zohoapis.com.evil.io",
                                         "https://www.zohoapis.com@evil.io", "https://www.zohoapis.com:8443",
                                         "https://www.zohoapis.com/x"])
 def test_the_bearer_token_is_never_sent_to_an_api_domain_that_is_not_zohos(
@@ -176,7 +177,8 @@ def test_the_bearer_token_is_never_sent_to_an_api_domain_that_is_not_zohos(
     assert sent == [] and not trusted_api_domain(api_domain, "https://accounts.zoho.com")
 
 
-@pytest.mark.parametrize("api_domain", ["https://www.zohoapis.com", "https://www.zohoapis.eu", "https://www.zohoapis.in",
+@pytest.mark.parametrize("api_domain", ["https://www.zohoapis.com", "https://www.zohoapis.eu",
+                                        "https://www.zohoapis.in",
                                         "https://www.zohoapis.com.au", "https://www.zohoapis.jp",
                                         "https://www.zohoapis.com.cn", "https://www.zohoapis.sa",
                                         "https://www.zohoapis.ca"])

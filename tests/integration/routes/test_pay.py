@@ -61,8 +61,8 @@ def test_a_spent_link_respelled_is_refused(stack, web, redis_conn, queues):
     assert requests.get(f"{web.url}/pay/{token}", timeout=10).status_code == 409
     for other in respellings(token):
         for method in ("get", "post"):
-            resp = getattr(requests, method)(f"{web.url}/pay/{other}", data={"payment_method_nonce": "fake-valid-nonce"},
-                                             timeout=10)
+            resp = getattr(requests, method)(f"{web.url}/pay/{other}",
+                                             data={"payment_method_nonce": "fake-valid-nonce"}, timeout=10)
             assert resp.status_code in (404, 409), (other, method, resp.status_code)
     assert job_count(queues) == 0
 
