@@ -250,6 +250,7 @@ def _job_fields(
 ) -> tuple[str, str, str, str, str, int | str, str, str]:
     """The per-event script arguments: what RQ's ``Job.to_dict`` would store, serialized as RQ serializes it."""
     intervals = _jittered(retry_schedule)  # as retry_policy() would give, without building RQ's Retry
+    event_type, event_id = _shown(env.event_type), _shown(env.dedupe_id)
     return (
         job_id,
         queue.key,
@@ -257,8 +258,8 @@ def _job_fields(
         # Job.restore reads uncompressed data as is (its own fallback; RQ re-saves it compressed), and skipping
         # zlib saves ~11 µs and a GIL release per webhook.
         _dumps([env.route.job, None, [env.job_payload(received)], {}]),
-        f"{env.source} {_shown(env.event_type)} {_shown(env.dedupe_id)}",
-        _dumps({"source": env.source, "event_type": _shown(env.event_type), "event_id": _shown(env.dedupe_id)}),
+        f"{env.source} {event_type} {event_id}",
+        _dumps({"source": env.source, "event_type": event_type, "event_id": event_id}),
         len(intervals) if intervals else "",  # "" reads back as None: RQ leaves both unset without a policy
         _dumps(intervals) if intervals else "",
         "1" if env.coalesce else "",
