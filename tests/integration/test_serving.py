@@ -19,7 +19,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from integration.serving import RequestBuffer
+from integration.request_buffer import RequestBuffer
 
 from ..conftest import free_port, make_settings
 from ..helpers import job_count, signed_attio
