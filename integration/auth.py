@@ -1,6 +1,7 @@
 """HTTP basic auth for the operator surfaces (``/rq`` and ``/admin``), held against password guessing.
 
-Every wrong password is logged with the user name tried and the client's address, and counted per address in
+Every wrong password is logged with the user name tried (the operator's name as is, any other as a fingerprint: people
+type passwords into the user field) and the client's address, and counted per address in
 Redis; the ``FAILURES_PER_MINUTE + 1``-th attempt within a minute (right or wrong) is answered 429 until the minute
 is over. The client's address is the socket's peer, or, behind ``TRUSTED_PROXY_HOPS`` proxies (Render: 1), the
 address those proxies appended to ``X-Forwarded-For`` (``create_app`` installs werkzeug's ``ProxyFix``), never one
@@ -11,6 +12,7 @@ outage of the store is worse than an unthrottled minute. The password's minimum 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import time
@@ -103,9 +105,17 @@ def refusal(settings: Settings) -> Response | None:
     auth = request.authorization
     if auth is not None:  # no credentials at all is a browser's first request, not a guess
         _count_failure(address, minute)
-        log.warning("basic auth failed user=%r address=%s path=%s", (auth.username or "")[:64], address,
-                    request.path)
+        log.warning("basic auth failed user=%s address=%s path=%s", _user_label(auth.username or "", settings),
+                    address, request.path)
     return challenge()
+
+
+def _user_label(name: str, settings: Settings) -> str:
+    """The user name tried, as a log may show it: the operator's name as is; any other only as a fingerprint
+    (people type passwords into the user field, and a user name can hold anything)."""
+    if hmac.compare_digest(name.encode(), settings.dashboard_username.encode()):
+        return settings.dashboard_username
+    return "other#" + hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def cross_site() -> Response | None:
