@@ -128,6 +128,14 @@ def test_an_announced_body_over_1_mib_is_413_without_reading_it(web):
     assert answer.startswith(b"HTTP/1.1 413") and b"payload_too_large" in answer
 
 
+def test_headers_over_64_kib_are_431_without_a_thread(web):
+    [s] = stalled(web, 1, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * (70 * 1024))
+    s.settimeout(5)
+    answer = s.recv(4096)
+    s.close()
+    assert answer.startswith(b"HTTP/1.1 431")
+
+
 def test_keep_alive_and_pipelined_requests_are_answered_in_order(web):
     host, port = web.removeprefix("http://").split(":")
     s = socket.create_connection((host, int(port)))
