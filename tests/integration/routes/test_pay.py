@@ -3,6 +3,8 @@ token, a budget of views and submissions per link (against the simulators, over 
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -123,3 +125,20 @@ def test_card_submissions_per_link_are_limited(stack, web, redis_conn):
     statuses = [requests.post(f"{web.url}/pay/{token}", data={"payment_method_nonce": "fake-consumed-nonce"},
                               timeout=10).status_code for _ in range(limit + 1)]
     assert statuses == [422] * limit + [429]
+
+
+def test_two_submissions_at_once_save_one_card(stack, web, redis_conn, queues):
+    _, token = awaiting_link(stack, web, redis_conn)
+    stack.braintree.faults.add("POST", "/merchants/*/payment_methods", delay=0.5, times=1)  # the first is slow
+
+    def submit(_: int) -> requests.Response:
+        return requests.post(f"{web.url}/pay/{token}", data={"payment_method_nonce": "fake-valid-nonce"}, timeout=10)
+
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(submit, 0)
+        time.sleep(0.15)
+        second = pool.submit(submit, 1)
+        statuses = sorted([first.result().status_code, second.result().status_code])
+    assert statuses == [200, 409]
+    assert job_count(queues) == 1
+    assert requests.get(f"{web.url}/pay/{token}", timeout=10).status_code == 409  # spent
