@@ -28,7 +28,7 @@ SERVICE_ENV = {
     "BRAINTREE_PUBLIC_KEY": "test-public",
     "BRAINTREE_PRIVATE_KEY": "test-private",
     "DASHBOARD_USERNAME": "operator",
-    "DASHBOARD_PASSWORD": "bench-pass",
+    "DASHBOARD_PASSWORD": "bench-password",
     "LOG_LEVEL": "INFO",
 }
 

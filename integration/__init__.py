@@ -9,6 +9,8 @@ from .config import Settings
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from flask import Flask
 
 __all__ = ["Settings", "create_app"]
@@ -25,6 +27,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .dashboard import PREFIX as DASHBOARD_PREFIX
     from .dashboard import init_dashboard
     from .handlers import register_error_handlers
+    from .headers import init_security_headers
     from .observability import init_request_logging, init_sentry, secret_values, setup_logging
     from .queueing import make_queues, make_redis
     from .routes import admin, attio, braintree, health, pay, zoho
@@ -35,8 +38,15 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_sentry(settings, component="web")
 
     app = Flask(__name__)
+    if settings.trusted_proxy_hops:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        # The client's address as the trusted proxies saw it (auth's throttle counts per address).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
     init_request_logging(app)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    # One byte over the limit: werkzeug stops a body without Content-Length (chunked) at MAX_CONTENT_LENGTH without
+    # saying so, so a longer one would be read cut short; _body_within_limit turns "more than MAX" into a 413.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1
     app.config["MAX_FORM_MEMORY_SIZE"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["settings"] = settings
@@ -49,6 +59,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     require_auth_under(app, ("/admin", DASHBOARD_PREFIX), settings)
     init_dashboard(app, settings)
     register_error_handlers(app)
+    app.before_request_funcs.setdefault(None, []).insert(1, _body_within_limit())  # after request logging's start
+    init_security_headers(app)
     register_all(app)
     return app
 
@@ -62,3 +74,25 @@ def _settings_or_exit() -> Settings:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def _body_within_limit() -> Callable[[], None]:
+    """A hook answering 413 for a body longer than ``MAX_BODY_BYTES``, with or without ``Content-Length``."""
+    from flask import request
+    from werkzeug.exceptions import RequestEntityTooLarge
+
+    def check() -> None:
+        environ = request.environ  # the raw header: cheaper than request.content_length on every webhook
+        if environ["REQUEST_METHOD"] not in _WITH_BODY or request.routing_exception is not None:
+            return  # no route reads this body (404, 405, a GET): the answer it gets stands
+        length = environ.get("CONTENT_LENGTH")
+        if length:
+            if length.isdigit() and int(length) > MAX_BODY_BYTES:  # (MAX_CONTENT_LENGTH lets one byte more in)
+                raise RequestEntityTooLarge()
+        elif len(request.get_data(cache=True)) > MAX_BODY_BYTES:
+            raise RequestEntityTooLarge()  # chunked: werkzeug would have stopped at the limit without a word
+
+    return check
+
+
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -34,6 +34,7 @@ _REQUIRED = (
     "DASHBOARD_PASSWORD",
 )
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MIN_DASHBOARD_PASSWORD = 12  # characters; the dashboard is on the public internet behind basic auth
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class Settings:
     braintree_private_key: str = field(repr=False)
     dashboard_username: str = field(repr=False)
     dashboard_password: str = field(repr=False)
-    redis_url: str = "redis://localhost:6379/0"
+    redis_url: str = field(default="redis://localhost:6379/0", repr=False)  # may carry the store's password
     attio_api_url: str = "https://api.attio.com"
     zoho_accounts_url: str = "https://accounts.zoho.com"
     zoho_api_url: str | None = None
@@ -70,6 +71,7 @@ class Settings:
     catalog_sync_interval_minutes: int = 15
     retry_schedule_seconds: tuple[int, ...] = (15, 60, 300, 900, 1800)
     log_level: str = "INFO"
+    trusted_proxy_hops: int = 0
     http_timeout: tuple[float, float] = (3.05, 20.0)
     sale_search_lag_seconds: int = 600
     braintree_duplicate_window_seconds: int = 30
@@ -130,7 +132,7 @@ class Settings:
                 return None
             parsed = urlparse(raw)
             if parsed.scheme not in ("http", "https", "redis", "rediss", "unix") or not (parsed.netloc or parsed.path):
-                problems.append(f"{name} must be a URL, got {raw!r}")
+                problems.append(f"{name} must be a URL, got {_without_password(raw)!r}")
             return raw.rstrip("/")
 
         schedule_raw = get("RETRY_SCHEDULE_SECONDS", "15,60,300,900,1800") or ""
@@ -159,6 +161,9 @@ class Settings:
                                 f"comma-separated (USD:acme_usd,EUR:acme_eur), got {pair!r}")
                 continue
             accounts.append((currency.strip().upper(), account.strip()))
+        password = get("DASHBOARD_PASSWORD")
+        if password is not None and len(password) < MIN_DASHBOARD_PASSWORD:
+            problems.append(f"DASHBOARD_PASSWORD must be at least {MIN_DASHBOARD_PASSWORD} characters")
 
         log_level = (get("LOG_LEVEL", "INFO") or "INFO").upper()
         if log_level not in _LOG_LEVELS:
@@ -197,6 +202,7 @@ class Settings:
             sale_search_lag_seconds=integer("SALE_SEARCH_LAG_SECONDS", 600),
             braintree_duplicate_window_seconds=integer("BRAINTREE_DUPLICATE_WINDOW_SECONDS", 30),
             braintree_merchant_accounts=tuple(accounts),
+            trusted_proxy_hops=integer("TRUSTED_PROXY_HOPS", 0),
         )
         pubs = (values["braintree_public_key"] or "").split(",")
         privs = (values["braintree_private_key"] or "").split(",")
@@ -214,6 +220,16 @@ class Settings:
     def field_names(cls) -> tuple[str, ...]:
         """Names of every setting."""
         return tuple(f.name for f in fields(cls))
+
+
+def _without_password(raw: str) -> str:
+    """A URL as an error may show it: any password (``REDIS_URL`` carries one) replaced by ``***``."""
+    head, at, tail = raw.rpartition("@")
+    if not at:
+        return raw
+    scheme, sep, userinfo = head.partition("://")
+    user = (userinfo if sep else scheme).split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{tail}" if sep else f"{user}:***@{tail}"
 
 
 def load_dotenv_if_present(path: str = ".env") -> None:

@@ -17,6 +17,7 @@ import logging
 import re
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -51,11 +52,14 @@ SENSITIVE_HEADERS = ("attio-signature", "x-attio-signature", "x-zoho-webhook-sig
 SENSITIVE_FIELDS = ("bt_signature", "bt_payload", "signature", "access_token", "refresh_token", "client_secret")
 _UNSAFE_FIELDS = frozenset({"arguments", "kwargs", "args", "payload", "body", "data", "headers", "event", "form"})
 _SECRET_VIEW_ARGS = frozenset({"token"})  # URL parts that are credentials (the payment page's signed token)
+_SECRET_SEGMENT_AFTER = "/pay/"  # where that token sits in a path, for requests no route matched
 _NOT_SECRET = frozenset({"dashboard_username", "sentry_dsn", "zoho_organization_id", "braintree_merchant_id"})
 _QUIET_PATHS = frozenset({"/healthz"})  # polled every few seconds: logged at DEBUG
 
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+(?:@|%40)[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_DIGIT_RUN = re.compile(r"(?<![\w-])\d(?:[ -]?\d){12,18}(?![\w-])")
+# A card number stands alone: no word character or dash before it, unless that is the letter of an escape
+# ("\\n", "\\t" as a JSON line or a repr writes a newline or tab), and none after it.
+_DIGIT_RUN = re.compile(r"(?:(?<![\w-])|(?<=\\[nrtfbv]))\d(?:[ -]?\d){12,18}(?![\w-])")
 _secrets: set[str] = set()
 _secret_re: re.Pattern[str] | None = None
 _secret_forms: tuple[str, ...] = ()
@@ -131,7 +135,19 @@ def secret_values(settings: Settings) -> set[str]:
         for item in value if isinstance(value, tuple) else (value,):
             if isinstance(item, str):
                 found.update(part.strip() for part in item.split(",") if len(part.strip()) >= 8)
+                password = _url_password(item)  # REDIS_URL's password, also where it is written alone
+                if password and len(password) >= 8:
+                    found.add(password)
     return found
+
+
+def _url_password(text: str) -> str | None:
+    if "://" not in text or "@" not in text:
+        return None
+    try:
+        return urllib.parse.urlsplit(text).password
+    except ValueError:
+        return None
 
 
 def _register_secrets(values: Iterable[str]) -> None:
@@ -337,6 +353,10 @@ def init_request_logging(app: Flask) -> None:
         source = blueprint.removesuffix("_webhooks") if blueprint.endswith("_webhooks") else None
         view_args = req.view_args
         hidden = tuple(str(v) for k, v in view_args.items() if k in _SECRET_VIEW_ARGS and v) if view_args else ()
+        if not hidden and req.path.startswith(_SECRET_SEGMENT_AFTER):
+            # No route matched (a 404 or 405 under /pay/): the segment where a token goes is hidden all the same.
+            segment = req.path[len(_SECRET_SEGMENT_AFTER):].split("/", 1)[0]
+            hidden = (segment,) if segment else ()
         context = _CONTEXT.get()
         req.environ[_STATE] = (
             time.perf_counter(),

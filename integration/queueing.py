@@ -4,6 +4,13 @@
 either both are in Redis or neither is, so a crash can never leave an event
 acknowledged but not queued, or queued twice. A dedupe record lives ``DEDUPE_TTL`` (31 days: longer than a
 failed job is kept, so a redelivery can never overwrite a failed job of the same id).
+
+Dedupe ids come only from signed content, so a sender cannot mint new ones by replaying a captured delivery.
+An envelope marked ``coalesce`` (Attio: its events carry no timestamp, so two real edits can be byte-identical)
+is a duplicate only while the job of its last identical event is still *pending* (queued, scheduled, deferred):
+once that job started, an identical event gets a job of its own (a fresh id), so a later real edit is never
+dropped, and a replay can never hold more than one pending job per signed event. Job descriptions and meta carry
+only ``[A-Za-z0-9_.:+-]`` (anything else becomes ``_``): they are rendered by the dashboard.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ import hashlib
 import logging
 import random
 import re
+import secrets
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -117,6 +125,7 @@ class EventEnvelope:
     dedupe_id: str
     route: Route
     event: Mapping[str, Any]
+    coalesce: bool = False  # a duplicate only while the last identical event's job is pending (module docstring)
 
     def job_payload(self, received_at: datetime | None = None) -> dict[str, Any]:
         """The JSON-able argument the job receives."""
@@ -146,16 +155,22 @@ def _dedupe_key(source: str, digest: str) -> str:
 # the request). ``tests/integration/test_queueing.py`` checks the record field by field against one RQ writes.
 #
 # KEYS = one dedupe key per event. ARGV = dedupe TTL, now (RQ's timestamp format), job timeout, result TTL,
-# failure TTL, then per event: job id, queue key, data, description, meta, retries left, retry intervals.
-# An event whose dedupe key exists is skipped (its job id returned); otherwise its job is written and queued and
-# its key is set last, so a write refused half-way (e.g. Redis out of memory) never leaves an acknowledged event
-# without its job. The script runs atomically.
+# failure TTL, then per event: job id, queue key, data, description, meta, retries left, retry intervals, coalesce
+# ("1" or ""). An event whose dedupe key exists is skipped (its job id returned), unless it coalesces and the job
+# the key names is no longer pending; otherwise its job is written and queued and its key is set last, so a write
+# refused half-way (e.g. Redis out of memory) never leaves an acknowledged event without its job. The script runs
+# atomically, so of concurrent identical deliveries exactly one enqueues.
 _ENQUEUE_UNLESS_SEEN = """
 local ttl, now, timeout, result_ttl, failure_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local pending = {queued = true, scheduled = true, deferred = true}
 local result = {}
 for i, key in ipairs(KEYS) do
-  local pos = 6 + (i - 1) * 7
+  local pos = 6 + (i - 1) * 8
   local existing = redis.call('GET', key)
+  if existing and ARGV[pos + 7] == '1' then
+    local status = redis.call('HGET', '%(job_prefix)s' .. existing, 'status')
+    if not (status and pending[status]) then existing = false end
+  end
   if existing then
     result[i] = existing
   else
@@ -200,6 +215,8 @@ def enqueue_events(
         digest = hashlib.sha256(env.dedupe_id.encode("utf-8")).hexdigest()  # names both the dedupe key and the job
         keys.append(_dedupe_key(env.source, digest))
         job_id = _job_id(env.source, env.dedupe_id, digest)
+        if env.coalesce:  # one event may have several jobs over time: each its own id
+            job_id += "-" + secrets.token_hex(4)
         job_ids.append(job_id)
         args.extend(_job_fields(queues[env.route.queue], env, job_id, retry_schedule, received))
     try:
@@ -230,9 +247,10 @@ def _rq_time(moment: datetime) -> str:
 
 def _job_fields(
     queue: Queue, env: EventEnvelope, job_id: str, retry_schedule: Sequence[int], received: datetime
-) -> tuple[str, str, str, str, str, int | str, str]:
+) -> tuple[str, str, str, str, str, int | str, str, str]:
     """The per-event script arguments: what RQ's ``Job.to_dict`` would store, serialized as RQ serializes it."""
     intervals = _jittered(retry_schedule)  # as retry_policy() would give, without building RQ's Retry
+    event_type, event_id = _shown(env.event_type), _shown(env.dedupe_id)
     return (
         job_id,
         queue.key,
@@ -240,11 +258,20 @@ def _job_fields(
         # Job.restore reads uncompressed data as is (its own fallback; RQ re-saves it compressed), and skipping
         # zlib saves ~11 µs and a GIL release per webhook.
         _dumps([env.route.job, None, [env.job_payload(received)], {}]),
-        f"{env.source} {env.event_type} {env.dedupe_id}",
-        _dumps({"source": env.source, "event_type": env.event_type, "event_id": env.dedupe_id}),
+        f"{env.source} {event_type} {event_id}",
+        _dumps({"source": env.source, "event_type": event_type, "event_id": event_id}),
         len(intervals) if intervals else "",  # "" reads back as None: RQ leaves both unset without a policy
         _dumps(intervals) if intervals else "",
+        "1" if env.coalesce else "",
     )
+
+
+_NOT_SHOWN = re.compile(r"[^A-Za-z0-9_.:+-]")
+
+
+def _shown(text: str) -> str:
+    """Text as it may appear in a job's description or meta (the dashboard renders both)."""
+    return _NOT_SHOWN.sub("_", text[:200])
 
 
 _dumps = encoder()  # json.dumps with default options, without its per-call checks and encoder building

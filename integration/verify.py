@@ -90,11 +90,18 @@ def verify_zoho(
     query: Iterable[tuple[str, str]] = (),
     form: Iterable[tuple[str, str]] = (),
     secrets: Sequence[str],
-) -> None:
-    """Check ``X-Zoho-Webhook-Signature``; hex or base64 is accepted (Zoho does not document which)."""
+) -> bytes:
+    """Check ``X-Zoho-Webhook-Signature``; hex or base64 is accepted (Zoho does not document which).
+
+    Returns the signed string. Zoho's scheme joins ``key+value`` with no separator, so the same signed string can
+    be cut into other pairs (``ab=c`` or ``a=bc``): the pairs a request shows are not what was signed, only the
+    string is. A key given twice (whose order the sort leaves open) is refused."""
     given = _header(headers, "X-Zoho-Webhook-Signature")
     digest = _decode_signature(given)
     query, form = list(query), list(form)
+    keys = [k for k, _ in (*query, *form)]
+    if len(set(keys)) != len(keys):
+        raise SignatureInvalid("a query or form key is repeated")
     message = zoho_signed_string(query, form, b"" if form else body)
     ok = False
     for secret in secrets:
@@ -108,6 +115,7 @@ def verify_zoho(
             f"{len(given)} chars); tried HMAC-SHA256 compared as hex and base64 over {len(query)} query pair(s) + "
             f"{signed} with {len(secrets)} secret(s)"
         )
+    return message
 
 
 class BraintreeVerifier:

@@ -107,7 +107,7 @@ def main() -> int:
             "BRAINTREE_PRIVATE_KEY": "test-private",
             "PUBLIC_BASE_URL": web_url,
             "DASHBOARD_USERNAME": "operator",
-            "DASHBOARD_PASSWORD": "local",
+            "DASHBOARD_PASSWORD": "local-operator",
             "ZOHO_REQUESTS_PER_MINUTE": "600",
             "RETRY_SCHEDULE_SECONDS": "5,15,60",
             "CATALOG_SYNC_INTERVAL_MINUTES": "15",
@@ -135,7 +135,7 @@ def main() -> int:
         print(f"""
 Everything is up (logs in {LOG_DIR}/):
   web            {web_url}          ready: {web_url}/readyz
-  rq-dashboard   {web_url}/rq/      user operator / password local
+  rq-dashboard   {web_url}/rq/      user operator / password local-operator
   simulators     attio {info['attio']}  zoho {info['zoho']}  braintree {info['braintree']}
 
 Try (in another terminal, from {ROOT}):

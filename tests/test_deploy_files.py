@@ -54,3 +54,27 @@ def test_env_example_lists_every_variable_of_the_readme_table():
     assert table, "README configuration table not found"
     for name in table:
         assert re.search(rf"^#? ?{name}=", example, flags=re.M), name
+
+
+def _pins(text: str) -> dict[str, str]:
+    return {m[1].lower().replace("_", "-"): m[2] for m in re.finditer(r"^([A-Za-z0-9_.-]+)==([^\s;\\#]+)", text, re.M)}
+
+
+def test_deploys_install_the_hash_locked_file_on_a_current_python():
+    services = {s["name"]: s for s in blueprint()["services"]}
+    for name in ("integration-web", "integration-worker"):
+        build = services[name]["buildCommand"]
+        assert "--require-hashes" in build and "-r requirements.lock" in build, build
+        [version] = [e["value"] for e in services[name]["envVars"] if e.get("key") == "PYTHON_VERSION"]
+        major, minor, patch = map(int, version.split("."))
+        assert (major, minor) == (3, 11) and patch >= 15, version
+
+
+def test_the_lock_pins_every_requirement_at_its_version_with_hashes():
+    wanted = _pins((ROOT / "requirements.txt").read_text())
+    lock_text = (ROOT / "requirements.lock").read_text()
+    locked = _pins(lock_text)
+    for name, version in wanted.items():
+        assert locked.get(name) == version, (name, version, locked.get(name))
+    entries = re.split(r"\n(?=[A-Za-z])", lock_text.split("\n\n", 1)[-1].strip())
+    assert all("--hash=sha256:" in entry for entry in entries if "==" in entry)

@@ -137,7 +137,8 @@ def test_run_local_serves_a_sample_webhook_and_stops_on_ctrl_c(tmp_path: Path) -
         eventually(lambda: subscription().get("last_payment_at"), "the first invoice to be collected")
 
         def idle() -> bool:
-            queues = requests.get(f"{web}/readyz", timeout=5).json()["queues"]
+            operator = (local["DASHBOARD_USERNAME"], local["DASHBOARD_PASSWORD"])  # figures are for operators
+            queues = requests.get(f"{web}/readyz", auth=operator, timeout=5).json()["queues"]
             return all(q["queued"] == 0 and q["started"] == 0 and q["failed"] == 0 for q in queues.values())
 
         eventually(idle, "the queues to drain with no failed job")

@@ -33,7 +33,7 @@ from braintree.exceptions.http.connection_error import ConnectionError as Transp
 from braintree.exceptions.http.timeout_error import TimeoutError as TransportTimeoutError
 
 from ..config import Settings
-from ..errors import CircuitOpen, ServiceError, ServiceRejected, ServiceUnavailable
+from ..errors import CircuitOpen, RateLimited, ServiceError, ServiceRejected, ServiceUnavailable
 from .breaker import make_breaker
 from .gateway import make_gateway
 
@@ -100,6 +100,10 @@ def _translate(exc: Exception) -> ServiceError:
     status = next((s for cls, s in _STATUS_OF.items() if isinstance(exc, cls)), None)
     message = type(exc).__name__ + (f": {exc}" if str(exc) else "")
     cause = exc.args[0] if exc.args else None
+    if isinstance(exc, bt.TooManyRequestsError):
+        # Braintree is up and asks us to slow down: retried, but not a breaker failure (a burst of page views must
+        # not open the circuit that collections share).
+        return RateLimited(PROVIDER, message, status=status)
     # The http.* transport classes subclass UnexpectedError: test them before calling UnexpectedError permanent.
     if isinstance(exc, (*_TRANSIENT, requests.RequestException)) or isinstance(cause, _TRANSPORT):
         return ServiceUnavailable(PROVIDER, message, status=status)
@@ -186,12 +190,14 @@ class BraintreeClient:
         code, message = _first_error(result)
         raise ServiceRejected(PROVIDER, f"payment method refused: {message}", status=422, code=code)
 
-    def client_token(self, customer_id: str) -> str:
-        """A Drop-in client token bound to the customer (so its vaulted methods show)."""
+    def client_token(self, customer_id: str | None = None) -> str:
+        """A Drop-in client token; bound to a customer only when one is named (its holder then sees, and may
+        delete, that customer's vaulted methods: the payment page names none)."""
 
         def generate() -> str:
             try:
-                return str(self._gateway.client_token.generate({"customer_id": customer_id}))
+                params = {"customer_id": customer_id} if customer_id is not None else {}
+                return str(self._gateway.client_token.generate(params))
             except ValueError as exc:  # how the SDK reports an api-error-response here (reference §3)
                 raise ServiceRejected(PROVIDER, f"client token refused: {exc}", status=422) from exc
 

@@ -27,7 +27,7 @@ from ..errors import CircuitOpen, ServiceRejected, ServiceUnavailable
 from ._http import HttpCaller, Limiter
 from .breaker import make_breaker
 from .budget import ConcurrencySlots, RateBudget
-from .zoho_auth import ZohoTokens
+from .zoho_auth import ZohoTokens, trusted_api_domain
 
 __all__ = ["ORG_HEADER", "PER_PAGE", "PROVIDER", "ZohoClient", "ZohoLimiter", "build_zoho_client"]
 
@@ -412,6 +412,10 @@ class ZohoClient:
     def _send(self, token: str, api_domain: str, method: str, path: str, params: Any, body: Any) -> dict[str, Any]:
         if self._api_url is None and not api_domain:
             raise ServiceRejected(PROVIDER, "the token answer had no api_domain: set ZOHO_API_URL")
+        if self._api_url is None and not trusted_api_domain(api_domain, self.tokens.accounts_url):
+            # Never send the bearer token to a host the token answer named unless it is Zoho's (zoho_auth).
+            raise ServiceRejected(PROVIDER, f"the token answer's api_domain {api_domain[:100]!r} is not a Zoho "
+                                            "data centre: set ZOHO_API_URL if it is right")
         headers = {"Authorization": f"Zoho-oauthtoken {token}", ORG_HEADER: self._org, "Accept": "application/json"}
         data = None
         if body is not None:

@@ -9,11 +9,17 @@ process re-reads the hash after taking the lock, so any number of processes mint
 A throttled refresh sets a cool-down key: until it expires no process asks Accounts again (each ask would extend
 the throttle). A refreshed token refused again moments later is not a token problem (scope, organisation, data
 centre): ``invalidate`` then keeps it, so a misconfiguration cannot turn into a mint per call.
+
+The token answer's ``api_domain`` says where the Billing API is; the bearer token is sent there only if it is a
+Zoho data centre's host over HTTPS (``zohoapis.com``, ``.eu``, ``.in``, ``.com.au``, ``.jp``, ``.com.cn``, ``.sa``,
+``.ca``, ``.uk``) or the origin of the configured ``ZOHO_ACCOUNTS_URL`` itself (a simulator); ``ZOHO_API_URL``
+overrides it altogether (``trusted_api_domain``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +33,19 @@ from ..config import Settings
 from ..errors import ServiceError, ServiceRejected, ServiceUnavailable
 from ._http import HttpCaller
 
-__all__ = ["DEFAULT_LIFETIME", "FORCED_REFRESH_INTERVAL", "REFRESH_MARGIN", "THROTTLE_COOLDOWN", "ZohoTokens"]
+__all__ = ["DEFAULT_LIFETIME", "FORCED_REFRESH_INTERVAL", "REFRESH_MARGIN", "THROTTLE_COOLDOWN", "ZohoTokens",
+           "trusted_api_domain"]
+
+_ZOHO_API_DOMAIN = re.compile(r"https://([a-z0-9-]+\.)*zoho(apis)?\.(com|eu|in|com\.au|jp|com\.cn|sa|ca|uk)")
+
+
+def trusted_api_domain(api_domain: str, accounts_url: str) -> bool:
+    """Whether the bearer token may be sent to ``api_domain``: a Zoho data centre over HTTPS (host only), or the
+    origin of the configured accounts server."""
+    if _ZOHO_API_DOMAIN.fullmatch(api_domain):
+        return True
+    scheme, sep, rest = accounts_url.partition("://")
+    return bool(sep) and api_domain == f"{scheme}://{rest.split('/', 1)[0]}"
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +135,7 @@ class ZohoTokens:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = connection
+        self.accounts_url = accounts_url.rstrip("/")
         self._form = {
             "grant_type": "refresh_token",
             "client_id": client_id,

@@ -21,8 +21,10 @@ log = logging.getLogger("integration.intake")
 Candidate = tuple[str, str, dict[str, Any]]  # (event_type, dedupe id, validated event)
 
 
-def accept(source: str, candidates: Sequence[Candidate]) -> Response:
-    """Enqueue the routed events of one delivery atomically; answer 202, or 200 duplicate / ignored."""
+def accept(source: str, candidates: Sequence[Candidate], *, coalesce: bool = False) -> Response:
+    """Enqueue the routed events of one delivery atomically; answer 202, or 200 duplicate / ignored.
+
+    Every dedupe id must come from signed content (queueing's docstring); ``coalesce`` as ``EventEnvelope``'s."""
     envelopes: list[EventEnvelope] = []
     ignored: list[str] = []
     for event_type, dedupe_id, event in candidates:
@@ -31,7 +33,7 @@ def accept(source: str, candidates: Sequence[Candidate]) -> Response:
             ignored.append(event_type)
             log.debug("ignored source=%s event_type=%s event_id=%s", source, event_type, dedupe_id)
             continue
-        envelopes.append(EventEnvelope(source, event_type, dedupe_id, route, event))
+        envelopes.append(EventEnvelope(source, event_type, dedupe_id, route, event, coalesce))
     note(event_ids=[dedupe_id for _, dedupe_id, _ in candidates])
     if not envelopes:
         note(outcome="ignored", ignored=ignored)

@@ -1,14 +1,16 @@
 """``/admin``: operator actions; ``POST /admin/sync/services`` enqueues a catalog reconcile.
 
-Basic auth is enforced app-wide for the prefix (``auth.require_auth_under``), unknown paths and methods included.
+Basic auth is enforced app-wide for the prefix (``auth.require_auth_under``), unknown paths and methods included;
+a request another site's page sends (basic auth is replayed by the browser) is refused 403 (``auth.cross_site``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, Response
 
+from ..auth import cross_site
 from ..extensions import queues, settings
 from ..queueing import enqueue_job
 from ..routing import CATALOG_QUEUE, CATALOG_SYNC
@@ -16,6 +18,11 @@ from ..routing import CATALOG_QUEUE, CATALOG_SYNC
 __all__ = ["bp"]
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+
+@bp.before_request
+def _same_site_only() -> Response | None:
+    return cross_site()
 
 
 @bp.post("/sync/services")

@@ -1,12 +1,20 @@
-"""``POST /webhooks/attio``: verify ``Attio-Signature``, validate, one job per event."""
+"""``POST /webhooks/attio``: verify ``Attio-Signature``, validate, one job per event.
+
+An event's dedupe id is the SHA-256 (128 bits) of the signed body and the event's index in it: ``Idempotency-Key``
+is not covered by the signature, so it is only a hint for the request's log line, kept when it is made of
+``[A-Za-z0-9_.:-]`` (at most 128) and dropped otherwise; it never reaches a job. Attio events carry no timestamp,
+so identical events coalesce while one is pending instead of being dropped (``queueing``).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 from flask import Blueprint, Response, request
 
 from ..extensions import settings
+from ..observability import note
 from ..schemas import AttioDeliverySchema
 from ..verify import verify_attio
 from ._intake import Candidate, accept
@@ -18,6 +26,8 @@ _SCHEMA = AttioDeliverySchema()  # built once: building a schema (and its nested
 
 bp = Blueprint("attio_webhooks", __name__, url_prefix="/webhooks")
 
+_HINT = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
 
 @bp.post("/attio")
 def receive() -> Response:
@@ -25,9 +35,11 @@ def receive() -> Response:
     body = request.get_data(cache=True)  # raw bytes: the signature covers these, not re-serialized JSON
     verify_attio(body, request.headers, secrets=settings().attio_webhook_secrets)
     delivery = _SCHEMA.load(load_json(body))
-    # One Idempotency-Key per delivery (which may carry several events): the event's index completes it.
-    key = request.headers.get("Idempotency-Key", "").strip()[:128] or "body-" + hashlib.sha256(body).hexdigest()
+    hint = request.headers.get("Idempotency-Key", "").strip()
+    if hint:
+        note(delivery=hint if _HINT.fullmatch(hint) else "invalid")
+    digest = hashlib.sha256(body).hexdigest()[:32]  # of the signed bytes: a replay cannot mint a new id
     candidates: list[Candidate] = [
-        (event["event_type"], f"{key}:{index}", event) for index, event in enumerate(delivery["events"])
+        (event["event_type"], f"{digest}:{index}", event) for index, event in enumerate(delivery["events"])
     ]
-    return accept("attio", candidates)
+    return accept("attio", candidates, coalesce=True)

@@ -1,13 +1,20 @@
-"""``/healthz`` (the process is up, no Redis) and ``/readyz`` (Redis answers; queue depths, failed counts)."""
+"""``/healthz`` (the process is up, no Redis) and ``/readyz`` (Redis answers; queue figures for operators).
+
+``/readyz`` is public (a load balancer polls it): without credentials it says only whether Redis answers. With
+the operator's basic auth (throttled as ``/rq`` is) it adds queue depths and registry counts, read as they are:
+RQ's registry ``count`` runs the registry's cleanup, which fails abandoned jobs without the worker's exception
+handler (no Sentry alert), and that must stay the workers' maintenance pass's job, not any caller's.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint
+from flask import Blueprint, Response, request
 from redis.exceptions import RedisError
 
-from ..extensions import queues, redis_conn
+from ..auth import refusal
+from ..extensions import queues, redis_conn, settings
 
 __all__ = ["bp"]
 
@@ -21,19 +28,26 @@ def healthz() -> dict[str, str]:
 
 
 @bp.get("/readyz")
-def readyz() -> tuple[dict[str, Any], int]:
-    """200 with queue figures when Redis answers, else 503."""
+def readyz() -> tuple[dict[str, Any], int] | Response:
+    """200 when Redis answers (with queue figures for an operator), else 503."""
+    operator = request.authorization is not None
+    if operator:
+        refused = refusal(settings())
+        if refused is not None:
+            return refused
     try:
         redis_conn().ping()
+        if not operator:
+            return {"status": "ready"}, 200
         figures = {
             name: {
                 "queued": q.count,
-                "started": q.started_job_registry.count,
-                "scheduled": q.scheduled_job_registry.count,
-                "failed": q.failed_job_registry.count,
+                "started": q.started_job_registry.get_job_count(cleanup=False),
+                "scheduled": q.scheduled_job_registry.get_job_count(cleanup=False),
+                "failed": q.failed_job_registry.get_job_count(cleanup=False),
             }
             for name, q in queues().items()
         }
-    except RedisError as exc:
-        return {"status": "unavailable", "redis": type(exc).__name__}, 503
+    except RedisError:
+        return {"status": "unavailable"}, 503
     return {"status": "ready", "redis": "ok", "queues": figures}, 200

@@ -3,9 +3,16 @@
 The body is the event as JSON (the default payload) or, when the webhook is set to ``x-www-form-urlencoded``,
 one ``payload=<the event as JSON>`` pair (as public handlers of Zoho's deliveries parse it); the signature covers
 the decoded form pairs in that case (``verify.zoho_signed_string``).
+
+The dedupe id of a JSON delivery is its ``event_id`` (the body is signed whole and parsed unambiguously). A form
+delivery's fields are cut out of a signed string that has no separators (``verify.verify_zoho``), so a sender
+could move a key/value boundary and show another ``event_id`` under the same signature: its dedupe id is the
+SHA-256 of the signed string itself.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from flask import Blueprint, Response, request
 
@@ -28,7 +35,7 @@ def receive() -> Response:
     body = request.get_data(cache=True)  # raw bytes, read before request.form / request.json
     is_form = request.mimetype == "application/x-www-form-urlencoded"
     form = list(request.form.items(multi=True)) if is_form else []
-    verify_zoho(
+    signed = verify_zoho(
         body,
         request.headers,
         query=list(request.args.items(multi=True)),
@@ -37,7 +44,8 @@ def receive() -> Response:
     )
     raw = _form_event(form) if is_form else load_json(body)
     event = _SCHEMA.load(raw)
-    return accept("zoho", [(event["event_type"], event["event_id"], event)])
+    dedupe_id = "form-" + hashlib.sha256(signed).hexdigest() if is_form else event["event_id"]
+    return accept("zoho", [(event["event_type"], dedupe_id, event)])
 
 
 def _form_event(form: list[tuple[str, str]]) -> object:

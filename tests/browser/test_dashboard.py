@@ -120,3 +120,56 @@ def test_requeue_all_after_confirmation(
     jobs = [fetch(redis_conn, j) for j in job_ids]
     assert [j.get_status() for j in jobs] == [JobStatus.FINISHED] * len(jobs)
     assert all(j.meta.get("source") == "test" for j in jobs)
+
+
+def _markup(field: str) -> str:
+    """Markup that would run script (and leave an element behind) if a page inserted it as HTML."""
+    return (f'<img id="planted-{field}" src="x" onerror="window.__xss = (window.__xss || []).concat(\'{field}\')">'
+            f"<script>window.__xss = ['{field}-script']</script>")
+
+
+def test_markup_in_any_job_field_renders_as_text(
+    live_server: LiveServer, page: Page, queues: dict[str, Any], redis_conn: redis.Redis, settings: Settings
+) -> None:
+    """Description, meta, exception, result and call string: text on the job pages and in the failed list."""
+    queue = queues["webhooks"]
+    failed = queue.enqueue("tests.workers.jobs_for_tests.fail_with_message", {"message": _markup("exception")},
+                           description=_markup("description"), meta={"note": _markup("meta")})
+    # No description: RQ describes the job by its call string, which holds the arguments.
+    finished = queue.enqueue("tests.workers.jobs_for_tests.return_payload", {"value": _markup("result")},
+                             description=None, meta={})
+    run_worker(redis_conn)
+    assert fetch(redis_conn, failed.id).get_status() == JobStatus.FAILED
+    assert fetch(redis_conn, finished.id).get_status() == JobStatus.FINISHED
+    assert "<img" in fetch(redis_conn, finished.id).description  # the call string, as RQ made it
+    log_in(page, settings)
+
+    for job_id, fields in ((failed.id, ("description", "meta", "exception")), (finished.id, ("result",))):
+        assert page.goto(f"{live_server.url}/rq/0/view/job/{job_id}") == 200
+        page.wait_for("document.querySelectorAll('#job-data p').length > 0")
+        shown = page.text("#job-data")
+        for field in fields:
+            assert f"planted-{field}" in shown, (field, shown)  # meta shows as JSON: quotes backslashed
+            assert "<img id=" in shown
+        assert page.js("document.querySelectorAll('[id^=planted-]').length") == 0
+        assert page.js("window.__xss || null") is None
+
+    assert page.goto(failed_view(live_server)) == 200
+    page.wait_for(f"!!document.querySelector('tr[data-job-id=\"{failed.id}\"]')")
+    assert '<img id="planted-exception"' in page.text(f'tr[data-job-id="{failed.id}"]')
+    assert page.js("document.querySelectorAll('[id^=planted-]').length") == 0
+    assert page.js("window.__xss || null") is None
+
+
+def test_the_dashboard_refuses_inline_script_and_framing(live_server: LiveServer, settings: Settings) -> None:
+    """CSP: scripts from the service itself or with the request's nonce only; no page of it can be framed."""
+    import requests
+
+    resp = requests.get(f"{live_server.url}/rq/", auth=(settings.dashboard_username, settings.dashboard_password),
+                        timeout=10)
+    csp = resp.headers["Content-Security-Policy"]
+    script_src = next(d for d in csp.split(";") if d.strip().startswith("script-src")).split()
+    assert "'unsafe-inline'" not in script_src and any(s.startswith("'nonce-") for s in script_src)
+    assert "frame-ancestors 'none'" in csp and resp.headers["X-Frame-Options"] == "DENY"
+    nonce = next(s for s in script_src if s.startswith("'nonce-"))[len("'nonce-"):-1]
+    assert f'nonce="{nonce}"' in resp.text

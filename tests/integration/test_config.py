@@ -15,7 +15,7 @@ REQUIRED = {
     "ATTIO_API_KEY": "key-SECRET-1", "ATTIO_WEBHOOK_SECRET": "a, b", "ZOHO_CLIENT_ID": "c", "ZOHO_CLIENT_SECRET": "s",
     "ZOHO_REFRESH_TOKEN": "r", "ZOHO_ORGANIZATION_ID": "1", "ZOHO_WEBHOOK_SECRET": "z",
     "BRAINTREE_MERCHANT_ID": "m", "BRAINTREE_PUBLIC_KEY": "p", "BRAINTREE_PRIVATE_KEY": "priv-SECRET-2",
-    "DASHBOARD_USERNAME": "u", "DASHBOARD_PASSWORD": "w",
+    "DASHBOARD_USERNAME": "u", "DASHBOARD_PASSWORD": "long-enough-pw",
 }
 
 
@@ -72,3 +72,20 @@ def test_processes_stop_with_one_clear_line(module, tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("configuration error:") and "ZOHO_CLIENT_ID" in lines[0]
+
+
+@pytest.mark.parametrize("url", ["ftp://default:redis-Pa55word-9@cache.internal:6379",
+                                 "default:redis-Pa55word-9@cache.internal:6379"])
+def test_a_bad_redis_url_is_named_without_its_password(url):
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({**REQUIRED, "REDIS_URL": url})
+    assert "REDIS_URL" in str(exc.value) and "cache.internal" in str(exc.value)
+    assert "redis-Pa55word-9" not in str(exc.value)
+
+
+def test_the_redis_password_is_a_secret_of_the_logs_and_not_in_the_repr():
+    from integration.observability import secret_values
+
+    s = Settings.from_env({**REQUIRED, "REDIS_URL": "rediss://default:redis-Pa55word-9@cache.internal:6379/0"})
+    assert "redis-Pa55word-9" not in repr(s)
+    assert "redis-Pa55word-9" in secret_values(s)

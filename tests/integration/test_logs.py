@@ -125,6 +125,20 @@ def test_a_credential_in_the_url_path_is_not_logged(client: Any, capsys: pytest.
     assert token not in out
 
 
+@pytest.mark.parametrize(("method", "path"), [("GET", "/pay/{t}/more"), ("PUT", "/pay/{t}"), ("DELETE", "/pay/{t}"),
+                                             ("GET", "/pay/{t}/")])
+def test_a_payment_token_is_not_logged_when_no_route_matches(client: Any, capsys: pytest.CaptureFixture[str],
+                                                            method: str, path: str) -> None:
+    token = "pay-link-token-7d2a90c4"
+    capsys.readouterr()
+    resp = client.open(path.format(t=token), method=method)
+    assert resp.status_code in (404, 405, 308)
+    out = capsys.readouterr().out
+    assert token not in out
+    [line] = [r for r in lines(out) if r["logger"] == "integration.request"]
+    assert line["path"].startswith("/pay/[secret]")
+
+
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
@@ -134,6 +148,9 @@ def test_a_credential_in_the_url_path_is_not_logged(client: Any, capsys: pytest.
         ({"note": f"key {SECRETS['zoho_webhook_secret']}"}, {"note": "key [secret]"}),
         ({"note": "card 4111-1111-1111-1111"}, {"note": "card [card]"}),
         ({"card": 4111111111111111}, {"card": "[card]"}),
+        ({"note": "line\n4111111111111111"}, {"note": "line\n[card]"}),  # escaped as "\\n" in the line
+        ({"note": "cell\t4111 1111 1111 1111"}, {"note": "cell\t[card]"}),
+        ({"note": r"repr 'x\n4111111111111111'"}, {"note": r"repr 'x\n[card]'"}),  # a backslash and an n
         ({"invoice": "2000000012345678"}, {"invoice": "2000000012345678"}),  # long, but no card (Luhn fails)
     ],
 )

@@ -75,3 +75,13 @@ def fail_once_then_succeed(payload: dict[str, Any]) -> str:
     if runs == 1:
         raise ServiceRejected("attio", "first run fails on purpose", status=400)
     return f"ok after {runs} runs"
+
+
+def fail_with_message(payload: dict[str, Any]) -> None:
+    """Fail with the payload's message as the exception text (the dashboard shows it)."""
+    raise RuntimeError(str(payload["message"]))
+
+
+def return_payload(payload: dict[str, Any]) -> Any:
+    """Succeed with the payload's value as the result (the dashboard shows it)."""
+    return payload["value"]

@@ -17,7 +17,7 @@ import redis
 
 from integration.clients.braintree import BraintreeClient, SaleResult, build_braintree_client, customer_id_for_company
 from integration.clients.breaker import make_breaker
-from integration.errors import CircuitOpen, ServiceRejected, ServiceUnavailable
+from integration.errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailable
 from tests.conftest import free_port, make_settings
 from simulators.braintree import BraintreeSimulator
 from simulators.braintree_xml import api_error_response
@@ -350,6 +350,18 @@ def test_breaker_opens_after_five_transient_failures(sim: BraintreeSimulator, re
     with pytest.raises(CircuitOpen):
         BraintreeClient(gateway=sim.gateway(), breaker=make_breaker(redis_conn, "braintree")).find_customer("payer")
     assert sim.calls_to("GET", f"{CUSTOMERS}/*") == []
+
+
+def test_429s_do_not_open_the_shared_breaker(sim: BraintreeSimulator, redis_conn: redis.Redis) -> None:
+    # The payment page mints client tokens from the web: a burst answered 429 must not open the circuit that
+    # collections share (a 429 means Braintree is up and asks us to slow down).
+    sim.add_customer("payer")
+    client = BraintreeClient(gateway=sim.gateway(), breaker=make_breaker(redis_conn, "braintree"))
+    sim.faults.add("POST", "/merchants/*/client_token", status=429, times=8)
+    for _ in range(8):
+        with pytest.raises(RateLimited):
+            client.client_token()
+    assert client.find_customer("payer") is not None  # not CircuitOpen
 
 
 def test_merchant_without_request_keys_still_gets_one_sale(sim, client):

@@ -153,8 +153,40 @@ def test_api_url_overrides_the_tokens_api_domain(sim: ZohoSimulator, redis_conn:
     sim.add_plan("basic", "Basic", 50)
     client = make_client(sim, redis_conn, zoho_api_url=f"{sim.url}/billing/v1")
     assert client.get_plan("basic") is not None
-    with pytest.raises(ServiceUnavailable):  # without the override: the (dead) api_domain from the token
+    with pytest.raises(ServiceRejected, match="not a Zoho data centre"):  # without the override: refused
         make_client(sim, redis_conn, http_timeout=(0.5, 0.5)).get_plan("basic")
+
+
+@pytest.mark.parametrize("api_domain", ["https://evil.example", "http://www.zohoapis.com",
+                                        "https://zohoapis.com.evil.io",
+                                        "https://www.zohoapis.com@evil.io", "https://www.zohoapis.com:8443",
+                                        "https://www.zohoapis.com/x"])
+def test_the_bearer_token_is_never_sent_to_an_api_domain_that_is_not_zohos(
+    sim: ZohoSimulator, redis_conn: redis.Redis, api_domain: str
+) -> None:
+    from integration.clients.zoho_auth import trusted_api_domain
+
+    minted = {"access_token": sim.issue_token(), "api_domain": api_domain, "expires_in": 3600}
+    sim.faults.add("POST", TOKEN_PATH, status=200, body=json.dumps(minted))
+    sent: list[str] = []
+    client = make_client(sim, redis_conn)
+    assert client.tokens.token()[1] == api_domain  # minted and stored as Zoho answered
+    client._caller.http.request = lambda *a, **k: sent.append(a[1])  # type: ignore[method-assign]  # must not run
+    with pytest.raises(ServiceRejected, match="not a Zoho data centre"):
+        client.get_plan("basic")
+    assert sent == [] and not trusted_api_domain(api_domain, "https://accounts.zoho.com")
+
+
+@pytest.mark.parametrize("api_domain", ["https://www.zohoapis.com", "https://www.zohoapis.eu",
+                                        "https://www.zohoapis.in",
+                                        "https://www.zohoapis.com.au", "https://www.zohoapis.jp",
+                                        "https://www.zohoapis.com.cn", "https://www.zohoapis.sa",
+                                        "https://www.zohoapis.ca"])
+def test_zohos_data_centres_are_trusted(api_domain: str) -> None:
+    from integration.clients.zoho_auth import trusted_api_domain
+
+    assert trusted_api_domain(api_domain, "https://accounts.zoho.com")
+    assert trusted_api_domain("http://127.0.0.1:8765", "http://127.0.0.1:8765/")  # the accounts server's own origin
 
 
 # -- customers --------------------------------------------------------------------------------------------------

@@ -30,3 +30,16 @@ def test_unauthenticated_is_refused(client, queues, headers, method):
     assert resp.status_code == 401
     assert "Basic" in resp.headers["WWW-Authenticate"]
     assert queues["catalog"].count == 0
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "https://evil.example"}, {"Origin": "null"},
+                                     {"Referer": "https://evil.example/form.html"}, {"Sec-Fetch-Site": "cross-site"}])
+def test_a_cross_site_post_is_refused_even_with_credentials(client, queues, headers):
+    resp = client.post("/admin/sync/services", headers={**auth(), **headers})
+    assert resp.status_code == 403 and resp.json == {"error": "cross_origin"}
+    assert queues["catalog"].count == 0
+
+
+def test_a_same_origin_post_passes(client, queues):
+    headers = {**auth(), "Origin": "http://localhost", "Sec-Fetch-Site": "same-origin"}
+    assert client.post("/admin/sync/services", headers=headers).status_code == 202

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -17,7 +18,8 @@ def post(client, req, **headers):
 
 
 def test_valid_delivery_enqueues_one_job_per_event(client, queues):
-    resp = post(client, signed_attio(3, key="idem-1"))
+    req = signed_attio(3, key="idem-1")
+    resp = post(client, req)
     assert resp.status_code == 202
     assert resp.json["status"] == "accepted"
     assert len(resp.json["jobs"]) == 3 and len(set(resp.json["jobs"])) == 3
@@ -25,7 +27,7 @@ def test_valid_delivery_enqueues_one_job_per_event(client, queues):
     job = queues["webhooks"].fetch_job(resp.json["jobs"][1])
     assert job.func_name == "workers.jobs.activation.run_record_event"
     assert job.args[0]["event"]["id"]["record_id"] == "rec-1"
-    assert job.args[0]["event_id"] == "idem-1:1"
+    assert job.args[0]["event_id"] == hashlib.sha256(req.body).hexdigest()[:32] + ":1"
 
 
 def test_redelivery_is_a_duplicate_and_enqueues_nothing(client, queues):
@@ -36,6 +38,48 @@ def test_redelivery_is_a_duplicate_and_enqueues_nothing(client, queues):
     assert second.status_code == 200
     assert second.json == {"status": "duplicate", "jobs": first.json["jobs"]}
     assert job_count(queues) == 2
+
+
+def test_a_replay_with_a_fresh_idempotency_key_is_a_duplicate(client, queues):
+    # The header is not signed: a captured delivery replayed under new keys must not mint new jobs.
+    req = signed_attio(2, key="original")
+    first = post(client, req)
+    replays = [post(client, req, **{"Idempotency-Key": f"fresh-{n}"}) for n in range(20)]
+    assert first.status_code == 202
+    assert {r.status_code for r in replays} == {200}
+    assert all(r.json == {"status": "duplicate", "jobs": first.json["jobs"]} for r in replays)
+    assert job_count(queues) == 2
+
+
+@pytest.mark.parametrize("key", ['<img src=x onerror="alert(1)">', "a b", "x" * 129, "é"])
+def test_an_unsafe_idempotency_key_reaches_no_job(client, queues, redis_conn, key):
+    resp = post(client, signed_attio(1), **{"Idempotency-Key": key.encode().decode("latin-1")})
+    assert resp.status_code == 202
+    job = queues["webhooks"].fetch_job(resp.json["jobs"][0])
+    stored = b"".join(v for v in redis_conn.hgetall(f"rq:job:{job.id}").values())
+    assert b"<" not in stored and b"onerror" not in stored and key.encode() not in stored
+    assert set(job.description) <= set("abcdefghijklmnopqrstuvwxyz0123456789_.:+- ")
+
+
+def test_identical_events_coalesce_while_pending_and_a_later_one_gets_a_job(client, queues, redis_conn):
+    # Attio events carry no timestamp: two real edits can produce the same signed body. While the first edit's
+    # job waits, the second is covered by it (the job re-reads the record); once it started, a new job is needed.
+    req = signed_attio(1)
+    first = post(client, req)
+    assert first.status_code == 202
+    assert post(client, req).json == {"status": "duplicate", "jobs": first.json["jobs"]}
+    [job_id] = first.json["jobs"]
+    for status in ("started", "finished", "failed"):
+        redis_conn.hset(f"rq:job:{job_id}", "status", status)
+        later = post(client, req)
+        assert later.status_code == 202, status
+        assert later.json["jobs"] != [job_id]
+        assert post(client, req).status_code == 200  # the new one is pending: coalesced
+        queues["webhooks"].remove(later.json["jobs"][0])
+        redis_conn.hset(f"rq:job:{later.json['jobs'][0]}", "status", "finished")
+    redis_conn.hset(f"rq:job:{job_id}", "status", "scheduled")  # a retry waiting: still pending
+    redis_conn.set(next(iter(redis_conn.keys("dedupe:attio:*"))), job_id)
+    assert post(client, req).status_code == 200
 
 
 def test_x_attio_signature_alone_is_accepted(client, queues):

@@ -122,3 +122,47 @@ def test_sample_built_with_sdk_verifies_with_sdk():
     fields = signed_braintree("dispute_opened", "d1")
     n = test_gateway().webhook_notification.parse(fields["bt_signature"], fields["bt_payload"])
     assert n.kind == braintree.WebhookNotification.Kind.DisputeOpened
+
+
+def _resigned(xml: bytes) -> dict[str, str]:
+    payload = base64.encodebytes(xml).decode()
+    return {"bt_signature": braintree_sign(SECRETS["braintree_public_key"], SECRETS["braintree_private_key"],
+                                           payload), "bt_payload": payload}
+
+
+def test_the_same_notification_re_encoded_is_a_duplicate(client, queues):
+    # The SDK tolerates other encodings of the same payload (no trailing newline, base64 without line breaks):
+    # dedupe on what the notification says, not on its bytes.
+    fields = signed_braintree("transaction_settled", "txn-re")
+    first = post(client, fields)
+    assert first.status_code == 202
+    xml = base64.b64decode(fields["bt_payload"])
+    variants = [
+        {**fields, "bt_payload": fields["bt_payload"].rstrip("\n")},
+        {**fields, "bt_payload": fields["bt_payload"] + "\n"},
+        _resigned(xml),
+        _resigned(xml + b"\n"),
+    ]
+    for variant in variants:
+        resp = post(client, variant)
+        assert resp.status_code in (200, 401), resp.json  # refused by the SDK, or a duplicate: never a new job
+        if resp.status_code == 200:
+            assert resp.json == {"status": "duplicate", "jobs": first.json["jobs"]}
+    assert job_count(queues) == 1
+
+
+@pytest.mark.parametrize("age_days", [31, 400, -3])
+def test_a_notification_signed_outside_the_window_is_400(client, queues, age_days):
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    fields = signed_braintree("transaction_settled", "txn-old")
+    xml = base64.b64decode(fields["bt_payload"])
+    when = (datetime.now(UTC) - timedelta(days=age_days)).strftime("%Y-%m-%dT%H:%M:%SZ").encode()
+    old = re.sub(rb"(<timestamp type=\"datetime\">)[^<]+", rb"\g<1>" + when, xml)
+    resp = post(client, _resigned(old))
+    assert resp.status_code == 400 and resp.json["error"] == "invalid_payload"
+    assert job_count(queues) == 0
+    recent = re.sub(rb"(<timestamp type=\"datetime\">)[^<]+", rb"\g<1>" + datetime.now(UTC).strftime(
+        "%Y-%m-%dT%H:%M:%SZ").encode() + b"", xml)
+    assert post(client, _resigned(recent)).status_code == 202

@@ -177,3 +177,59 @@ def test_oversize_is_413(client, queues):
     raw = b'{"event_id": "1", "pad": "' + b"x" * (1024 * 1024 + 10) + b'"}'
     resp = client.post("/webhooks/zoho", data=raw, headers=_signed(raw))
     assert resp.status_code == 413
+
+
+def _form_post(client, pairs, signed_pairs=None):
+    signed = sorted(signed_pairs if signed_pairs is not None else pairs)
+    digest = zoho_signature(zoho_signed_string([], signed, b""), SECRETS["zoho_webhook_secret"])
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Zoho-Webhook-Signature": digest.hex()}
+    return client.post("/webhooks/zoho", data=urlencode(pairs).encode(), headers=headers)
+
+
+def test_moving_a_form_boundary_keeps_the_signature_but_is_a_duplicate(client, queues):
+    # Zoho signs key+value with no separator: these two forms have one signed string, and the second shows
+    # another event_id. One signed string is one event.
+    first = _form_post(client, [("event_id", "5"), ("event_idx", ""), ("event_type", "subscription_cancelled")])
+    moved = _form_post(client, [("event_id", "5event_idx"), ("event_type", "subscription_cancelled")])
+    assert first.status_code == 202, first.json
+    assert moved.status_code == 200 and moved.json == {"status": "duplicate", "jobs": first.json["jobs"]}
+    assert job_count(queues) == 1
+
+
+def test_a_form_key_given_twice_is_refused(client, queues):
+    pairs = [("event_id", "6"), ("event_id", "7"), ("event_type", "subscription_cancelled")]
+    assert _form_post(client, pairs).status_code == 401
+    assert job_count(queues) == 0
+
+
+@pytest.mark.parametrize("path", ["/webhooks/zoho", "/webhooks/attio", "/webhooks/braintree"])
+@pytest.mark.parametrize("size", [1024 * 1024 + 1, 1024 * 1024 + 100, 3 * 1024 * 1024])
+def test_a_chunked_body_over_1_mib_is_413_not_read_cut_short(live_server, queues, path, size):
+    import requests
+
+    def chunks():  # no Content-Length: requests sends Transfer-Encoding: chunked
+        sent = 0
+        while sent < size:
+            piece = b"x" * min(65536, size - sent)
+            sent += len(piece)
+            yield piece
+
+    resp = requests.post(live_server.url + path, data=chunks(), timeout=30,
+                         headers={"Content-Type": "application/json", "X-Zoho-Webhook-Signature": "0" * 64})
+    assert resp.status_code == 413 and resp.json() == {"error": "payload_too_large"}
+    assert job_count(queues) == 0
+
+
+def test_a_chunked_body_of_exactly_1_mib_is_read_whole(live_server, queues):
+    import requests
+
+    body = b'{"event_id": "1", "pad": "' + b"x" * (1024 * 1024 - 28) + b'"}'
+    assert len(body) == 1024 * 1024
+    resp = requests.post(live_server.url + "/webhooks/zoho", data=iter([body[:1000], body[1000:]]), timeout=30,
+                         headers={"Content-Type": "application/json", **_signed(body)})
+    assert resp.status_code == 400 and resp.json()["error"] == "invalid_payload"  # verified: read whole, not cut
+
+
+def test_a_body_one_byte_over_with_content_length_is_413(client, queues):
+    resp = client.post("/webhooks/zoho", data=b"x" * (1024 * 1024 + 1), headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413
