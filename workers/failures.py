@@ -55,6 +55,7 @@ def handle_job_exception(job: Job, exc_type: type[BaseException], exc: BaseExcep
     """Shape the job's next attempt from the error; always lets RQ's default handling continue."""
     retries_left = job.retries_left or 0
     error = {"error": exc_type.__name__, "retries_left": retries_left}
+    _remember_error(job, exc_type, exc)
     with bind_job(job):
         if is_transient(exc):
             _respect_retry_after(job, exc, retries_left)
@@ -72,6 +73,15 @@ def handle_job_exception(job: Job, exc_type: type[BaseException], exc: BaseExcep
             report_job_failure(job, exc)
         log.error("job failed (permanent): %s: %s", exc_type.__name__, exc, extra={"outcome": "failed", **error})
     return True
+
+
+def _remember_error(job: Job, exc_type: type[BaseException], exc: BaseException) -> None:
+    """The attempt's error line in the job's meta, so ``explain`` shows why a job waits for its retry."""
+    try:
+        job.meta["last_error"] = f"{exc_type.__name__}: {exc}"[:300]
+        job.save_meta()
+    except Exception:  # noqa: BLE001 - never let bookkeeping hide the real failure
+        log.debug("could not save the last error of job %s", job.id)
 
 
 def handle_work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -> None:

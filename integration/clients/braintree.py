@@ -274,6 +274,11 @@ class BraintreeClient:
         """The transaction, or None when Braintree has none with this id."""
         return self._lookup(self._gateway.transaction.find, transaction_id)
 
+    def transactions_for_order(self, order_id: str) -> list[Transaction]:
+        """Every transaction (sales and credits, any status) with this ``order_id``, oldest first."""
+        found = self._call(lambda: list(self._gateway.transaction.search([TS.order_id == order_id]).items))
+        return sorted(found, key=lambda t: (t.created_at, t.id))
+
     def search_sales(
         self, *, since: datetime, order_id_prefix: str | None = None, until: datetime | None = None
     ) -> list[Transaction]:

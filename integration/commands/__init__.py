@@ -1,4 +1,4 @@
-"""CLI command groups, one module per noun (jobs, attio, sync, audit, webhooks), and ``doctor``."""
+"""CLI command groups, one module per noun (jobs, attio, sync, audit, webhooks, explain), and ``doctor``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ __all__ = ["register_all"]
 
 def register_all(app: Flask) -> None:
     """Register every command group on the app."""
-    from . import attio, audit, doctor, jobs, sync, webhooks
+    from . import attio, audit, doctor, explain, jobs, sync, webhooks
 
     app.cli.add_command(jobs.group)
     app.cli.add_command(attio.group)
@@ -17,3 +17,4 @@ def register_all(app: Flask) -> None:
     app.cli.add_command(sync.group)
     app.cli.add_command(webhooks.group)
     app.cli.add_command(doctor.command)
+    app.cli.add_command(explain.group)

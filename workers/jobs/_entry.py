@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from rq import get_current_job
 
+from integration.explain import index_job
 from integration.observability import bind
 from integration.queueing import attempts_of
 
@@ -28,6 +29,14 @@ def _count_attempt(job: Any) -> int:
     job.meta["attempts"] = attempt
     job.save_meta()
     return attempt
+
+
+def _index(job: Any, payload: dict[str, Any]) -> None:
+    """Findable by ``flask … explain`` under what it is about; an index write that fails never fails the job."""
+    try:
+        index_job(job.connection, job.id, payload)
+    except Exception:  # noqa: BLE001 - a convenience for operators, not part of the job
+        log.warning("could not index job %s for explain", job.id)
 
 
 def entrypoint(workflow: str) -> Callable[[F], F]:
@@ -52,6 +61,8 @@ def entrypoint(workflow: str) -> Callable[[F], F]:
                 workflow=workflow,
             ):
                 attempt = _count_attempt(job)
+                if job is not None:
+                    _index(job, payload)
                 log.info("job started (attempt %s)", attempt, extra={"step": "start", "attempt": attempt})
                 started = time.perf_counter()
                 try:
