@@ -19,43 +19,11 @@ from rq.serializers import JSONSerializer
 
 from .clients.attio_values import value
 from .queueing import attempts_of, make_queues
+from .subjects import subjects_of
 
 __all__ = ["Explanation", "explain_invoice", "index_job", "jobs_about", "subjects_of"]
 
 INDEX_TTL_SECONDS = 60 * 60 * 24 * 31  # as long as a failed job is kept (and then a day)
-
-
-def subjects_of(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """The (kind, id) pairs a job's payload is about: invoices, Zoho subscriptions and payments, Braintree
-    transactions, Attio records, and the event itself."""
-    event = payload.get("event") if isinstance(payload.get("event"), Mapping) else {}
-    data = event.get("data") if isinstance(event.get("data"), Mapping) else {}
-    found: list[tuple[str, str]] = []
-
-    def add(kind: str, ident: Any) -> None:
-        if ident:
-            found.append((kind, str(ident)))
-
-    add("event", f"{payload.get('source')}:{payload.get('event_id')}" if payload.get("event_id") else None)
-    add("invoice", (data.get("invoice") or {}).get("invoice_id") if isinstance(data.get("invoice"), Mapping) else None)
-    if isinstance(data.get("subscription"), Mapping):
-        add("subscription", data["subscription"].get("subscription_id"))
-    if isinstance(data.get("payment"), Mapping):
-        add("payment", data["payment"].get("payment_id"))
-        for item in data["payment"].get("invoices") or []:
-            if isinstance(item, Mapping):
-                add("invoice", item.get("invoice_id"))
-    txn = event.get("transaction") if isinstance(event.get("transaction"), Mapping) else None
-    dispute = event.get("dispute") if isinstance(event.get("dispute"), Mapping) else None
-    if dispute and isinstance(dispute.get("transaction"), Mapping):
-        txn = dispute["transaction"]
-    if txn:
-        add("transaction", txn.get("id"))
-        add("invoice", txn.get("order_id"))
-    ids = event.get("id") if isinstance(event.get("id"), Mapping) else {}
-    add("subscription", ids.get("record_id"))  # an Attio record event: the subscription it names
-    add("subscription", payload.get("subscription_id"))  # a payment-page submission
-    return found
 
 
 def index_job(connection: redis.Redis, job_id: str, payload: Mapping[str, Any]) -> None:

@@ -36,6 +36,7 @@ from .errors import QueueUnavailable
 from .jsontext import encoder
 from .routing import QUEUES, Route
 from .script_runner import ScriptRunner
+from .subjects import subjects_of
 
 __all__ = [
     "DEDUPE_TTL",
@@ -258,12 +259,21 @@ def _job_fields(
         # Job.restore reads uncompressed data as is (its own fallback; RQ re-saves it compressed), and skipping
         # zlib saves ~11 µs and a GIL release per webhook.
         _dumps([env.route.job, None, [env.job_payload(received)], {}]),
-        f"{env.source} {event_type} {event_id}",
+        _description(env, event_type, event_id),
         _dumps({"source": env.source, "event_type": event_type, "event_id": event_id}),
         len(intervals) if intervals else "",  # "" reads back as None: RQ leaves both unset without a policy
         _dumps(intervals) if intervals else "",
         "1" if env.coalesce else "",
     )
+
+
+def _description(env: EventEnvelope, event_type: str, event_id: str) -> str:
+    """What rq-dashboard lists: the work and its business object first (``collection invoice 9030…``), then the
+    event (``from zoho invoice_created <id>``); every part from signed content, and shown escaped."""
+    subject = next(((kind, ident) for kind, ident in subjects_of({"event": env.event}) if kind != "event"), None)
+    work = env.route.job.split(".")[-2] if env.route.job.count(".") >= 2 else env.route.job
+    about = f"{work} {subject[0]} {_shown(subject[1])} from " if subject else ""
+    return f"{about}{env.source} {event_type} {event_id}"
 
 
 _NOT_SHOWN = re.compile(r"[^A-Za-z0-9_.:+-]")
