@@ -220,6 +220,8 @@ class Stack:
             zoho_requests_per_minute=100000,
             http_timeout=(2.0, 5.0),
             catalog_sync_interval_minutes=0,  # no periodic sync unless a test asks for one
+            reconcile_interval_minutes=0,  # nor periodic sweeps
+            dunning_schedule_days=(),  # nor dunning retries (tests that want them give a short schedule)
         )
         base.update(overrides)
         return make_settings(**base)

@@ -1,4 +1,4 @@
-"""CLI command groups, one module per noun (jobs, attio, sync, audit, webhooks)."""
+"""CLI command groups, one module per noun (jobs, attio, sync, audit, webhooks, reconcile, dunning)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ __all__ = ["register_all"]
 
 def register_all(app: Flask) -> None:
     """Register every command group on the app."""
-    from . import attio, audit, jobs, sync, webhooks
+    from . import attio, audit, jobs, reconcile, sync, webhooks
 
     app.cli.add_command(jobs.group)
     app.cli.add_command(attio.group)
     app.cli.add_command(audit.group)
     app.cli.add_command(sync.group)
     app.cli.add_command(webhooks.group)
+    app.cli.add_command(reconcile.reconcile)
+    app.cli.add_command(reconcile.dunning_group)

@@ -8,6 +8,7 @@ from flask import Blueprint
 from redis.exceptions import RedisError
 
 from ..extensions import queues, redis_conn
+from ..sweeps import last_runs
 
 __all__ = ["bp"]
 
@@ -34,6 +35,7 @@ def readyz() -> tuple[dict[str, Any], int]:
             }
             for name, q in queues().items()
         }
+        sweeps = last_runs(redis_conn())  # each sweep's last completed run (None: none yet)
     except RedisError as exc:
         return {"status": "unavailable", "redis": type(exc).__name__}, 503
-    return {"status": "ready", "redis": "ok", "queues": figures}, 200
+    return {"status": "ready", "redis": "ok", "queues": figures, "sweeps": sweeps}, 200
