@@ -4,9 +4,9 @@ workers run.
 Each periodic job (a ``Periodic``) cuts time into periods of its own interval setting
 (``CATALOG_SYNC_INTERVAL_MINUTES``, ``RECONCILE_INTERVAL_MINUTES``; 0 turns it off), aligned on the epoch. The run
 of the period starting at ``T`` is the RQ job ``<name>-<T>`` (``catalog-sync-<T>``, ``reconcile-invoices-<T>``),
-created with RQ's ``unique=True``, an atomic check-and-save in Redis: however many workers try, one job per period exists, and a second attempt gets
-``DuplicateJobError`` and does nothing. Its result is kept for at least two periods, so a worker starting later in
-the same period still finds it.
+created with RQ's ``unique=True``, an atomic check-and-save in Redis: however many workers try, one job per period
+exists, and a second attempt gets ``DuplicateJobError`` and does nothing. Its result is kept for at least two
+periods, so a worker starting later in the same period still finds it.
 
 ``install_schedule`` (every worker start) makes sure each periodic job has its current period's run (queued now)
 and the next one's (scheduled at its start, for RQ's scheduler). Every run then makes sure the period after it has

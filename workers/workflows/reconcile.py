@@ -4,7 +4,8 @@ Each sweep compares one kind of state across the systems, using list calls (page
 through the very code a webhook would have run, so a sweep and a late webhook never do the same work twice:
 
 - ``invoices``: open Zoho invoices (``filter_by=Status.Unpaid``: sent, overdue, unpaid, partially paid) with a
-  balance, older than ``RECONCILE_GRACE_MINUTES``, of subscriptions the service manages (``collection.scope``),
+  balance, older than ``RECONCILE_GRACE_MINUTES``, of a customer an Attio company maps to (the card is the
+  company's), of subscriptions the service manages (``collection.scope``),
   without a charged intent or a collection in progress → a collection of the invoice (``workers.followups``): the
   invoice's lock and charge intent make it one charge whatever else runs. Invoices in dunning are left to their
   schedule; the retries due and not queued are queued here. An invoice found not managed is not looked at again
@@ -38,7 +39,7 @@ from integration.clients.attio_values import record_id, value
 from integration.locks import activation_lock, hold, invoice_lock, is_held, subscription_lock, transaction_lock
 from integration.sweeps import LAST_RUN_TTL, last_run_key
 
-from ..crm import ZOHO_TO_ATTIO_STATUS, AttioLike, find_company_by_zoho_customer, iso, parse_time
+from ..crm import ZOHO_TO_ATTIO_STATUS, iso, parse_time
 from ..dunning import Dunning
 from ..followups import enqueue_activation, enqueue_collection, enqueue_dunning_retry
 from ..intents import ChargeIntents, DeclineMarks
@@ -177,15 +178,22 @@ def sweep_invoices(ctx: SweepContext) -> SweepReport:
 
     cutoff = ctx.now - ctx.grace
     rows = ctx.zoho.list_invoices(status="Unpaid")  # Zoho's Unpaid: every open status, one paged list
+    companies: dict[str, dict[str, Any]] | None = None  # Zoho customer id → Attio company, read once if needed
 
     def look(row: Mapping[str, Any]) -> None:
+        nonlocal companies
         report.looked_at += 1
-        invoice_id = str(row.get("invoice_id"))
+        invoice_id, customer_id = str(row.get("invoice_id")), str(row.get("customer_id"))
         reason = _why_not_collect(ctx, row, intents, dunning, cutoff)
         if reason is None:
+            if companies is None:
+                companies = _mapped_companies(ctx.attio)
+            if customer_id not in companies:
+                # The card is the company's: an invoice of a customer no company maps to cannot be charged.
+                reason = "its customer is no Attio company's"
+        if reason is None:
             invoice = ctx.zoho.get_invoice(invoice_id)  # the list row carries neither subscriptions nor payments
-            company = find_company_by_zoho_customer(ctx.attio, str(invoice.get("customer_id"))) if invoice else None
-            if invoice is None or not scope(ctx.zoho, ctx.attio, invoice, company)[0]:
+            if invoice is None or not scope(ctx.zoho, ctx.attio, invoice, (companies or {}).get(customer_id))[0]:
                 if not ctx.dry_run:
                     ctx.connection.set(_unmanaged_key(invoice_id), b"1", ex=UNMANAGED_TTL)
                 reason = "not managed"
@@ -234,6 +242,12 @@ def _why_not_collect(
     if is_held(ctx.connection, invoice_lock(invoice_id)):
         return "a collection is running"
     return None
+
+
+def _mapped_companies(attio: Any) -> dict[str, dict[str, Any]]:
+    """Every Attio company mapped to a Zoho customer, by Zoho customer id (one paged query)."""
+    rows = attio.query_records("companies", {"zoho_customer_id": {"$not_empty": True}})
+    return {str(value(c, "zoho_customer_id")): c for c in rows if value(c, "zoho_customer_id")}
 
 
 def _unmanaged_key(invoice_id: str) -> str:
