@@ -147,7 +147,7 @@ class Settings:
 
         dunning_raw = get("DUNNING_SCHEDULE_DAYS", "3,5,7") or ""
         dunning: tuple[float, ...] = ()
-        days = [p.strip() for p in dunning_raw.split(",") if p.strip()]
+        days = [] if dunning_raw.lower() == "none" else [p.strip() for p in dunning_raw.split(",") if p.strip()]
         if not all(re.fullmatch(r"\d+(\.\d+)?", p) for p in days) or [float(p) for p in days] != sorted(
             float(p) for p in days
         ):

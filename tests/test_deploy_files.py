@@ -54,3 +54,23 @@ def test_env_example_lists_every_variable_of_the_readme_table():
     assert table, "README configuration table not found"
     for name in table:
         assert re.search(rf"^#? ?{name}=", example, flags=re.M), name
+
+
+RECONCILE_KEYS = ("RECONCILE_INTERVAL_MINUTES", "RECONCILE_GRACE_MINUTES", "DUNNING_SCHEDULE_DAYS",
+                  "SETTLEMENT_CHECK_AFTER_HOURS")
+
+
+def test_reconcile_settings_agree_everywhere():
+    """README default = .env.example value = render.yaml value = the code's default, for the sweeps' settings."""
+    from integration.config import Settings
+
+    example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    shared = {e["key"]: e.get("value") for group in blueprint()["envVarGroups"] for e in group["envVars"]}
+    code = Settings.from_env({name: "x" for name in _REQUIRED})
+    for name in RECONCILE_KEYS:
+        [documented] = re.findall(rf"^\| `{name}` \| `([^`]*)`", readme, flags=re.M)
+        [listed] = re.findall(rf"^{name}=(\S*)", example, flags=re.M)
+        default = getattr(code, name.lower())
+        as_text = ",".join(f"{d:g}" for d in default) if isinstance(default, tuple) else str(default)
+        assert documented == listed == shared[name] == as_text, name
