@@ -9,7 +9,7 @@ subscription, a Braintree customer with a valid card); all are paid except ``--l
 The sweep runs as its RQ job (as the schedule or ``POST /admin/reconcile`` starts it) in an in-process worker
 serving only the ``catalog`` queue, then the collections it queued run in a worker serving ``webhooks``. Prints
 the sweep's wall time, the provider calls it made per invoice looked at, its Zoho calls against the Zoho budget
-over its run (a sliding minute: a run shorter than a minute is held against one minute's budget), the time until
+over its run (a sliding minute: over T seconds the budget allows ceil(T / 60) minutes' worth), the time until
 every lost invoice was collected, the lost invoices collected (must be all) and the
 double charges found in the Braintree simulator (must be 0); then a second sweep, which must queue nothing.
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 from typing import Any
 
@@ -175,15 +176,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(r: dict[str, Any]) -> str:
     """The figures as a table."""
     args, result, calls = r["args"], r["result"], r["sweep_calls"]
-    looked = max(1, int(result.get("looked_at") or 0))
-    # The budget is a sliding minute: over a run shorter than a minute, one minute's worth is what it allows.
-    budget_over_sweep = args.zoho_requests_per_minute * max(r["sweep_s"], 60.0) / 60
-    budget_over_run = args.zoho_requests_per_minute * max(r["sweep_s"] + r["collect_s"], 60.0) / 60
+    looked = max(1, r["lost"])  # the open invoices Zoho's list gave (an interrupted run's retry counts only its part)
+    # The budget is a sliding minute: over T seconds it allows at most ceil(T / 60) minutes' worth.
+    budget_over_sweep = args.zoho_requests_per_minute * math.ceil(max(r["sweep_s"], 1.0) / 60)
+    budget_over_run = args.zoho_requests_per_minute * math.ceil(max(r["sweep_s"] + r["collect_s"], 1.0) / 60)
     return table([
         ("invoices in Zoho / open / customers", f"{args.invoices} / {r['lost']} / {args.customers}"),
-        ("sweep wall time", f"{r['sweep_s']:.2f} s (looked at {result.get('looked_at')}, enqueued "
-                            f"{result.get('enqueued')}, skipped {result.get('skipped')})"),
-        ("sweep calls per invoice looked at", ", ".join(f"{k} {v / looked:.2f}" for k, v in calls.items())),
+        ("sweep wall time", f"{r['sweep_s']:.2f} s (its last attempt: looked at {result.get('looked_at')}, "
+                            f"enqueued {result.get('enqueued')}, skipped {result.get('skipped')})"),
+        ("sweep calls per open invoice", ", ".join(f"{k} {v / looked:.2f}" for k, v in calls.items())),
         ("sweep Zoho calls vs budget", f"{calls['zoho']} calls; budget {args.zoho_requests_per_minute}/min: "
                                        f"{calls['zoho'] / budget_over_sweep:.0%} of the budget over the sweep"),
         ("run Zoho calls vs budget", f"{r['total_calls']['zoho']} calls (sweep + collections) in "

@@ -54,6 +54,7 @@ def make_settings(**overrides: Any) -> Settings:
         redis_url=TEST_REDIS_URL,
         retry_schedule_seconds=(1, 2, 4),
         public_base_url="http://127.0.0.1:5000",
+        reconcile_interval_minutes=0,  # no periodic sweeps in a test's worker unless it asks
     )
     base.update(overrides)
     return Settings(**base)
