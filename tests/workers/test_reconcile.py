@@ -15,7 +15,6 @@ import pytest
 import requests
 
 from integration import create_app
-from integration.clients.braintree import customer_id_for_company
 from integration.queueing import enqueue_job, make_queue
 from integration.routing import CATALOG_QUEUE, RECONCILE
 from integration.samples import zoho_delivery
@@ -293,6 +292,14 @@ def test_a_card_payment_is_settled_by_the_sweep_and_a_voided_sale_fails(stack, m
     rid = payment_record(stack, voided)["id"]["record_id"]
     assert "Voided" in stack.attio.value("payments", rid, "failure_reason")
     assert sweep(redis_conn, "settlements")["repaired"] == 0  # nothing twice
+    writes = len(stack.attio.calls_to("P[AU]*", "/v2/objects/payments/records*"))  # PUT (assert), PATCH
+    for txn in (settled, voided):  # an ACH-style webhook turning up late after all: nothing more
+        kind = "transaction_settled" if txn == settled else "transaction_settlement_declined"
+        notification = stack.braintree.notification(kind, txn)
+        assert requests.post(f"{web.url}/webhooks/braintree", data=notification, timeout=10).status_code == 202
+    drain(redis_conn)
+    assert len(stack.attio.calls_to("P[AU]*", "/v2/objects/payments/records*")) == writes
+    assert stack.attio.value("payments", payment_record(stack, settled)["id"]["record_id"], "status") == "Settled"
 
 
 def test_settlement_waits_for_the_threshold(stack, merchant, web, redis_conn):
@@ -329,6 +336,13 @@ def test_a_lost_status_change_is_repaired_as_the_lifecycle_event_would(stack, we
     assert stack.attio.value("subscriptions", books.subscription, "status") == "Non-renewing"
     assert stack.attio.value("subscriptions", books.subscription, "next_billing_date") == changed["next_billing_at"]
     assert sweep(redis_conn, "subscriptions")["repaired"] == 0
+    writes = len(stack.attio.calls_to("PATCH", "/v2/objects/subscriptions/records/*"))
+    late = zoho_delivery("subscription_cancellation_scheduled", {"subscription": {"subscription_id": sub_id}},
+                         secret=SECRETS["zoho_webhook_secret"], event_id="ev-late-sub")
+    requests.post(f"{web.url}/webhooks/zoho", data=late.body, headers=late.headers, timeout=10)
+    drain(redis_conn)  # the lost event, delivered late: Attio already says what it would
+    assert stack.attio.value("subscriptions", books.subscription, "status") == "Non-renewing"
+    assert len(stack.attio.calls_to("PATCH", "/v2/objects/subscriptions/records/*")) <= writes + 1  # last_event_at
 
 
 def test_a_standing_decline_keeps_past_due_against_zohos_live(stack, web, redis_conn):
@@ -442,6 +456,25 @@ def test_each_sweep_is_scheduled_once_per_period_whatever_the_workers(stack, red
     assert [p.name for p in PERIODIC][0] == "catalog-sync"
 
 
+def test_a_scheduled_sweep_chains_its_next_period(stack, redis_conn):
+    from workers import runtime
+    from workers.schedule import install_schedule, period_job_id, reconcile_periodic
+
+    configure(stack, reconcile_interval_minutes=60)
+    settings = runtime.settings()
+    now = time.time()
+    start = int(now // 3600) * 3600
+    install_schedule(settings, redis_conn, now=now)
+    queue = make_queue(CATALOG_QUEUE, redis_conn)
+    periodic = reconcile_periodic("settlements")
+    queue.scheduled_job_registry.remove(period_job_id(start + 3600, periodic), delete_job=True)
+    from ..conftest import run_worker
+
+    run_worker(redis_conn)  # this period's four sweeps
+    assert queue.fetch_job(period_job_id(start, periodic)).return_value()["outcome"] == "swept"
+    assert period_job_id(start + 3600, periodic) in queue.scheduled_job_registry.get_job_ids()  # put back by the run
+
+
 def test_a_second_run_of_a_sweep_is_skipped_while_one_holds_its_lock(stack, redis_conn):
     from integration.locks import hold, sweep_lock
 
@@ -466,7 +499,17 @@ def test_admin_reconcile_enqueues_every_sweep_and_readyz_shows_their_last_run(st
     assert json.loads(redis_conn.get(last_run_key("invoices")))["looked_at"] == 0
 
 
-def test_customer_id_helper_is_stable():
-    assert customer_id_for_company("0b6ef3a8-1d6b-4c1e-9d0a-2f3a4b5c6d7e").startswith("co_")
-    assert requests  # imported for symmetry with the other suites
-    assert zoho_delivery
+def test_a_card_save_retried_after_its_answer_was_lost_still_retries_the_invoices(stack, web, redis_conn, queues):
+    """The first attempt vaulted the card (single-use nonce), its answer was lost: the retry is refused 93107,
+    which means the card is on file, not a failure."""
+    configure(stack)
+    books = Books(stack, card="hard-declining")
+    invoice_id = books.invoice(64.0)
+    deliver(web.url, invoice_id, "ev-consumed")
+    drain(redis_conn)
+    enqueue_job(make_queue("webhooks", redis_conn), "workers.jobs.activation.run_payment_method_submitted",
+                {"subscription_id": books.subscription, "customer_id": books.bt_customer,
+                 "nonce": "fake-consumed-nonce"}, retry_schedule=(1,))
+    drain(redis_conn)
+    assert queues["webhooks"].failed_job_registry.count == 0
+    assert len([t for t in stack.braintree.transactions if t["order_id"] == invoice_id]) == 2  # retried at once

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from integration.clients.braintree import customer_id_for_company
-from integration.errors import PayloadInvalid
+from integration.errors import PayloadInvalid, ServiceRejected
 from integration.paylinks import PaymentLinks
 
 from .. import runtime
@@ -44,6 +44,7 @@ def handle_record_event(payload: dict[str, Any], **deps: Any) -> dict[str, Any]:
 
 
 VAULTED_TTL = 7 * 24 * 3600  # seconds a vaulted nonce is remembered (a nonce lives three hours)
+CONSUMED_NONCE = "93107"  # Braintree: "Cannot use a payment_method_nonce more than once" (vaulting)
 
 
 def handle_payment_method_submitted(
@@ -59,7 +60,13 @@ def handle_payment_method_submitted(
     # A retry after the vault succeeded (answer lost) must not vault the consumed nonce again. A customer in dunning
     # has a default method already (the declined one): the new one replaces it.
     if not connection.exists(vaulted) and (in_dunning or braintree.default_payment_method(customer_id) is None):
-        braintree.add_payment_method(customer_id, nonce)
+        try:
+            braintree.add_payment_method(customer_id, nonce)
+        except ServiceRejected as exc:
+            if exc.code != CONSUMED_NONCE:
+                raise
+            # Vaulted by an earlier attempt whose answer was lost (a nonce is single-use): the card is on file.
+            log.info("payment method for %s: nonce already used, taken as vaulted", customer_id)
         connection.set(vaulted, b"1", ex=VAULTED_TTL)
     result = activate(
         str(payload["subscription_id"]), braintree=braintree, customer_id_for_company=customer_id_for_company,
