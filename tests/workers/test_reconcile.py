@@ -377,7 +377,10 @@ def test_a_soft_decline_is_retried_on_the_schedule_and_books_once(stack, merchan
     result = sweep(redis_conn, "invoices")  # (drains: the retry comes due meanwhile)
     assert (result["looked_at"], result["enqueued"], result["skipped"]) == (1, 0, 1)  # in dunning: not the sweep's
     assert_booked_once(stack, invoice_id)
-    assert len([t for t in stack.braintree.transactions if t["order_id"] == invoice_id]) == 2
+    attempts = [t for t in stack.braintree.transactions if t["order_id"] == invoice_id]
+    assert len(attempts) == 2
+    if merchant == "keys":  # the retry is a new charge generation: a new request key
+        assert [t["api_request_key"] for t in attempts] == [f"charge-{invoice_id}-g0", f"charge-{invoice_id}-g1"]
     assert Dunning(redis_conn).load(invoice_id) is None
     assert stack.attio.value("subscriptions", books.subscription, "status") == "Active"
     assert queues["webhooks"].failed_job_registry.count == 0
