@@ -94,6 +94,22 @@ def test_a_webhook_arriving_while_the_sweeps_collection_waits_makes_one_sale(sta
     assert sale_posts(stack) == 1
 
 
+def test_a_sale_whose_booking_gave_up_is_booked_by_the_sweep_not_charged_again(stack, merchant, web, redis_conn,
+                                                                                queues):
+    configure(stack)
+    books = Books(stack)
+    invoice_id = books.invoice(45.0)
+    stack.zoho.faults.add("POST", "/billing/v1/payments", status=503, times=100)  # Zoho down for the job's retries
+    deliver(web.url, invoice_id, "ev-unbooked")
+    drain(redis_conn, seconds=30)
+    stack.zoho.faults.clear()
+    assert queues["webhooks"].failed_job_registry.count == 1  # charged, not booked: the job gave up
+    assert len(stack.braintree.sales_for_order(invoice_id)) == 1 and stack.zoho.payments_for_invoice(invoice_id) == []
+    assert sweep(redis_conn, "invoices")["enqueued"] == 1
+    assert_booked_once(stack, invoice_id)
+    assert sale_posts(stack) == 1
+
+
 def test_young_foreign_and_declined_invoices_are_left_alone(stack, redis_conn, queues):
     configure(stack, reconcile_grace_minutes=30)
     books = Books(stack)

@@ -5,7 +5,8 @@ through the very code a webhook would have run, so a sweep and a late webhook ne
 
 - ``invoices``: open Zoho invoices (``filter_by=Status.Unpaid``: sent, overdue, unpaid, partially paid) with a
   balance, older than ``RECONCILE_GRACE_MINUTES``, of a customer an Attio company maps to (the card is the
-  company's), of subscriptions the service manages (``collection.scope``),
+  company's), of subscriptions the service manages (``collection.scope``), not booked (a sale charged but never
+  recorded in Zoho is booked by the same collection, never charged again),
   without a charged intent or a collection in progress → a collection of the invoice (``workers.followups``): the
   invoice's lock and charge intent make it one charge whatever else runs. Invoices in dunning are left to their
   schedule; the retries due and not queued are queued here. An invoice found not managed is not looked at again
@@ -227,10 +228,8 @@ def _why_not_collect(
     if created is None or created > cutoff:
         return "younger than the grace period"
     intent = intents.load(invoice_id)
-    if intent is not None and intent.state == "charged" and intent.transaction_id:
-        # The sale exists; its job books it (or escalated). Open still past the grace means the booking failed:
-        # the failed job says why, and retrying it is an operator's call.
-        return "charged"
+    # A charged intent on an invoice still open past the grace is a sale whose Zoho payment was never recorded (its
+    # job gave up): the collection is queued again, and books that sale (it finds it by id) without a new one.
     if intent is not None and ctx.now.timestamp() - intent.at < ctx.grace.total_seconds():
         return "an attempt is recent"
     if dunning.load(invoice_id) is not None:
