@@ -10,7 +10,7 @@ import redis
 
 from .routing import SWEEPS
 
-__all__ = ["SWEEPS", "last_run_key", "last_runs"]
+__all__ = ["LAST_RUN_TTL", "SWEEPS", "last_run_key", "last_runs"]
 
 LAST_RUN_TTL = 30 * 24 * 3600  # seconds
 
