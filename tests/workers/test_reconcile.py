@@ -532,3 +532,22 @@ def test_a_card_save_retried_after_its_answer_was_lost_still_retries_the_invoice
     drain(redis_conn)
     assert queues["webhooks"].failed_job_registry.count == 0
     assert len([t for t in stack.braintree.transactions if t["order_id"] == invoice_id]) == 2  # retried at once
+
+
+def test_an_invoice_left_unpaid_for_want_of_a_card_is_charged_once_a_card_is_saved(stack, merchant, web, redis_conn,
+                                                                                     queues):
+    configure(stack)
+    books = Books(stack, card=None)
+    invoice_id = books.invoice(65.0)
+    deliver(web.url, invoice_id, "ev-nocard")
+    drain(redis_conn)
+    assert Dunning(redis_conn).load(invoice_id).kind == "hard"
+    assert "Saving one through the payment link" in stack.attio.value("subscriptions", books.subscription,
+                                                                       "status_detail")
+    enqueue_job(make_queue("webhooks", redis_conn), "workers.jobs.activation.run_payment_method_submitted",
+                {"subscription_id": books.subscription, "customer_id": books.bt_customer, "nonce": "fake-valid-nonce"},
+                retry_schedule=(1,))
+    drain(redis_conn)
+    assert_booked_once(stack, invoice_id)
+    assert stack.attio.value("subscriptions", books.subscription, "status") == "Active"
+    assert queues["webhooks"].failed_job_registry.count == 0

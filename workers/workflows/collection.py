@@ -48,6 +48,7 @@ from typing import Any
 import redis
 
 from integration.clients.attio_values import record_id, value
+from integration.clients.braintree import customer_id_for_company
 from integration.config import Settings
 from integration.errors import (
     CircuitOpen,
@@ -237,8 +238,12 @@ def collect_invoice(
         token = braintree.default_payment_method(customer_id) if customer_id else None
         if not customer_id or not token:
             reason = "no payment method on file"
-            entry = dunning.declined(invoice_id, response_type=None, customer_id=str(customer_id or "") or None,
-                                     invoice_number=ctx.number, reason=reason)
+            # The company's Braintree customer id is its own (derived from the record): a card saved for it later
+            # finds this invoice even when none was on file yet.
+            payer = str(customer_id) if customer_id else (customer_id_for_company(record_id(company)) if company
+                                                          else None)
+            entry = dunning.declined(invoice_id, response_type=None, customer_id=payer, invoice_number=ctx.number,
+                                     reason=reason)
             _record_failure(attio, ctx, intent, "Failed", reason,
                             f"Invoice {ctx.number} could not be charged: no payment method on file. "
                             "Saving one through the payment link charges it.", now=now())
