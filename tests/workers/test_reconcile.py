@@ -79,6 +79,22 @@ def test_a_lost_invoice_created_is_collected_once_and_the_late_webhook_does_noth
     assert queues["webhooks"].failed_job_registry.count == 0
 
 
+def test_an_invoice_created_as_draft_and_sent_later_is_collected_by_the_sweep(stack, merchant, web, redis_conn):
+    """Zoho raises invoice_created for the draft (nothing to charge yet) and no event when it is sent."""
+    configure(stack)
+    books = Books(stack)
+    draft = stack.zoho.raise_invoice(books.zoho_customer, 80.0, subscription_id=books.zoho_subscription,
+                                     status="draft")
+    invoice_id = str(draft["invoice_id"])
+    deliver(web.url, invoice_id, "ev-draft")
+    drain(redis_conn)
+    assert sweep(redis_conn, "invoices")["looked_at"] == 0  # a draft is not open
+    with stack.zoho._lock:  # finance sends it (Invoices → Send): no webhook
+        stack.zoho.invoices[invoice_id].update(status="sent", balance=80.0)
+    assert sweep(redis_conn, "invoices")["enqueued"] == 1
+    assert_booked_once(stack, invoice_id)
+
+
 def test_a_webhook_arriving_while_the_sweeps_collection_waits_makes_one_sale(stack, merchant, web, redis_conn):
     configure(stack)
     books = Books(stack)
