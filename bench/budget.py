@@ -57,7 +57,7 @@ def _settings(attio: AttioSimulator, budget: int) -> Settings:
     env = dict(SERVICE_ENV)
     env.update(REDIS_URL=BENCH_REDIS_URL, ATTIO_API_URL=attio.url, ATTIO_API_KEY=attio.api_key,
                ATTIO_WRITES_PER_SECOND=str(budget), ATTIO_READS_PER_SECOND="100",
-               CATALOG_SYNC_INTERVAL_MINUTES="0")
+               CATALOG_SYNC_INTERVAL_MINUTES="0", RECONCILE_INTERVAL_MINUTES="0")
     return Settings.from_env(env)
 
 

@@ -106,6 +106,7 @@ def _settings(attio_url: str, attio_key: str, zoho: ZohoSimulator, budget: int) 
         ZOHO_ACCOUNTS_URL=zoho.url,
         ATTIO_WRITES_PER_SECOND=str(budget),
         CATALOG_SYNC_INTERVAL_MINUTES="0",
+        RECONCILE_INTERVAL_MINUTES="0",
     )
     return Settings.from_env(env)
 

@@ -120,6 +120,7 @@ def _service_env(sims: _Sims, args: argparse.Namespace) -> dict[str, str]:
         "RETRY_SCHEDULE_SECONDS": RETRY_SCHEDULE,
         "SALE_SEARCH_LAG_SECONDS": str(REALISTIC_BOUND),
         "CATALOG_SYNC_INTERVAL_MINUTES": "0",
+        "RECONCILE_INTERVAL_MINUTES": "0",
         "LOG_LEVEL": "INFO",
     }
 

@@ -190,7 +190,8 @@ def _settings(sim: _AttioProcess) -> Settings:
     env.update(REDIS_URL=BENCH_REDIS_URL, ATTIO_API_URL=sim.url, ATTIO_API_KEY=sim.api_key,
                ATTIO_WRITES_PER_SECOND="100000", ATTIO_READS_PER_SECOND="100000",
                ZOHO_ACCOUNTS_URL="http://127.0.0.1:9", BRAINTREE_ENVIRONMENT="http://127.0.0.1:9",
-               CATALOG_SYNC_INTERVAL_MINUTES="0", RETRY_SCHEDULE_SECONDS="2,5,10", LOG_LEVEL="INFO")
+               CATALOG_SYNC_INTERVAL_MINUTES="0", RECONCILE_INTERVAL_MINUTES="0", RETRY_SCHEDULE_SECONDS="2,5,10",
+               LOG_LEVEL="INFO")
     return Settings.from_env(env)
 
 

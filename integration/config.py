@@ -76,6 +76,10 @@ class Settings:
     sale_search_lag_seconds: int = 600
     braintree_duplicate_window_seconds: int = 30
     braintree_merchant_accounts: tuple[tuple[str, str], ...] = ()  # (currency, merchant account id)
+    reconcile_interval_minutes: int = 60  # 0 = no periodic sweeps
+    reconcile_grace_minutes: int = 30  # a sweep acts only on work older than this (the webhook normally wins)
+    dunning_schedule_days: tuple[float, ...] = (3, 5, 7)  # retries of a soft decline, days after the first decline
+    settlement_check_after_hours: int = 24  # a card payment Submitted this long is looked up in Braintree
 
     @property
     def is_production(self) -> bool:
@@ -143,6 +147,16 @@ class Settings:
         else:
             schedule = tuple(int(p) for p in parts)
 
+        dunning_raw = get("DUNNING_SCHEDULE_DAYS", "3,5,7") or ""
+        dunning: tuple[float, ...] = ()
+        days = [] if dunning_raw.lower() == "none" else [p.strip() for p in dunning_raw.split(",") if p.strip()]
+        if not all(re.fullmatch(r"\d+(\.\d+)?", p) for p in days) or [float(p) for p in days] != sorted(
+            float(p) for p in days
+        ):
+            problems.append(f"DUNNING_SCHEDULE_DAYS must be increasing comma-separated days, got {dunning_raw!r}")
+        else:
+            dunning = tuple(float(p) for p in days)
+
         bt_env = get("BRAINTREE_ENVIRONMENT", "sandbox") or "sandbox"
         if bt_env not in ("sandbox", "production") and not re.fullmatch(r"https?://[^/\s:]+:\d+/?", bt_env):
             problems.append(
@@ -203,6 +217,10 @@ class Settings:
             braintree_duplicate_window_seconds=integer("BRAINTREE_DUPLICATE_WINDOW_SECONDS", 30),
             braintree_merchant_accounts=tuple(accounts),
             trusted_proxy_hops=integer("TRUSTED_PROXY_HOPS", 0),
+            reconcile_interval_minutes=integer("RECONCILE_INTERVAL_MINUTES", 60),
+            reconcile_grace_minutes=integer("RECONCILE_GRACE_MINUTES", 30),
+            dunning_schedule_days=dunning,
+            settlement_check_after_hours=integer("SETTLEMENT_CHECK_AFTER_HOURS", 24),
         )
         pubs = (values["braintree_public_key"] or "").split(",")
         privs = (values["braintree_private_key"] or "").split(",")

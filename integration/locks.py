@@ -34,7 +34,9 @@ __all__ = [
     "company_lock",
     "hold",
     "invoice_lock",
+    "is_held",
     "subscription_lock",
+    "sweep_lock",
     "transaction_lock",
 ]
 
@@ -63,6 +65,16 @@ def company_lock(attio_company_id: str) -> str:
     """Customer creation (Braintree and Zoho) for one Attio company: two subscriptions of one company requested
     together must not create two Zoho customers."""
     return f"company:{attio_company_id}"
+
+
+def sweep_lock(sweep: str) -> str:
+    """One run at a time of a reconciliation sweep (taken without waiting: a second run is skipped)."""
+    return f"reconcile:{sweep}"
+
+
+def is_held(connection: redis.Redis, name: str) -> bool:
+    """Whether someone holds the lock ``name`` now (a look, not a guarantee: it may be taken or freed next)."""
+    return bool(connection.exists(f"lock:{name}"))
 
 
 # Write KEYS[2] = ARGV[2] (with TTL ARGV[3] seconds) only if KEYS[1] (the lock) still holds our token ARGV[1].

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CATALOG_QUEUE", "QUEUES", "Route", "WEBHOOK_QUEUE", "job_modules", "route_for", "routed_event_types"]
+__all__ = [
+    "CATALOG_QUEUE",
+    "QUEUES",
+    "RECONCILE",
+    "SWEEPS",
+    "Route",
+    "WEBHOOK_QUEUE",
+    "job_modules",
+    "route_for",
+    "routed_event_types",
+]
 
 WEBHOOK_QUEUE = "webhooks"
 CATALOG_QUEUE = "catalog"
@@ -29,6 +39,9 @@ _ZOHO_PAYMENT = Route("workers.jobs.lifecycle.run_payment_event")
 _BRAINTREE_TRANSACTION = Route("workers.jobs.lifecycle.run_transaction_event")
 _BRAINTREE_DISPUTE = Route("workers.jobs.lifecycle.run_dispute_event")
 CATALOG_SYNC = Route("workers.jobs.catalog.run_catalog_sync", queue=CATALOG_QUEUE)
+# The reconciliation sweeps (workflows.md §5): bulk work, so on the queue served after the webhooks.
+RECONCILE = Route("workers.jobs.reconcile.run_reconcile", queue=CATALOG_QUEUE)
+SWEEPS = ("invoices", "activations", "settlements", "subscriptions")
 
 _TABLE: dict[tuple[str, str], Route] = {
     ("attio", "record.created"): _ATTIO_RECORD,
@@ -78,7 +91,7 @@ def route_for(source: str, event_type: str) -> Route | None:
 
 def job_modules() -> list[str]:
     """Every module that holds a routed job (workers import them once, before forking)."""
-    routes = [*_TABLE.values(), CATALOG_SYNC, *(r for prefixed in _PREFIXES.values() for _, r in prefixed)]
+    routes = [*_TABLE.values(), CATALOG_SYNC, RECONCILE, *(r for prefixed in _PREFIXES.values() for _, r in prefixed)]
     return sorted({route.job.rsplit(".", 1)[0] for route in routes} | {"workers.jobs.activation"})
 
 

@@ -56,8 +56,9 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 ALNUM = string.ascii_lowercase + string.digits
 EXPIRY_YEAR = str(datetime.now(UTC).year + 5)
 
-# Sandbox nonces (braintree/test/nonces.py) -> (card type, number, whether its sales always decline).
-CARD_NONCES: dict[str, tuple[str, str, bool]] = {
+# Sandbox nonces (braintree/test/nonces.py) -> (card type, number, whether its sales always decline: True is the
+# sandbox's 2000 Do Not Honor, a soft decline; a number is that processor code).
+CARD_NONCES: dict[str, tuple[str, str, bool | int]] = {
     "fake-valid-nonce": ("Visa", "4111111111111111", False),
     "fake-valid-visa-nonce": ("Visa", "4111111111111111", False),
     "fake-valid-mastercard-nonce": ("MasterCard", "5555555555554444", False),
@@ -65,12 +66,16 @@ CARD_NONCES: dict[str, tuple[str, str, bool]] = {
     "fake-valid-discover-nonce": ("Discover", "6011111111111117", False),
     "fake-processor-declined-visa-nonce": ("Visa", "4000111111111115", True),
     "fake-processor-declined-mastercard-nonce": ("MasterCard", "5105105105105100", True),
+    # The sandbox's declined nonces all answer 2000 (soft); this one answers 2004 Expired Card, a hard decline, so
+    # that tests can reach one with an ordinary amount (simulator only).
+    "fake-processor-declined-amex-nonce": ("American Express", "378734493671000", 2004),
 }
 CONSUMED_NONCE = "fake-consumed-nonce"
 CARD_KINDS = {
     "valid": "fake-valid-visa-nonce",
     "mastercard": "fake-valid-mastercard-nonce",
     "declining": "fake-processor-declined-visa-nonce",
+    "hard-declining": "fake-processor-declined-amex-nonce",
 }
 
 # Processor responses for the sandbox decline amounts (2000.00-2999.99: the code is the integer amount).
@@ -596,7 +601,8 @@ class BraintreeSimulator(Simulator):
         if self.duplicate_checking and self._is_duplicate(amount, order_id, card):
             return {"status": "gateway_rejected", "rejection": "duplicate"}
         if card["declines"] or Decimal("2000") <= amount < Decimal("3000"):
-            code = 2000 if card["declines"] else int(amount)
+            declines = card["declines"]
+            code = (2000 if declines is True else int(declines)) if declines else int(amount)
             return {"status": "processor_declined", "code": str(code), "text": DECLINE_TEXTS.get(code, "Declined"),
                     "response_type": "hard_declined" if code in HARD_DECLINES else "soft_declined"}
         if Decimal("3000") <= amount < Decimal("3001"):
@@ -782,7 +788,7 @@ class BraintreeSimulator(Simulator):
         self._customers[customer_id] = record
         return record
 
-    def _nonce_card(self, nonce: str, on: str) -> tuple[str, str, bool]:
+    def _nonce_card(self, nonce: str, on: str) -> tuple[str, str, bool | int]:
         # Transactions use the Transaction codes (91564/91565); vaulting uses the PaymentMethod ones (93107/93108).
         consumed, unknown = ("91564", "91565") if on == "transaction" else ("93107", "93108")
         if nonce == CONSUMED_NONCE:
@@ -791,7 +797,7 @@ class BraintreeSimulator(Simulator):
             raise _err(unknown, "payment_method_nonce", "Unknown or expired payment_method_nonce.", on=on)
         return CARD_NONCES[nonce]
 
-    def _card_from(self, spec: tuple[str, str, bool], token: str | None, customer_id: str | None) -> Card:
+    def _card_from(self, spec: tuple[str, str, bool | int], token: str | None, customer_id: str | None) -> Card:
         card_type, number, declines = spec
         now = _now()
         return {
@@ -802,7 +808,7 @@ class BraintreeSimulator(Simulator):
         }
 
     def _vault_card(
-        self, customer_id: str, spec: tuple[str, str, bool], make_default: bool, token: str | None = None
+        self, customer_id: str, spec: tuple[str, str, bool | int], make_default: bool, token: str | None = None
     ) -> Card:
         card = self._card_from(spec, token or self._fresh_id(self._cards, ALNUM, 7), customer_id)
         first = not self._customer_cards(customer_id)

@@ -54,6 +54,7 @@ def make_settings(**overrides: Any) -> Settings:
         redis_url=TEST_REDIS_URL,
         retry_schedule_seconds=(1, 2, 4),
         public_base_url="http://127.0.0.1:5000",
+        reconcile_interval_minutes=0,  # no periodic sweeps in a test's worker unless it asks
     )
     base.update(overrides)
     return Settings(**base)
@@ -220,6 +221,8 @@ class Stack:
             zoho_requests_per_minute=100000,
             http_timeout=(2.0, 5.0),
             catalog_sync_interval_minutes=0,  # no periodic sync unless a test asks for one
+            reconcile_interval_minutes=0,  # nor periodic sweeps
+            dunning_schedule_days=(),  # nor dunning retries (tests that want them give a short schedule)
         )
         base.update(overrides)
         return make_settings(**base)

@@ -78,3 +78,23 @@ def test_the_lock_pins_every_requirement_at_its_version_with_hashes():
         assert locked.get(name) == version, (name, version, locked.get(name))
     entries = re.split(r"\n(?=[A-Za-z])", lock_text.split("\n\n", 1)[-1].strip())
     assert all("--hash=sha256:" in entry for entry in entries if "==" in entry)
+
+
+RECONCILE_KEYS = ("RECONCILE_INTERVAL_MINUTES", "RECONCILE_GRACE_MINUTES", "DUNNING_SCHEDULE_DAYS",
+                  "SETTLEMENT_CHECK_AFTER_HOURS")
+
+
+def test_reconcile_settings_agree_everywhere():
+    """README default = .env.example value = render.yaml value = the code's default, for the sweeps' settings."""
+    from integration.config import Settings
+
+    example = (ROOT / ".env.example").read_text()
+    readme = (ROOT / "README.md").read_text()
+    shared = {e["key"]: e.get("value") for group in blueprint()["envVarGroups"] for e in group["envVars"]}
+    code = Settings.from_env({**{name: "x" for name in _REQUIRED}, "DASHBOARD_PASSWORD": "x" * 16})
+    for name in RECONCILE_KEYS:
+        [documented] = re.findall(rf"^\| `{name}` \| `([^`]*)`", readme, flags=re.M)
+        [listed] = re.findall(rf"^{name}=(\S*)", example, flags=re.M)
+        default = getattr(code, name.lower())
+        as_text = ",".join(f"{d:g}" for d in default) if isinstance(default, tuple) else str(default)
+        assert documented == listed == shared[name] == as_text, name

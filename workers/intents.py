@@ -57,6 +57,7 @@ class ChargeIntent:
     transaction_id: str | None = None
     keyed: bool | None = None  # whether Braintree took the key (None: the answer never came)
     duplicate_at: float | None = None  # Braintree refused a sale as a duplicate: an earlier one took the money
+    response_type: str | None = None  # a closed attempt's decline: soft_declined | hard_declined (dunning reads it)
 
     def age(self, now: float) -> float:
         """Seconds since the sale was sent, by ``now`` (``ChargeIntents.now()``: Redis's clock)."""

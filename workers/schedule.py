@@ -1,21 +1,25 @@
-"""Periodic jobs (the catalog reconcile), enqueued once per period however many workers run.
+"""Periodic jobs (the catalog reconcile, the reconciliation sweeps), each enqueued once per period however many
+workers run.
 
-Time is cut into periods of ``CATALOG_SYNC_INTERVAL_MINUTES`` (0 turns the schedule off), aligned on the epoch.
-The run of the period starting at ``T`` is the RQ job ``catalog-sync-<T>``, created with RQ's ``unique=True``,
-an atomic check-and-save in Redis: however many workers try, one job per period exists, and a second attempt
-gets ``DuplicateJobError`` and does nothing. Its result is kept for at least two periods, so a worker starting
-later in the same period still finds it.
+Each periodic job (a ``Periodic``) cuts time into periods of its own interval setting
+(``CATALOG_SYNC_INTERVAL_MINUTES``, ``RECONCILE_INTERVAL_MINUTES``; 0 turns it off), aligned on the epoch. The run
+of the period starting at ``T`` is the RQ job ``<name>-<T>`` (``catalog-sync-<T>``, ``reconcile-invoices-<T>``),
+created with RQ's ``unique=True``, an atomic check-and-save in Redis: however many workers try, one job per period
+exists, and a second attempt gets ``DuplicateJobError`` and does nothing. Its result is kept for at least two
+periods, so a worker starting later in the same period still finds it.
 
-``install_schedule`` (every worker start) makes sure the current period's run exists (queued now) and the next
-one's (scheduled at its start, for RQ's scheduler). Every run then makes sure the period after it has its job,
-so the chain goes on as long as any worker runs; a run still going when the next is due is not doubled, because
-the job takes a non-blocking lock (``workers.jobs.catalog``).
+``install_schedule`` (every worker start) makes sure each periodic job has its current period's run (queued now)
+and the next one's (scheduled at its start, for RQ's scheduler). Every run then makes sure the period after it has
+its job (``schedule_next``), so each chain goes on as long as any worker runs; a run still going when the next is
+due is not doubled, because every periodic job takes a non-blocking lock (``workers.jobs.catalog``,
+``workers.jobs.reconcile``).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,18 +28,55 @@ from rq.exceptions import DuplicateJobError
 
 from integration.config import Settings
 from integration.queueing import FAILURE_TTL, JOB_TIMEOUT, RESULT_TTL, make_queue, retry_policy
-from integration.routing import CATALOG_QUEUE, CATALOG_SYNC
+from integration.routing import CATALOG_SYNC, RECONCILE, SWEEPS, Route
 
-__all__ = ["JOB_PREFIX", "install_schedule", "period_job_id", "period_start", "schedule_next"]
+__all__ = [
+    "CATALOG",
+    "JOB_PREFIX",
+    "PERIODIC",
+    "Periodic",
+    "install_schedule",
+    "period_job_id",
+    "period_start",
+    "reconcile_periodic",
+    "schedule_next",
+]
 
 log = logging.getLogger(__name__)
 
-JOB_PREFIX = "catalog-sync-"
+
+@dataclass(frozen=True)
+class Periodic:
+    """A job run once per period: its name (the job id prefix and Sentry monitor slug), route and interval."""
+
+    name: str
+    route: Route
+    event_type: str
+    interval_setting: str  # the Settings field holding the period in minutes
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def prefix(self) -> str:
+        """The job id prefix of its runs."""
+        return f"{self.name}-"
+
+    def minutes(self, settings: Settings) -> int:
+        """The interval in minutes (0 = off)."""
+        return max(0, int(getattr(settings, self.interval_setting)))
 
 
-def _period(settings: Settings) -> int:
-    """The period in seconds (0 = off)."""
-    return max(0, settings.catalog_sync_interval_minutes) * 60
+CATALOG = Periodic("catalog-sync", CATALOG_SYNC, "catalog_sync", "catalog_sync_interval_minutes")
+_SWEEPS = tuple(
+    Periodic(f"reconcile-{sweep}", RECONCILE, "reconcile", "reconcile_interval_minutes", {"sweep": sweep})
+    for sweep in SWEEPS
+)
+PERIODIC: tuple[Periodic, ...] = (CATALOG, *_SWEEPS)
+JOB_PREFIX = CATALOG.prefix
+
+
+def reconcile_periodic(sweep: str) -> Periodic:
+    """The periodic job of one sweep."""
+    return next(p for p in _SWEEPS if p.payload["sweep"] == sweep)
 
 
 def period_start(moment: float, period: int) -> int:
@@ -43,25 +84,26 @@ def period_start(moment: float, period: int) -> int:
     return int(moment // period) * period
 
 
-def period_job_id(start: int) -> str:
+def period_job_id(start: int, periodic: Periodic = CATALOG) -> str:
     """The job id of the period starting at ``start`` (RQ allows only ``[A-Za-z0-9_-]``)."""
-    return f"{JOB_PREFIX}{start}"
+    return f"{periodic.prefix}{start}"
 
 
-def _ensure(settings: Settings, connection: redis.Redis, start: int, *, now: float) -> str | None:
+def _ensure(settings: Settings, connection: redis.Redis, periodic: Periodic, start: int, *, now: float) -> str | None:
     """Create the run of the period starting at ``start`` unless it exists; its id when this call created it."""
-    period = _period(settings)
-    queue = make_queue(CATALOG_QUEUE, connection)
-    job_id = period_job_id(start)
+    period = periodic.minutes(settings) * 60
+    queue = make_queue(periodic.route.queue, connection)
+    job_id = period_job_id(start, periodic)
     payload: dict[str, Any] = {
         "source": "schedule",
-        "event_type": "catalog_sync",
+        "event_type": periodic.event_type,
         "event_id": job_id,
         "trigger": "schedule",
         "period_start": start,
+        **periodic.payload,
     }
     job = queue.create_job(
-        CATALOG_SYNC.job,
+        periodic.route.job,
         args=(payload,),
         job_id=job_id,
         timeout=JOB_TIMEOUT,
@@ -69,8 +111,8 @@ def _ensure(settings: Settings, connection: redis.Redis, start: int, *, now: flo
         failure_ttl=FAILURE_TTL,
         ttl=None,
         retry=retry_policy(settings.retry_schedule_seconds),
-        description=f"scheduled catalog sync {datetime.fromtimestamp(start, UTC).isoformat()}",
-        meta={"source": "schedule", "event_type": "catalog_sync", "event_id": job_id},
+        description=f"scheduled {periodic.name} {datetime.fromtimestamp(start, UTC).isoformat()}",
+        meta={"source": "schedule", "event_type": periodic.event_type, "event_id": job_id},
     )
     try:
         if start <= now:
@@ -79,34 +121,43 @@ def _ensure(settings: Settings, connection: redis.Redis, start: int, *, now: flo
             queue.schedule_job(job, datetime.fromtimestamp(start, UTC), unique=True)
     except DuplicateJobError:
         return None
-    log.info("catalog sync %s %s", job_id, "queued" if start <= now else "scheduled")
+    log.info("%s %s %s", periodic.name, job_id, "queued" if start <= now else "scheduled")
     return job_id
 
 
-def install_schedule(settings: Settings, connection: redis.Redis, *, now: float | None = None) -> list[str]:
-    """Make sure the current period's catalog sync exists (queued now) and the next one's (scheduled).
+def install_schedule(
+    settings: Settings, connection: redis.Redis, *, now: float | None = None, jobs: tuple[Periodic, ...] = PERIODIC
+) -> list[str]:
+    """Make sure each periodic job has its current period's run (queued now) and the next one's (scheduled).
 
-    Returns the ids of the jobs this call created (none when another worker already did, or the schedule is off).
+    Returns the ids of the jobs this call created (none when another worker already did, or a schedule is off).
     """
-    period = _period(settings)
-    if period == 0:
-        return []
     moment = time.time() if now is None else now
-    current = period_start(moment, period)
-    created = [_ensure(settings, connection, start, now=moment) for start in (current, current + period)]
+    created: list[str | None] = []
+    for periodic in jobs:
+        period = periodic.minutes(settings) * 60
+        if period == 0:
+            continue
+        current = period_start(moment, period)
+        created += [_ensure(settings, connection, periodic, start, now=moment) for start in (current, current + period)]
     return [job_id for job_id in created if job_id is not None]
 
 
 def schedule_next(
-    settings: Settings, connection: redis.Redis, *, period_of_run: int | None = None, now: float | None = None
+    settings: Settings,
+    connection: redis.Redis,
+    *,
+    periodic: Periodic = CATALOG,
+    period_of_run: int | None = None,
+    now: float | None = None,
 ) -> list[str]:
     """From a run: make sure the next period has its job (the one after ``period_of_run`` and after now)."""
-    period = _period(settings)
+    period = periodic.minutes(settings) * 60
     if period == 0:
         return []
     moment = time.time() if now is None else now
     starts = {period_start(moment, period) + period}
     if period_of_run is not None and period_of_run % period == 0 and period_of_run + period > moment:
         starts.add(period_of_run + period)  # a run started a little early (clock skew) still chains on
-    created = [_ensure(settings, connection, start, now=moment) for start in sorted(starts)]
+    created = [_ensure(settings, connection, periodic, start, now=moment) for start in sorted(starts)]
     return [job_id for job_id in created if job_id is not None]

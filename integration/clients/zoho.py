@@ -285,6 +285,10 @@ class ZohoClient:
         return self._get(f"/subscriptions/{_seg(subscription_id)}", "subscription")
 
     # -- invoices and payments ----------------------------------------------------------------------------------
+    def list_subscriptions(self) -> list[dict[str, Any]]:
+        """Every subscription (list rows: status, next_billing_at, ids; no nested plan or customer)."""
+        return self._all("/subscriptions", "subscriptions", {"filter_by": "SubscriptionStatus.All"})
+
     def get_invoice(self, invoice_id: str) -> dict[str, Any] | None:
         """One invoice (with its ``payments``), or None."""
         return self._get(f"/invoices/{_seg(invoice_id)}", "invoice")

@@ -1,4 +1,5 @@
-"""``/admin``: operator actions; ``POST /admin/sync/services`` enqueues a catalog reconcile.
+"""``/admin``: operator actions; ``POST /admin/sync/services`` enqueues a catalog reconcile, ``POST /admin/reconcile``
+the reconciliation sweeps (one job per sweep).
 
 Basic auth is enforced app-wide for the prefix (``auth.require_auth_under``), unknown paths and methods included;
 a request another site's page sends (basic auth is replayed by the browser) is refused 403 (``auth.cross_site``).
@@ -13,7 +14,7 @@ from flask import Blueprint, Response
 from ..auth import cross_site
 from ..extensions import queues, settings
 from ..queueing import enqueue_job
-from ..routing import CATALOG_QUEUE, CATALOG_SYNC
+from ..routing import CATALOG_QUEUE, CATALOG_SYNC, RECONCILE, SWEEPS
 
 __all__ = ["bp"]
 
@@ -37,3 +38,20 @@ def sync_services() -> tuple[dict[str, Any], int]:
         description="admin sync services",
     )
     return {"status": "accepted", "jobs": [job_id]}, 202
+
+
+@bp.post("/reconcile")
+def reconcile() -> tuple[dict[str, Any], int]:
+    """Enqueue every reconciliation sweep (``all``); 202 with the job ids."""
+    job_ids = [
+        enqueue_job(
+            queues()[RECONCILE.queue],
+            RECONCILE.job,
+            {"trigger": "admin", "sweep": sweep},
+            retry_schedule=settings().retry_schedule_seconds,
+            meta={"source": "admin", "event_type": "reconcile"},
+            description=f"admin reconcile {sweep}",
+        )
+        for sweep in SWEEPS
+    ]
+    return {"status": "accepted", "jobs": job_ids}, 202

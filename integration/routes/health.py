@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 
 from ..auth import refusal
 from ..extensions import queues, redis_conn, settings
+from ..sweeps import last_runs
 
 __all__ = ["bp"]
 
@@ -48,6 +49,7 @@ def readyz() -> tuple[dict[str, Any], int] | Response:
             }
             for name, q in queues().items()
         }
+        sweeps = last_runs(redis_conn())  # each sweep's last completed run (None: none yet)
     except RedisError:
         return {"status": "unavailable"}, 503
-    return {"status": "ready", "redis": "ok", "queues": figures}, 200
+    return {"status": "ready", "redis": "ok", "queues": figures, "sweeps": sweeps}, 200

@@ -27,6 +27,10 @@ def test_defaults_and_secret_lists():
     assert s.zoho_requests_per_minute == 30
     assert s.retry_schedule_seconds == (15, 60, 300, 900, 1800)
     assert s.braintree_environment == "sandbox"
+    assert (s.reconcile_interval_minutes, s.reconcile_grace_minutes, s.settlement_check_after_hours) == (60, 30, 24)
+    assert s.dunning_schedule_days == (3, 5, 7)
+    assert Settings.from_env({**REQUIRED, "DUNNING_SCHEDULE_DAYS": "1,2.5"}).dunning_schedule_days == (1, 2.5)
+    assert Settings.from_env({**REQUIRED, "DUNNING_SCHEDULE_DAYS": "none"}).dunning_schedule_days == ()
     assert "SECRET" not in repr(s)  # secrets stay out of repr (and so out of logs)
 
 
@@ -39,6 +43,9 @@ def test_defaults_and_secret_lists():
         ("LOG_LEVEL", "LOUD", "LOG_LEVEL"),
         ("REDIS_URL", "localhost", "REDIS_URL"),
         ("CATALOG_SYNC_INTERVAL_MINUTES", "-1", "CATALOG_SYNC_INTERVAL_MINUTES"),
+        ("RECONCILE_INTERVAL_MINUTES", "hourly", "RECONCILE_INTERVAL_MINUTES"),
+        ("DUNNING_SCHEDULE_DAYS", "3,x", "DUNNING_SCHEDULE_DAYS"),
+        ("DUNNING_SCHEDULE_DAYS", "7,3", "DUNNING_SCHEDULE_DAYS"),
     ],
 )
 def test_malformed_values_are_named(name, value, fragment):

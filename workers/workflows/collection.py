@@ -28,6 +28,10 @@ outage never leaves a charge unrecorded in the books.
 Only invoices of subscriptions the service manages are charged (the subscription is in Attio, or its Zoho
 ``reference_id`` names an Attio subscription, or it is a mapped customer's with ``auto_collect: false``), in a
 currency a merchant account serves (``BRAINTREE_MERCHANT_ACCOUNTS``).
+
+A decline (or no payment method) puts the invoice in dunning (``workers.dunning``): the attempt's intent is closed
+with Braintree's ``response_type``, so the next attempt is a new generation; a soft decline is tried again on
+``DUNNING_SCHEDULE_DAYS``, a hard one waits for a new card. A retry made stale by another attempt does nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from typing import Any
 import redis
 
 from integration.clients.attio_values import record_id, value
+from integration.clients.braintree import customer_id_for_company
 from integration.config import Settings
 from integration.errors import (
     CircuitOpen,
@@ -63,9 +68,10 @@ from ..crm import (
     set_subscription,
     upsert_payment,
 )
+from ..dunning import Dunning, DunningEntry
 from ..intents import DUPLICATE_WINDOW_SECONDS, ChargeIntent, ChargeIntents, DeclineMarks
 
-__all__ = ["CHARGED", "OPEN_STATUSES", "Collection", "Policy", "collect_invoice", "unbook_sale"]
+__all__ = ["CHARGED", "OPEN_STATUSES", "Collection", "Policy", "collect_invoice", "scope", "unbook_sale"]
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +92,15 @@ class Policy:
     merchant_accounts: tuple[tuple[str, str], ...] = ()
     lock_ttl: float = LOCK_TTL
     lock_wait: float = LOCK_WAIT
+    dunning_days: tuple[float, ...] = (3, 5, 7)  # DUNNING_SCHEDULE_DAYS
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Policy:
         """The policy the configuration asks for."""
         return cls(search_lag_seconds=float(settings.sale_search_lag_seconds),
                    duplicate_window_seconds=float(settings.braintree_duplicate_window_seconds),
-                   merchant_accounts=settings.braintree_merchant_accounts)
+                   merchant_accounts=settings.braintree_merchant_accounts,
+                   dunning_days=settings.dunning_schedule_days)
 
     @property
     def unknown_bound(self) -> float:
@@ -113,11 +121,12 @@ class Collection:
     """What one collection run did."""
 
     outcome: str  # charged | already_charged | declined | no_payment_method | currency_not_served | not_managed
-    #               | nothing_to_charge | not_found
+    #               | nothing_to_charge | not_found | stale_retry
     invoice_id: str
     transaction_id: str | None = None
     zoho_payment_recorded: bool = False
     detail: str = ""
+    dunning: DunningEntry | None = None  # after a decline: the invoice's dunning entry (its next attempt)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, for the job result."""
@@ -127,6 +136,8 @@ class Collection:
             "transaction_id": self.transaction_id,
             "zoho_payment_recorded": self.zoho_payment_recorded,
             "detail": self.detail,
+            "declines": self.dunning.declines if self.dunning else 0,
+            "next_attempt_at": self.dunning.next_at if self.dunning else None,
         }
 
 
@@ -174,19 +185,29 @@ def collect_invoice(
     event_time: datetime | None = None,
     policy: Policy = Policy(),
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    dunning_attempt: int | None = None,
 ) -> Collection:
     """Charge an open invoice's balance at most once, record it in Zoho and Attio; idempotent on retry.
 
     ``event_time`` is when Zoho raised the event that asked for the charge: the subscription's status is left
-    alone when a newer event or outcome has already been applied to it (see ``_apply_outcome``)."""
+    alone when a newer event or outcome has already been applied to it (see ``_apply_outcome``).
+    ``dunning_attempt``: this run is the retry answering that many declines; it does nothing if the invoice has
+    had another attempt since (or left dunning)."""
     intents = ChargeIntents(connection)
+    dunning = Dunning(connection, policy.dunning_days)
     with hold(connection, invoice_lock(invoice_id), ttl=policy.lock_ttl, wait=policy.lock_wait) as lock:
+        if dunning_attempt is not None:
+            entry = dunning.load(invoice_id)
+            if entry is None or entry.declines != dunning_attempt:
+                log.info("invoice %s: retry after decline %s is stale (now %s)", invoice_id, dunning_attempt,
+                         entry.declines if entry else "out of dunning")
+                return Collection("stale_retry", invoice_id)
         invoice = zoho.get_invoice(invoice_id)
         intent = intents.load(invoice_id)
         if invoice is None:
             return _invoice_gone(braintree, attio, invoice_id, intent, intents, policy, connection, now=now())
         company = find_company_by_zoho_customer(attio, str(invoice.get("customer_id")))
-        managed, subscription, zoho_sub_id = _scope(zoho, attio, invoice, company)
+        managed, subscription, zoho_sub_id = scope(zoho, attio, invoice, company)
         ctx = _Context(invoice, company, subscription, zoho_sub_id, event_time, connection)
 
         sale, attempt = _our_sale(braintree, ctx, intent)
@@ -210,6 +231,7 @@ def collect_invoice(
         if not ctx.is_open:
             log.info("invoice %s is %s with balance %s: nothing to charge", invoice_id, invoice.get("status"),
                      ctx.balance)
+            dunning.clear(invoice_id)
             return Collection("nothing_to_charge", invoice_id, detail=str(invoice.get("status")))
         if not managed:
             log.info("invoice %s is not of a subscription the service manages: not charged", invoice_id)
@@ -226,9 +248,16 @@ def collect_invoice(
         token = braintree.default_payment_method(customer_id) if customer_id else None
         if not customer_id or not token:
             reason = "no payment method on file"
+            # The company's Braintree customer id is its own (derived from the record): a card saved for it later
+            # finds this invoice even when none was on file yet.
+            payer = str(customer_id) if customer_id else (customer_id_for_company(record_id(company)) if company
+                                                          else None)
+            entry = dunning.declined(invoice_id, response_type=None, customer_id=payer, invoice_number=ctx.number,
+                                     reason=reason)
             _record_failure(attio, ctx, intent, "Failed", reason,
-                            f"Invoice {ctx.number} could not be charged: no payment method on file.", now=now())
-            return Collection("no_payment_method", invoice_id, detail=reason)
+                            f"Invoice {ctx.number} could not be charged: no payment method on file. "
+                            "Saving one through the payment link charges it.", now=now())
+            return Collection("no_payment_method", invoice_id, detail=reason, dunning=entry)
 
         if intent is not None and intent.state == "pending":  # unknown past the bound: taken as never made
             intent = replace(intent, state="closed")
@@ -403,11 +432,28 @@ def _outcome(
         intents.update(lock, intent, state="closed")
         raise ServiceUnavailable("braintree", f"sale for invoice {ctx.invoice_id} failed at the processor "
                                  f"({result.processor_code}: {result.message}); retried as a new attempt")
-    detail = f"The card was declined for invoice {ctx.number}: {result.message}."
+    entry = Dunning(ctx.connection, policy.dunning_days).declined(
+        ctx.invoice_id, response_type=result.response_type, customer_id=intent.customer_id, invoice_number=ctx.number,
+        reason=result.message, attempt=result.transaction_id)
+    detail = (f"The card was declined for invoice {ctx.number}: {result.message}. "
+              f"{_dunning_note(entry, len(policy.dunning_days))}")
     _record_failure(attio, ctx, intent, "Declined", result.message, detail, now=now(),
                     transaction_id=result.transaction_id, amount=result.amount)
-    intents.update(lock, intent, state="closed")  # only once recorded: a retry re-records it, never re-sells
-    return Collection("declined", ctx.invoice_id, transaction_id=result.transaction_id, detail=result.message)
+    # Closed only once recorded: a retry after a cut-short recording re-records it (counted once), never re-sells.
+    intents.update(lock, intent, state="closed", response_type=result.response_type or "declined")
+    return Collection("declined", ctx.invoice_id, transaction_id=result.transaction_id, detail=result.message,
+                      dunning=entry)
+
+
+def _dunning_note(entry: DunningEntry, retries: int) -> str:
+    """What happens next, for the subscription's ``status_detail``."""
+    if entry.next_at is not None:
+        when = datetime.fromtimestamp(entry.next_at, UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return f"Automatic retry {entry.declines} of {retries} on {when}."
+    if entry.kind == "soft":
+        return (f"No automatic retries left ({entry.declines - 1} made): saving a new payment method through the "
+                "payment link charges it.")
+    return "The bank refused it for good: saving a new payment method through the payment link charges it."
 
 
 @dataclass(frozen=True)
@@ -476,6 +522,7 @@ def _record_success(attio: AttioLike, ctx: _Context, txn_id: str, amount: Decima
             {**ctx.base_fields(), "amount": str(amount), "status": "Submitted", "failure_reason": "",
              "occurred_at": iso(now)},
         )
+    Dunning(ctx.connection).clear(ctx.invoice_id)  # paid: no retry is due any more
     _apply_outcome(attio, ctx, success=True, detail="", paid_at=now)
 
 
@@ -523,7 +570,7 @@ def _apply_outcome(attio: AttioLike, ctx: _Context, *, success: bool, detail: st
 
 
 # -- scope ----------------------------------------------------------------------------------------------------
-def _scope(
+def scope(
     zoho: Any, attio: AttioLike, invoice: dict[str, Any], company: dict[str, Any] | None
 ) -> tuple[bool, dict[str, Any] | None, str | None]:
     """(managed, the Attio subscription, the Zoho subscription id) of an invoice.

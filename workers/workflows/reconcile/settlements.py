@@ -1,0 +1,83 @@
+"""The settlements sweep: card payments ``Submitted`` for ``SETTLEMENT_CHECK_AFTER_HOURS`` → what Braintree says.
+
+Braintree sends ``transaction_settled`` / ``transaction_settlement_declined`` webhooks only for ACH and SEPA
+direct debit, never for cards: this sweep is how a card payment becomes ``Settled``, or ``Failed`` when its
+settlement was declined or the sale voided. The transactions are looked up together (an id search, not one call
+each) and applied through the settlement event's own code, under the transaction's lock. A payment still
+``Submitted`` after ``SETTLEMENT_GIVE_UP_DAYS`` is no longer looked up (one warning).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from integration.clients.attio_values import value
+from integration.locks import hold, transaction_lock
+
+from ...crm import parse_time
+from ..lifecycle import apply_transaction_event
+from .base import SweepContext, SweepReport, walk
+
+__all__ = ["SETTLEMENT_GIVE_UP_DAYS", "sweep_settlements"]
+
+log = logging.getLogger(__name__)
+
+SETTLEMENT_GIVE_UP_DAYS = 30
+SETTLED = ("settled", "settlement_confirmed")
+SETTLEMENT_FAILED = {"settlement_declined": "Settlement declined", "voided": "Voided in Braintree"}
+
+
+def sweep_settlements(ctx: SweepContext) -> SweepReport:
+    """Move card payments ``Submitted`` past the threshold to what Braintree says: Settled or Failed."""
+    report = SweepReport("settlements", dry_run=ctx.dry_run)
+    cutoff, give_up = ctx.now - ctx.settlement_after, ctx.now - timedelta(days=SETTLEMENT_GIVE_UP_DAYS)
+    records = ctx.attio.query_records("payments", {"status": "Submitted"})
+    candidates: list[tuple[str, dict[str, Any]]] = []
+    for record in records:
+        report.looked_at += 1
+        external_id = str(value(record, "external_id") or "")
+        since = parse_time(value(record, "occurred_at")) or parse_time(str(record.get("created_at") or ""))
+        if not external_id.startswith("braintree:") or since is None or since > cutoff:
+            report.skipped += 1
+        elif since < give_up:
+            log.warning("payment %s is still Submitted %s days after %s: no longer looked up in Braintree",
+                        external_id, SETTLEMENT_GIVE_UP_DAYS, since.date())
+            report.skipped += 1
+        else:
+            candidates.append((external_id, record))
+    found = {str(t.id): t for t in ctx.braintree.find_transactions([e.split(":", 1)[1] for e, _ in candidates])}
+
+    def settle(record: dict[str, Any]) -> None:
+        txn_id = str(value(record, "external_id")).split(":", 1)[1]
+        txn = found.get(txn_id)
+        if txn is None:
+            log.warning("payment braintree:%s is Submitted but Braintree has no such transaction", txn_id)
+            report.unrepaired += 1
+            return
+        status = str(txn.status)
+        if status in SETTLED:
+            kind, reason = "transaction_settled", None
+        elif status in SETTLEMENT_FAILED:
+            kind = "transaction_settlement_declined"
+            reason = getattr(txn, "processor_settlement_response_text", None) or SETTLEMENT_FAILED[status]
+        else:
+            report.skipped += 1  # submitted_for_settlement, settling, settlement_pending: not decided yet
+            return
+        if ctx.dry_run:
+            report.planned.append(f"payment braintree:{txn_id} → {'Settled' if reason is None else 'Failed'}")
+            report.repaired += 1
+            return
+        event = {"kind": kind, "transaction": {
+            "id": txn_id, "type": str(getattr(txn, "type", "sale")), "order_id": getattr(txn, "order_id", None),
+            "amount": str(getattr(txn, "amount", "") or ""), "processor_settlement_response_text": reason}}
+        with hold(ctx.connection, transaction_lock(txn_id), ttl=60.0, wait=15.0):  # as the webhook's job
+            outcome = apply_transaction_event(event, attio=ctx.attio)
+        if outcome.get("outcome") in ("updated", "created"):
+            report.repaired += 1
+        else:
+            report.skipped += 1
+
+    walk(ctx, "settlements", candidates, settle).finish(report)
+    return report
