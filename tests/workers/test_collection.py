@@ -239,7 +239,12 @@ def test_a_retry_after_the_duplicate_window_but_inside_the_search_lag_does_not_s
                                                                                            redis_conn, queues):
     """The answer of a sale is lost; the retry comes when Braintree's duplicate check no longer catches a second
     sale but its search still cannot show the first: only the intent stops the second sale."""
-    stack.braintree.search_lag_seconds = WINDOW + 0.6  # still below the service's bound (BOUND)
+    from workers import runtime
+
+    # Search lags 4.5 s (below the service's bound, 6 s here); the retry comes at ~2.2 s, past the 2 s duplicate
+    # window: a wide margin, so a slow machine does not make the search catch up first.
+    stack.braintree.search_lag_seconds = WINDOW + 2.5
+    runtime.use_settings(stack.settings(sale_search_lag_seconds=6, braintree_duplicate_window_seconds=WINDOW))
     books = Books(stack)
     invoice_id = books.invoice(31.0)
     stack.braintree.faults.add("POST", "/merchants/*/transactions", after=503, times=1)
