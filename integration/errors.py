@@ -9,10 +9,13 @@
     │   └── PayloadInvalid          400, carries marshmallow's messages
     ├── QueueUnavailable            Redis unreachable or the enqueue failed: 503, the sender retries
     ├── ServiceError                raised by clients/: carries provider, status, code, request_id
-    │   ├── ServiceUnavailable      timeout, connection error, 5xx, 429, open circuit, budget spent → retry
-    │   │   ├── RateLimited         the provider answered 429: slow down (does not trip the breaker)
-    │   │   └── CircuitOpen         the provider's breaker is open → reschedule
+    │   ├── ServiceUnavailable      timeout, connection error, 5xx → retry on the schedule
+    │   │   └── NotNow              "not now": defer to the time named, without using up an attempt
+    │   │       ├── RateLimited     the provider answered 429, or our shared budget for it is spent
+    │   │       ├── CircuitOpen     the provider's breaker is open: no call was sent
+    │   │       └── LockBusy        another job holds the lock this work needs
     │   └── ServiceRejected         any other 4xx, a validation error → fail now, report
+    ├── DeferredTooLong             "not now" for longer than JOB_DEADLINE_HOURS → failed registry, one report
     └── NoHandler                   an event routed to a job that does not exist yet → failed registry
 
 Every ``__init__`` hands its message to ``super().__init__()`` and ``__reduce__`` rebuilds the keyword
@@ -26,8 +29,11 @@ from typing import Any
 __all__ = [
     "CircuitOpen",
     "ConfigError",
+    "DeferredTooLong",
     "IntegrationError",
+    "LockBusy",
     "NoHandler",
+    "NotNow",
     "PayloadInvalid",
     "QueueUnavailable",
     "RateLimited",
@@ -91,6 +97,10 @@ class NoHandler(IntegrationError):
     """The event's job has no handler yet."""
 
 
+class DeferredTooLong(IntegrationError):
+    """A job met only "not now" (rate limits, an open circuit, a busy lock) for longer than its deadline."""
+
+
 class ServiceError(IntegrationError):
     """A provider call failed; carries what support needs to trace it."""
 
@@ -125,15 +135,23 @@ def _rebuild(cls: type[ServiceError], provider: str, message: str, *rest: Any) -
 
 
 class ServiceUnavailable(ServiceError):
-    """Transient: the same call may succeed later (timeout, connection, 429, 5xx, open circuit)."""
+    """Transient: the same call may succeed later (timeout, connection, 5xx, and every ``NotNow``)."""
 
 
-class RateLimited(ServiceUnavailable):
-    """The provider answered 429: it is up, we are too fast; retry after its ``Retry-After``."""
+class NotNow(ServiceUnavailable):
+    """Nothing is wrong, the work must only wait (until ``retry_after`` when known): not a failed attempt."""
 
 
-class CircuitOpen(ServiceUnavailable):
+class RateLimited(NotNow):
+    """The provider answered 429 (or its rate-limit code), or our shared budget for it is spent: we are too fast."""
+
+
+class CircuitOpen(NotNow):
     """The provider's circuit breaker is open; no call was sent."""
+
+
+class LockBusy(NotNow):
+    """Another job holds the lock this work needs (its holder is likely doing the same work)."""
 
 
 class ServiceRejected(ServiceError):

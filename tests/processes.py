@@ -45,6 +45,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "ZOHO_REQUESTS_PER_MINUTE": str(settings.zoho_requests_per_minute),
         "CATALOG_SYNC_INTERVAL_MINUTES": str(settings.catalog_sync_interval_minutes),
         "RETRY_SCHEDULE_SECONDS": ",".join(str(s) for s in settings.retry_schedule_seconds),
+        "JOB_DEADLINE_HOURS": str(settings.job_deadline_hours),
+        "INLINE_WAIT_SECONDS": str(settings.inline_wait_seconds),
         "LOG_LEVEL": settings.log_level,
         **({"SENTRY_DSN": settings.sentry_dsn} if settings.sentry_dsn else {}),
     }

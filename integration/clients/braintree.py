@@ -33,7 +33,7 @@ from braintree.exceptions.http.connection_error import ConnectionError as Transp
 from braintree.exceptions.http.timeout_error import TimeoutError as TransportTimeoutError
 
 from ..config import Settings
-from ..errors import CircuitOpen, ServiceError, ServiceRejected, ServiceUnavailable
+from ..errors import CircuitOpen, RateLimited, ServiceError, ServiceRejected, ServiceUnavailable
 from .breaker import make_breaker
 from .gateway import make_gateway
 
@@ -99,6 +99,8 @@ def _translate(exc: Exception) -> ServiceError:
     message = type(exc).__name__ + (f": {exc}" if str(exc) else "")
     cause = exc.args[0] if exc.args else None
     # The http.* transport classes subclass UnexpectedError: test them before calling UnexpectedError permanent.
+    if isinstance(exc, bt.TooManyRequestsError):  # "not now": never a breaker failure (make_breaker excludes it)
+        return RateLimited(PROVIDER, message, status=status)
     if isinstance(exc, (*_TRANSIENT, requests.RequestException)) or isinstance(cause, _TRANSPORT):
         return ServiceUnavailable(PROVIDER, message, status=status)
     if isinstance(exc, bt.UnexpectedError) and str(exc).endswith("HTTP_RESPONSE 502"):

@@ -1,4 +1,4 @@
-"""Rate budgets and concurrency slots shared through Redis by every web and worker process.
+"""Rate budgets and concurrency slots shared through Redis by every web and worker process, in two lanes.
 
 ``RateBudget`` is a sliding-window log (a sorted set of admission times, Redis's own clock): a call is admitted
 only if fewer than ``limit`` calls were admitted in the last ``period`` seconds, so no window of that length,
@@ -6,38 +6,69 @@ anywhere, ever holds more. The window is stretched by ``margin`` (5 %) to absorb
 admission and the provider's own clock. ``ConcurrencySlots`` is a counting semaphore with leases, so a slot held
 by a killed process frees itself.
 
-A call that would exceed the budget waits (up to ``max_wait``) or raises ``ServiceUnavailable`` with the time
-until a slot frees as ``retry_after``, so the job is rescheduled: it is never sent.
+Money goes first (``integration.worklane``): a ``bulk`` call (catalog sync, sweeps, the audit, commands) is
+admitted only while the window holds fewer than ``limit - reserve`` calls (``reserve`` = ``MONEY_RESERVE`` of
+the limit, at least one), and not at all while a ``money`` call is waiting for a slot (a flag the waiting money
+call sets, ``<key>:money-waiting``, until the slot it waits for frees), so the next free slot is money's. Bulk may
+also hold at most ``limit - 1`` concurrency slots. A charge therefore finds a slot at once, or waits only for
+other money work; bulk work waits in its place.
+
+A call that would exceed the budget waits (up to ``max_wait``) or raises ``RateLimited`` with the time until a
+slot frees as ``retry_after``, so the job is deferred (not failed): it is never sent.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import redis
 
-from ..errors import ServiceUnavailable
+from ..errors import RateLimited
+from ..worklane import MONEY, Lane, current_lane
 
-__all__ = ["ConcurrencySlots", "RateBudget"]
+__all__ = ["MONEY_RESERVE", "ConcurrencySlots", "RateBudget"]
 
-# KEYS[1] = zset; ARGV = limit, window_ms, member. Returns 0 when admitted, else ms until a slot frees.
+MONEY_RESERVE = 0.25  # share of every rate budget that bulk work never takes (money's own lane)
+_HOLD_OFF_MS = 250  # how long past its expected wait a waiting money call keeps bulk work off the freed slot
+
+# KEYS[1] = zset of admissions, KEYS[2] = the money-waiting flag.
+# ARGV = limit, window_ms, member, lane ('money' | 'bulk'), bulk cap, hold-off ms.
+# Returns 0 when admitted, else ms until this lane may try again.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local window = tonumber(ARGV[2])
+local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
-if count < tonumber(ARGV[1]) then
+local cap = limit
+local waiting = 0
+if ARGV[4] ~= 'money' then
+  cap = tonumber(ARGV[5])
+  waiting = redis.call('PTTL', KEYS[2])
+end
+if count < cap and waiting <= 0 then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window + 1000)
   return 0
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-local wait = tonumber(oldest[2]) + window - now
+local wait = 1
+if count >= cap then
+  local nth = redis.call('ZRANGE', KEYS[1], count - cap, count - cap, 'WITHSCORES')
+  wait = tonumber(nth[2]) + window - now
+end
 if wait < 1 then wait = 1 end
+if ARGV[4] == 'money' then
+  local hold = wait + tonumber(ARGV[6])
+  if redis.call('PTTL', KEYS[2]) < hold then
+    redis.call('SET', KEYS[2], '1', 'PX', hold)
+  end
+elseif waiting > wait then
+  wait = waiting
+end
 return wait
 """
 
@@ -67,30 +98,38 @@ class RateBudget:
         period: float,
         max_wait: float = 10.0,
         margin: float = 0.05,
+        reserve: float = MONEY_RESERVE,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.key = f"budget:{name}"
+        self.waiting_key = f"{self.key}:money-waiting"
         self.name = name
         self.limit = limit
+        self.bulk_limit = max(1, limit - max(1, math.ceil(limit * reserve))) if reserve > 0 else limit
         self.window_ms = int(period * (1 + margin) * 1000)
         self.max_wait = max_wait
         self._script = connection.register_script(_ADMIT)
         self._sleep = sleep
 
-    def try_acquire(self) -> float:
-        """Take a slot now if one is free; returns 0.0, or the seconds until one frees."""
-        wait_ms = int(self._script(keys=[self.key], args=[self.limit, self.window_ms, uuid.uuid4().hex]))
+    def try_acquire(self, lane: Lane = MONEY) -> float:
+        """Take a slot of ``lane`` now if one is free; returns 0.0, or the seconds until this lane may try again."""
+        args = [self.limit, self.window_ms, uuid.uuid4().hex, lane, self.bulk_limit, _HOLD_OFF_MS]
+        wait_ms = int(self._script(keys=[self.key, self.waiting_key], args=args))
         return wait_ms / 1000.0
 
-    def acquire(self, provider: str) -> None:
-        """Wait for a slot (at most ``max_wait`` seconds), else raise ServiceUnavailable to reschedule."""
+    def acquire(self, provider: str, lane: Lane | None = None) -> None:
+        """Wait for a slot (at most ``max_wait`` seconds), else raise RateLimited so the job is deferred.
+
+        ``lane`` defaults to the current work's (``integration.worklane``).
+        """
+        lane = lane or current_lane()
         deadline = time.monotonic() + self.max_wait
         while True:
-            wait = self.try_acquire()
+            wait = self.try_acquire(lane)
             if wait == 0.0:
                 return
             if time.monotonic() + wait > deadline:
-                raise ServiceUnavailable(provider, f"rate budget {self.name} spent", retry_after=wait)
+                raise RateLimited(provider, f"rate budget {self.name} spent ({lane} lane)", retry_after=wait)
             self._sleep(wait)
 
 
@@ -117,13 +156,14 @@ class ConcurrencySlots:
         self._script = connection.register_script(_TAKE_SLOT)
 
     @contextlib.contextmanager
-    def slot(self, provider: str) -> Iterator[None]:
-        """Hold one slot for the duration of the block."""
+    def slot(self, provider: str, lane: Lane | None = None) -> Iterator[None]:
+        """Hold one slot for the duration of the block (bulk work never holds the last one)."""
         member = uuid.uuid4().hex
+        limit = self.limit if (lane or current_lane()) == MONEY else max(1, self.limit - 1)
         deadline = time.monotonic() + self.max_wait
-        while not int(self._script(keys=[self.key], args=[self.limit, self.lease_ms, member])):
+        while not int(self._script(keys=[self.key], args=[limit, self.lease_ms, member])):
             if time.monotonic() > deadline:
-                raise ServiceUnavailable(provider, f"no free {self.name} slot", retry_after=self.poll * 50)
+                raise RateLimited(provider, f"no free {self.name} slot", retry_after=self.poll * 50)
             time.sleep(self.poll)
         try:
             yield

@@ -23,7 +23,7 @@ import redis
 import requests
 
 from ..config import Settings
-from ..errors import CircuitOpen, ServiceRejected, ServiceUnavailable
+from ..errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailable
 from ._http import HttpCaller, Limiter
 from .breaker import make_breaker
 from .budget import ConcurrencySlots, RateBudget
@@ -160,6 +160,7 @@ class ZohoClient:
         api_url: str | None = None,
         breaker: pybreaker.CircuitBreaker | None = None,
         limiter: Limiter | None = None,
+        inline_wait: float = 0.0,
     ) -> None:
         self.tokens = tokens
         self._org = organization_id
@@ -173,6 +174,7 @@ class ZohoClient:
             breaker=breaker,
             limiter=limiter,
             parse_error=_parse_error,
+            inline_wait=inline_wait,
         )
 
     # -- catalogue ----------------------------------------------------------------------------------------------
@@ -346,7 +348,7 @@ class ZohoClient:
         except ServiceRejected as exc:
             if exc.code not in RATE_LIMIT_CODES:
                 raise
-            raise ServiceUnavailable(
+            raise RateLimited(
                 PROVIDER, exc.message, status=exc.status, code=exc.code, request_id=exc.request_id
             ) from exc
         try:
@@ -357,7 +359,7 @@ class ZohoClient:
             raise ServiceUnavailable(PROVIDER, f"{method} {path}: unexpected answer", status=resp.status_code)
         code = envelope.get("code", 0)
         if str(code) != "0":  # Zoho can refuse with HTTP 200 (reference §4.1)
-            error = ServiceUnavailable if str(code) in RATE_LIMIT_CODES else ServiceRejected
+            error = RateLimited if str(code) in RATE_LIMIT_CODES else ServiceRejected
             request_id = resp.headers.get("X-Zoho-Request-Id")
             message = f"{method} {path}: {envelope.get('message') or 'error'}"
             raise error(PROVIDER, message, status=resp.status_code, code=str(code), request_id=request_id)
@@ -395,4 +397,5 @@ def build_zoho_client(
         api_url=settings.zoho_api_url,
         breaker=make_breaker(connection, PROVIDER),
         limiter=limiter,
+        inline_wait=settings.inline_wait_seconds,
     )

@@ -17,7 +17,7 @@ import redis
 
 from integration.clients.braintree import BraintreeClient, SaleResult, build_braintree_client, customer_id_for_company
 from integration.clients.breaker import make_breaker
-from integration.errors import CircuitOpen, ServiceRejected, ServiceUnavailable
+from integration.errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailable
 from tests.conftest import free_port, make_settings
 from simulators.braintree import BraintreeSimulator
 from simulators.braintree_xml import api_error_response
@@ -350,6 +350,18 @@ def test_breaker_opens_after_five_transient_failures(sim: BraintreeSimulator, re
     with pytest.raises(CircuitOpen):
         BraintreeClient(gateway=sim.gateway(), breaker=make_breaker(redis_conn, "braintree")).find_customer("payer")
     assert sim.calls_to("GET", f"{CUSTOMERS}/*") == []
+
+
+def test_429s_never_open_the_breaker(sim: BraintreeSimulator, redis_conn: redis.Redis) -> None:
+    sim.add_customer("payer")
+    client = BraintreeClient(gateway=sim.gateway(), breaker=make_breaker(redis_conn, "braintree"))
+    sim.faults.add("GET", f"{CUSTOMERS}/*", status=429, times=7)
+    for _ in range(7):  # more than the breaker's five
+        with pytest.raises(RateLimited) as info:
+            client.find_customer("payer")
+        assert info.value.status == 429
+    assert client.find_customer("payer") is not None  # the circuit is still closed: the call goes through
+    assert len(sim.calls_to("GET", f"{CUSTOMERS}/*")) == 8
 
 
 def test_merchant_without_request_keys_still_gets_one_sale(sim, client):

@@ -13,8 +13,9 @@ import redis
 
 from integration.clients.attio import build_attio_client
 from integration.clients.budget import RateBudget
-from integration.errors import ServiceError, ServiceUnavailable
+from integration.errors import RateLimited, ServiceError, ServiceUnavailable
 from integration.queueing import make_redis
+from integration.worklane import BULK, MONEY
 from tests.conftest import make_settings
 from simulators.attio import AttioSimulator
 
@@ -87,6 +88,31 @@ def test_no_slot_within_max_wait_raises_unavailable_with_retry_after(redis_conn:
     assert time.monotonic() - started < 0.1  # it does not sleep when the wait cannot fit
     assert caught.value.provider == "attio"
     assert caught.value.retry_after is not None and 0.5 < caught.value.retry_after <= 1.05
+
+
+def test_bulk_work_never_takes_the_money_reserve(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:lanes", limit=4, period=5.0, reserve=0.25)
+    assert [budget.try_acquire(BULK) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert budget.try_acquire(BULK) > 4.0  # 3 of 4 taken: bulk waits for its own oldest call to expire
+    assert budget.try_acquire(MONEY) == 0.0  # the reserved slot is money's at once
+    assert budget.try_acquire(MONEY) > 4.0
+
+
+def test_bulk_work_stands_aside_while_money_waits(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:standaside", limit=2, period=0.4, reserve=0.5)
+    assert budget.try_acquire(MONEY) == 0.0 and budget.try_acquire(MONEY) == 0.0
+    wait = budget.try_acquire(MONEY)  # full: money waits, and says so
+    assert 0 < wait <= 0.42
+    time.sleep(wait + 0.02)  # the slot money waited for is free now
+    assert budget.try_acquire(BULK) > 0  # ... but bulk may not take it
+    assert budget.try_acquire(MONEY) == 0.0
+
+
+def test_a_spent_budget_is_not_now(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:notnow", limit=1, period=1.0, max_wait=0.0)
+    budget.acquire("zoho")
+    with pytest.raises(RateLimited):
+        budget.acquire("zoho")
 
 
 @pytest.fixture
