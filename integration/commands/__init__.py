@@ -1,18 +1,46 @@
-"""CLI command groups, one module per noun (jobs, attio, sync, audit, webhooks)."""
+"""CLI command groups, one module per noun (jobs, attio, sync, audit, webhooks).
+
+Every command runs in the ``bulk`` lane of the provider budgets (``integration.worklane``): an operator's sync
+or audit waits its turn behind the charges the workers are making, never the other way round.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
 from flask import Flask
+
+from ..worklane import BULK, lane
 
 __all__ = ["register_all"]
 
 
 def register_all(app: Flask) -> None:
-    """Register every command group on the app."""
+    """Register every command group on the app, each command in the bulk lane."""
     from . import attio, audit, jobs, sync, webhooks
 
-    app.cli.add_command(jobs.group)
-    app.cli.add_command(attio.group)
-    app.cli.add_command(audit.group)
-    app.cli.add_command(sync.group)
-    app.cli.add_command(webhooks.group)
+    for group in (jobs.group, attio.group, audit.group, sync.group, webhooks.group):
+        _in_bulk_lane(group)
+        app.cli.add_command(group)
+
+
+def _in_bulk_lane(group: click.Group) -> None:
+    """Make each command of ``group`` run in the bulk lane (once, however often the app is built)."""
+    for command in group.commands.values():
+        callback = command.callback
+        if callback is None or getattr(callback, "_bulk_lane", False):
+            continue
+        command.callback = _bulk(callback)
+
+
+def _bulk(callback: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with lane(BULK):
+            return callback(*args, **kwargs)
+
+    run._bulk_lane = True  # type: ignore[attr-defined]
+    return run

@@ -20,6 +20,7 @@ from flask.cli import with_appcontext
 from ..attio_schema import OBJECTS, AttributeSpec, ObjectSpec, attribute_conflicts
 from ..clients.attio import AttioClient, build_attio_client
 from ..errors import ServiceError, ServiceRejected
+from ._patience import CouldNotFinish, patience_option, patiently
 
 __all__ = ["Workspace", "attio_client_from_app", "ensure_schema", "group", "survey_schema"]
 
@@ -136,25 +137,33 @@ def _create_attribute(client: AttioClient, ws: Workspace, obj: ObjectSpec, spec:
 
 
 @group.command("setup")
+@patience_option
 @with_appcontext
-def setup_command() -> None:
-    """Create the Attio objects, attributes and options of the data model that are missing; exit 1 on conflicts."""
+def setup_command(patience: float) -> None:
+    """Create the Attio objects, attributes and options of the data model that are missing; exit 1 on conflicts.
+
+    Rate limits and Attio errors are waited out (``--patience``); exit 2 when it could not finish.
+    """
     client = attio_client_from_app()
-    try:
+
+    def run_once() -> tuple[list[str], tuple[int, int]]:
         ws, conflicts = survey_schema(client)
         if conflicts:
-            for line in conflicts:
-                click.echo(f"conflict: {line}", err=True)
-            raise click.ClickException(
-                f"{len(conflicts)} conflict(s) with the data model; nothing was created or changed. "
-                "Fix or rename these attributes in Attio, then run `attio setup` again."
-            )
-        created, found = ensure_schema(client, ws, click.echo)
-    except ServiceError as exc:
-        hint = " (transient: run `attio setup` again, it only creates what is missing)"
-        if exc.status in (401, 403):
-            hint = " (check ATTIO_API_KEY and its object_configuration:read-write scope)"
-        elif isinstance(exc, ServiceRejected):
-            hint = ""
-        raise click.ClickException(f"Attio call failed: {exc}{hint}") from exc
+            return conflicts, (0, 0)
+        return [], ensure_schema(client, ws, click.echo)
+
+    try:
+        conflicts, (created, found) = patiently(run_once, what="attio setup", patience=patience)
+    except CouldNotFinish as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ServiceError) and cause.status in (401, 403):
+            exc.message += " (check ATTIO_API_KEY and its object_configuration:read-write scope)"
+        raise
+    if conflicts:
+        for line in conflicts:
+            click.echo(f"conflict: {line}", err=True)
+        raise click.ClickException(  # exit 1: found problems
+            f"{len(conflicts)} conflict(s) with the data model; nothing was created or changed. "
+            "Fix or rename these attributes in Attio, then run `attio setup` again."
+        )
     click.echo(f"attio setup done: {created} created, {found} already there")
