@@ -7,11 +7,18 @@ admission and the provider's own clock. ``ConcurrencySlots`` is a counting semap
 by a killed process frees itself.
 
 Money goes first (``integration.worklane``): a ``bulk`` call (catalog sync, sweeps, the audit, commands) is
-admitted only while the window holds fewer than ``limit - reserve`` calls (``reserve`` = ``MONEY_RESERVE`` of
-the limit, at least one), and not at all while a ``money`` call is waiting for a slot (a flag the waiting money
-call sets, ``<key>:money-waiting``, until the slot it waits for frees), so the next free slot is money's. Bulk may
-also hold at most ``limit - 1`` concurrency slots. A charge therefore finds a slot at once, or waits only for
-other money work; bulk work waits in its place.
+admitted only
+
+- while the window holds fewer than ``limit - reserve`` calls (``reserve`` = ``MONEY_RESERVE`` of the limit, at
+  least one), so a charge always finds the reserve free;
+- not while a ``money`` call is waiting for a slot (a flag the waiting money call sets, ``<key>:money-waiting``,
+  until the slot it waits for frees), so every slot that frees goes to money first;
+- at most one per ``period / (limit - reserve)`` (``<key>:bulk-next``): bulk is paced, never a burst, so the
+  window never holds a block of bulk calls that would all expire late; a charge that finds the reserve used
+  waits at most about that spacing for the next slot (2.7 s of Zoho's minute at 30/min), not a whole window.
+
+Bulk may also hold at most ``limit - 1`` concurrency slots. A charge therefore finds a slot at once, or waits a
+few seconds, or for other money work; bulk work waits in its place.
 
 A call that would exceed the budget waits (up to ``max_wait``) or raises ``RateLimited`` with the time until a
 slot frees as ``retry_after``, so the job is deferred (not failed): it is never sent.
@@ -35,24 +42,28 @@ __all__ = ["MONEY_RESERVE", "ConcurrencySlots", "RateBudget"]
 MONEY_RESERVE = 0.25  # share of every rate budget that bulk work never takes (money's own lane)
 _HOLD_OFF_MS = 250  # how long past its expected wait a waiting money call keeps bulk work off the freed slot
 
-# KEYS[1] = zset of admissions, KEYS[2] = the money-waiting flag.
+# KEYS[1] = zset of admissions, KEYS[2] = the money-waiting flag, KEYS[3] = when bulk may next be admitted (ms).
 # ARGV = limit, window_ms, member, lane ('money' | 'bulk'), bulk cap, hold-off ms.
 # Returns 0 when admitted, else ms until this lane may try again.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+local money = ARGV[4] == 'money'
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
-local cap = limit
-local waiting = 0
-if ARGV[4] ~= 'money' then
+local cap, waiting, paced = limit, 0, 0
+if not money then
   cap = tonumber(ARGV[5])
   waiting = redis.call('PTTL', KEYS[2])
+  paced = tonumber(redis.call('GET', KEYS[3]) or '0') - now
 end
-if count < cap and waiting <= 0 then
+if count < cap and waiting <= 0 and paced <= 0 then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window + 1000)
+  if not money then
+    redis.call('SET', KEYS[3], now + math.floor(window / cap), 'PX', window)
+  end
   return 0
 end
 local wait = 1
@@ -60,15 +71,17 @@ if count >= cap then
   local nth = redis.call('ZRANGE', KEYS[1], count - cap, count - cap, 'WITHSCORES')
   wait = tonumber(nth[2]) + window - now
 end
-if wait < 1 then wait = 1 end
-if ARGV[4] == 'money' then
+if money then
+  if wait < 1 then wait = 1 end
   local hold = wait + tonumber(ARGV[6])
   if redis.call('PTTL', KEYS[2]) < hold then
     redis.call('SET', KEYS[2], '1', 'PX', hold)
   end
-elseif waiting > wait then
-  wait = waiting
+  return wait
 end
+if waiting > wait then wait = waiting end
+if paced > wait then wait = paced end
+if wait < 1 then wait = 1 end
 return wait
 """
 
@@ -103,6 +116,7 @@ class RateBudget:
     ) -> None:
         self.key = f"budget:{name}"
         self.waiting_key = f"{self.key}:money-waiting"
+        self.bulk_next_key = f"{self.key}:bulk-next"
         self.name = name
         self.limit = limit
         self.bulk_limit = max(1, limit - max(1, math.ceil(limit * reserve))) if reserve > 0 else limit
@@ -114,7 +128,7 @@ class RateBudget:
     def try_acquire(self, lane: Lane = MONEY) -> float:
         """Take a slot of ``lane`` now if one is free; returns 0.0, or the seconds until this lane may try again."""
         args = [self.limit, self.window_ms, uuid.uuid4().hex, lane, self.bulk_limit, _HOLD_OFF_MS]
-        wait_ms = int(self._script(keys=[self.key, self.waiting_key], args=args))
+        wait_ms = int(self._script(keys=[self.key, self.waiting_key, self.bulk_next_key], args=args))
         return wait_ms / 1000.0
 
     def acquire(self, provider: str, lane: Lane | None = None) -> None:

@@ -26,7 +26,7 @@ from ..config import Settings
 from ..errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailable
 from ._http import HttpCaller, Limiter
 from .breaker import make_breaker
-from .budget import ConcurrencySlots, RateBudget
+from .budget import MONEY_RESERVE, ConcurrencySlots, RateBudget
 from .zoho_auth import ZohoTokens
 
 __all__ = ["ORG_HEADER", "PER_PAGE", "PROVIDER", "ZohoClient", "ZohoLimiter", "build_zoho_client"]
@@ -120,7 +120,12 @@ def _created(row: dict[str, Any]) -> tuple[datetime, int]:
 
 
 class ZohoLimiter(Limiter):
-    """The org's shared budget: ``requests_per_minute`` per sliding minute and ``max_concurrent`` in flight."""
+    """The org's shared budget: ``requests_per_minute`` per sliding minute and ``max_concurrent`` in flight.
+
+    A quarter of the minute (``MONEY_RESERVE``) is kept for money work, and bulk work stands aside while a charge
+    waits (``budget``): the window is a minute long, so without the reserve one burst of catalog or audit reads
+    could hold a charge back for most of a minute.
+    """
 
     def __init__(
         self,
@@ -132,10 +137,12 @@ class ZohoLimiter(Limiter):
         lease: float = 60.0,
         period: float = 60.0,
         max_wait: float = BUDGET_WAIT,
+        reserve: float = MONEY_RESERVE,
     ) -> None:
         name = f"{PROVIDER}:{organization_id}"
         limit = requests_per_minute
-        self.budget = RateBudget(connection, f"{name}:minute", limit=limit, period=period, max_wait=max_wait)
+        self.budget = RateBudget(connection, f"{name}:minute", limit=limit, period=period, max_wait=max_wait,
+                                 reserve=reserve)
         self.slots = ConcurrencySlots(connection, f"{name}:concurrent", limit=max_concurrent, lease=lease)
 
     @contextlib.contextmanager

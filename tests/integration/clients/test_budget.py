@@ -90,17 +90,22 @@ def test_no_slot_within_max_wait_raises_unavailable_with_retry_after(redis_conn:
     assert caught.value.retry_after is not None and 0.5 < caught.value.retry_after <= 1.05
 
 
-def test_bulk_work_never_takes_the_money_reserve(redis_conn: redis.Redis) -> None:
-    budget = RateBudget(redis_conn, "test:lanes", limit=4, period=5.0, reserve=0.25)
-    assert [budget.try_acquire(BULK) for _ in range(3)] == [0.0, 0.0, 0.0]
-    assert budget.try_acquire(BULK) > 4.0  # 3 of 4 taken: bulk waits for its own oldest call to expire
-    assert budget.try_acquire(MONEY) == 0.0  # the reserved slot is money's at once
-    assert budget.try_acquire(MONEY) > 4.0
+def test_bulk_work_is_paced_and_never_takes_the_money_reserve(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:lanes", limit=4, period=2.0, reserve=0.25)  # bulk: 3, one per 0.7 s
+    assert budget.try_acquire(BULK) == 0.0
+    assert 0.6 < budget.try_acquire(BULK) <= 0.7  # paced: no burst of bulk calls
+    started = time.monotonic()
+    budget.acquire("zoho", BULK)
+    budget.acquire("zoho", BULK)
+    assert 1.3 < time.monotonic() - started < 1.6
+    assert budget.try_acquire(BULK) > 0.5  # 3 of 4 taken: the last one is money's
+    assert budget.try_acquire(MONEY) == 0.0  # ... at once
+    assert budget.try_acquire(MONEY) > 0.0
 
 
 def test_bulk_work_stands_aside_while_money_waits(redis_conn: redis.Redis) -> None:
     budget = RateBudget(redis_conn, "test:standaside", limit=2, period=0.4, reserve=0.5)
-    assert budget.try_acquire(MONEY) == 0.0 and budget.try_acquire(MONEY) == 0.0
+    assert budget.try_acquire(MONEY) == 0.0 and budget.try_acquire(MONEY) == 0.0  # money is never paced
     wait = budget.try_acquire(MONEY)  # full: money waits, and says so
     assert 0 < wait <= 0.42
     time.sleep(wait + 0.02)  # the slot money waited for is free now
