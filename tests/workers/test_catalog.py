@@ -237,6 +237,24 @@ def test_job_survives_attio_429_and_zoho_503_and_converges_without_duplicates(st
     assert counts[429] == 1 and counts[502] == 1
 
 
+def test_a_429_storm_longer_than_the_schedule_ends_synced_with_no_failed_job(stack, redis_conn):
+    """Attio answers 30 writes with 429 (Retry-After 1 s) against a schedule of 2 retries: each run waits one 429
+    out in place, is deferred on the next, and resumes; no attempt is spent, nothing fails (issue 16)."""
+    seed(stack, plans=60, addons=0)
+    runtime.use_settings(stack.settings(catalog_sync_interval_minutes=0, retry_schedule_seconds=(1, 1)))
+    storm = stack.attio.faults.add("PUT", PUT_RECORDS, status=429, headers={"Retry-After": "1"}, skip=10, times=30)
+    queue = make_queues(redis_conn)[CATALOG_QUEUE]
+    job_id = enqueue_job(queue, CATALOG_SYNC.job, {"trigger": "admin"}, retry_schedule=(1, 1))
+    run_until_idle(redis_conn, rounds=30)
+    job = queue.fetch_job(job_id)
+    assert job.get_status() == "finished", job.latest_result().exc_string
+    assert storm.fired == 30
+    assert job.meta["deferrals"] > 2  # more "not now" than the schedule has retries
+    assert job.retries_left == 2  # none of them spent an attempt
+    assert all(q.failed_job_registry.count == 0 for q in make_queues(redis_conn).values())
+    assert len(services(stack.attio)) == 60
+
+
 def test_overlapping_runs_are_refused(stack, redis_conn):
     """A run that finds another one holding the lock ends at once as skipped, without calling anyone."""
     stack.zoho.seed_sample_data()

@@ -11,6 +11,7 @@ import requests
 
 from integration import create_app
 from integration.clients.braintree import customer_id_for_company
+from integration.clients.breaker import make_breaker
 from integration.samples import zoho_delivery
 
 from ..conftest import SECRETS, Stack, run_until_idle, run_worker
@@ -125,6 +126,29 @@ def test_paid_invoice_makes_no_call_to_braintree(stack, web, redis_conn):
     deliver(web.url, invoice_id, "ev-paid")
     run_worker(redis_conn)
     assert stack.braintree.calls == []
+
+
+def test_an_open_breaker_longer_than_the_schedule_defers_then_charges(stack, web, redis_conn, queues):
+    """Braintree's circuit is open for six runs of the job, twice its schedule of three retries: each run is
+    deferred (no attempt used, no failed job); once the circuit closes, the invoice is charged once (issue 16)."""
+    books = Books(stack)
+    invoice_id = books.invoice(40.0)
+    breaker = make_breaker(redis_conn, "braintree")
+    breaker.open()
+    deliver(web.url, invoice_id, "ev-open")
+    q = queues["webhooks"]
+    for _ in range(6):
+        run_until_idle(redis_conn, rounds=1)
+    [job_id] = q.scheduled_job_registry.get_job_ids()
+    job = q.fetch_job(job_id)
+    assert job.meta["deferrals"] == 6 and q.failed_job_registry.count == 0
+    assert stack.braintree.transactions == []
+    breaker.close()
+    run_until_idle(redis_conn)
+    job = q.fetch_job(job_id)
+    assert job.get_status() == "finished" and job.retries_left == 3
+    assert len(stack.braintree.sales_for_order(invoice_id)) == 1
+    assert q.failed_job_registry.count == 0
 
 
 def test_lost_sale_answer_is_resolved_by_search_not_a_second_sale(stack, web, redis_conn, queues):
