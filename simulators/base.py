@@ -8,7 +8,8 @@ free one) in a background thread, records every call, and can be told to misbeha
 - ``delay``: sleep that many seconds before answering (a timeout for a client with a shorter read timeout).
 
 Faults are matched by HTTP method and a ``fnmatch`` pattern on the path, let the first ``skip`` matching
-requests through (e.g. page 1 of a list, to fail page 2), then fire ``times`` times (``None`` = until cleared). Tests drive a simulator in-process (``sim.faults.add(...)``, ``sim.calls``); a simulator run as
+requests through (e.g. page 1 of a list, to fail page 2), then fire ``times`` times (``None`` = until cleared).
+Tests drive a simulator in-process (``sim.faults.add(...)``, ``sim.calls``); a simulator run as
 its own process is driven over HTTP through ``/_sim/...`` control routes (see ``control_blueprint``).
 """
 

@@ -81,12 +81,13 @@ def failed_command(queue_name: str | None, limit: int) -> None:
             meta = job.meta or {}
             event = " ".join(str(meta.get(k, "")) for k in ("source", "event_type", "event_id")).strip() or "-"
             failed_at = _failed_at(job)
+            failed = failed_at.isoformat() if failed_at else "-"
             click.echo(
                 f"{job.id}\n"
                 f"  queue={queue.name} handler={job.func_name} attempts={attempts_of(job)} "
                 f"deferrals={int(meta.get('deferrals') or 0)}\n"
                 f"  event={event}\n"
-                f"  first_run_at={meta.get('first_run_at') or '-'} failed_at={failed_at.isoformat() if failed_at else '-'}"
+                f"  first_run_at={meta.get('first_run_at') or '-'} failed_at={failed}"
                 f"{_last_deferral(meta)}\n"
                 f"  error={_last_error_line(job)}"
             )
