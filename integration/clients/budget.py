@@ -20,8 +20,9 @@ admitted only
 Bulk may also hold at most ``limit - 1`` concurrency slots. A charge therefore finds a slot at once, or waits a
 few seconds, or for other money work; bulk work waits in its place.
 
-A call that would exceed the budget waits (up to ``max_wait``) or raises ``RateLimited`` with the time until a
-slot frees as ``retry_after``, so the job is deferred (not failed): it is never sent.
+A call that would exceed the budget waits (bulk up to ``max_wait``; money up to one whole window, so it keeps its
+claim on the next free slot, within the job's time left) or raises ``RateLimited`` with the time until a slot
+frees as ``retry_after``, so the job is deferred (not failed): it is never sent.
 """
 
 from __future__ import annotations
@@ -35,12 +36,13 @@ from collections.abc import Callable, Iterator
 import redis
 
 from ..errors import RateLimited
-from ..worklane import MONEY, Lane, current_lane
+from ..worklane import MONEY, Lane, current_lane, time_left
 
-__all__ = ["MONEY_RESERVE", "ConcurrencySlots", "RateBudget"]
+__all__ = ["JOB_MARGIN_SECONDS", "MONEY_RESERVE", "ConcurrencySlots", "RateBudget"]
 
 MONEY_RESERVE = 0.25  # share of every rate budget that bulk work never takes (money's own lane)
 _HOLD_OFF_MS = 250  # how long past its expected wait a waiting money call keeps bulk work off the freed slot
+JOB_MARGIN_SECONDS = 30.0  # seconds a job keeps for its own work after a money call's longest budget wait
 
 # KEYS[1] = zset of admissions, KEYS[2] = the money-waiting flag, KEYS[3] = when bulk may next be admitted (ms).
 # ARGV = limit, window_ms, member, lane ('money' | 'bulk'), bulk cap, hold-off ms.
@@ -137,7 +139,7 @@ class RateBudget:
         ``lane`` defaults to the current work's (``integration.worklane``).
         """
         lane = lane or current_lane()
-        deadline = time.monotonic() + self.max_wait
+        deadline = time.monotonic() + self._patience(lane)
         while True:
             wait = self.try_acquire(lane)
             if wait == 0.0:
@@ -145,6 +147,20 @@ class RateBudget:
             if time.monotonic() + wait > deadline:
                 raise RateLimited(provider, f"rate budget {self.name} spent ({lane} lane)", retry_after=wait)
             self._sleep(wait)
+
+
+    def money_wait(self) -> float:
+        """The longest a money call waits in place: ``max_wait``, or one whole window if longer."""
+        return max(self.max_wait, self.window_ms / 1000 + 1.0)
+
+    def _patience(self, lane: Lane) -> float:
+        """How long this call may wait: bulk ``max_wait``; money up to a whole window (a deferred charge would
+        stop claiming the slots that free, and bulk would take them), within the job's time left."""
+        if lane != MONEY:
+            return self.max_wait
+        left = time_left()
+        wait = self.money_wait()
+        return wait if left is None else max(0.0, min(wait, left - JOB_MARGIN_SECONDS))
 
 
 class ConcurrencySlots:

@@ -39,7 +39,8 @@ PER_PAGE = 200  # Zoho's default and (inferred) maximum page size (reference §3
 RATE_LIMIT_CODES = frozenset({"44", "45", "1070"})  # daily / per-minute / concurrency (reference §4.2)
 TOKEN_REFUSED_CODE = "57"  # dead or expired token (also missing scope, wrong org or DC: reference §4.2)
 NOT_FOUND_CODE = "1002"
-BUDGET_WAIT = 10.0  # seconds a call may wait for the minute budget before it is rescheduled instead
+BUDGET_WAIT = 10.0  # seconds a bulk call may wait for the minute budget before it is deferred instead
+CALL_LEASE = 30.0  # seconds a concurrency slot covers beyond the budget wait: the call's timeouts and a margin
 _CENT = Decimal("0.01")
 # Money fields whose whole-number values arrive as JSON integers (``"total": 370``): made Decimal as well.
 _MONEY_KEYS = frozenset({
@@ -143,6 +144,8 @@ class ZohoLimiter(Limiter):
         limit = requests_per_minute
         self.budget = RateBudget(connection, f"{name}:minute", limit=limit, period=period, max_wait=max_wait,
                                  reserve=reserve)
+        # a slot is held through the budget wait (a money call waits up to a whole window), the call and a margin
+        lease = max(lease, self.budget.money_wait() + CALL_LEASE)
         self.slots = ConcurrencySlots(connection, f"{name}:concurrent", limit=max_concurrent, lease=lease)
 
     @contextlib.contextmanager
@@ -394,7 +397,6 @@ def build_zoho_client(
         settings.zoho_organization_id,
         requests_per_minute=settings.zoho_requests_per_minute,
         max_concurrent=settings.zoho_max_concurrent,
-        lease=sum(settings.http_timeout) + BUDGET_WAIT + 5.0,  # a slot covers the budget wait, the call, a margin
     )
     return ZohoClient(
         tokens=ZohoTokens.from_settings(settings, connection, http=http),

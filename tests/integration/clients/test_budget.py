@@ -12,10 +12,10 @@ import pytest
 import redis
 
 from integration.clients.attio import build_attio_client
-from integration.clients.budget import RateBudget
+from integration.clients.budget import JOB_MARGIN_SECONDS, RateBudget
 from integration.errors import RateLimited, ServiceError, ServiceUnavailable
 from integration.queueing import make_redis
-from integration.worklane import BULK, MONEY
+from integration.worklane import BULK, MONEY, deadline
 from tests.conftest import make_settings
 from simulators.attio import AttioSimulator
 
@@ -79,12 +79,12 @@ def test_a_slot_that_frees_within_max_wait_is_waited_for(redis_conn: redis.Redis
 
 
 def test_no_slot_within_max_wait_raises_unavailable_with_retry_after(redis_conn: redis.Redis) -> None:
-    budget = RateBudget(redis_conn, "test:spent", limit=2, period=1.0, max_wait=0.1)
+    budget = RateBudget(redis_conn, "test:spent", limit=2, period=1.0, max_wait=0.1, reserve=0)
     budget.acquire("attio")
     budget.acquire("attio")
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable) as caught:
-        budget.acquire("attio")
+        budget.acquire("attio", BULK)
     assert time.monotonic() - started < 0.1  # it does not sleep when the wait cannot fit
     assert caught.value.provider == "attio"
     assert caught.value.retry_after is not None and 0.5 < caught.value.retry_after <= 1.05
@@ -117,7 +117,18 @@ def test_a_spent_budget_is_not_now(redis_conn: redis.Redis) -> None:
     budget = RateBudget(redis_conn, "test:notnow", limit=1, period=1.0, max_wait=0.0)
     budget.acquire("zoho")
     with pytest.raises(RateLimited):
-        budget.acquire("zoho")
+        budget.acquire("zoho", BULK)
+
+
+def test_money_waits_a_whole_window_when_the_job_has_the_time(redis_conn: redis.Redis) -> None:
+    """A deferred charge would stop claiming the slots that free (bulk would take them): money waits in place."""
+    budget = RateBudget(redis_conn, "test:moneywait", limit=1, period=0.5, max_wait=0.0)
+    budget.acquire("zoho", MONEY)
+    started = time.monotonic()
+    budget.acquire("zoho", MONEY)
+    assert 0.4 < time.monotonic() - started < 1.0
+    with deadline(JOB_MARGIN_SECONDS + 0.1), pytest.raises(RateLimited):  # ... but not past the job's time
+        budget.acquire("zoho", MONEY)
 
 
 @pytest.fixture
