@@ -323,7 +323,6 @@ def summary_rows(result: MixedResult) -> list[tuple[str, Any]]:
     return rows
 
 
-
 def _three(values: list[float]) -> str:
     return (f"{percentile(values, 50):.2f} / {percentile(values, 99):.2f} / "
             f"{max(values, default=float('nan')):.2f} s")

@@ -134,9 +134,8 @@ class RateBudget:
         return wait_ms / 1000.0
 
     def acquire(self, provider: str, lane: Lane | None = None) -> None:
-        """Wait for a slot (at most ``max_wait`` seconds), else raise RateLimited so the job is deferred.
-
-        ``lane`` defaults to the current work's (``integration.worklane``).
+        """Wait for a slot (bulk: at most ``max_wait``; money: see ``_patience``), else raise RateLimited so the
+        job is deferred. ``lane`` defaults to the current work's (``integration.worklane``).
         """
         lane = lane or current_lane()
         deadline = time.monotonic() + self._patience(lane)
@@ -147,7 +146,6 @@ class RateBudget:
             if time.monotonic() + wait > deadline:
                 raise RateLimited(provider, f"rate budget {self.name} spent ({lane} lane)", retry_after=wait)
             self._sleep(wait)
-
 
     def money_wait(self) -> float:
         """The longest a money call waits in place: ``max_wait``, or one whole window if longer."""
