@@ -20,9 +20,10 @@ admitted only
 Bulk may also hold at most ``limit - 1`` concurrency slots. A charge therefore finds a slot at once, or waits a
 few seconds, or for other money work; bulk work waits in its place.
 
-A call that would exceed the budget waits (bulk up to ``max_wait``; money up to one whole window, so it keeps its
-claim on the next free slot, within the job's time left) or raises ``RateLimited`` with the time until a slot
-frees as ``retry_after``, so the job is deferred (not failed): it is never sent.
+A call that would exceed the budget waits (bulk up to ``max_wait``; money up to a whole window, at most
+``MONEY_WAIT_CAP``, within the job's time left) or raises ``RateLimited`` with the time until a slot frees as
+``retry_after``, so the job is deferred (not failed): it is never sent. A deferred money call keeps its claim: the
+money-waiting flag lasts until its job is due back, so bulk work cannot take the slots that free meanwhile.
 """
 
 from __future__ import annotations
@@ -38,11 +39,22 @@ import redis
 from ..errors import RateLimited
 from ..worklane import MONEY, Lane, current_lane, time_left
 
-__all__ = ["JOB_MARGIN_SECONDS", "MONEY_RESERVE", "ConcurrencySlots", "RateBudget"]
+__all__ = ["JOB_MARGIN_SECONDS", "MONEY_RESERVE", "MONEY_WAIT_CAP", "ConcurrencySlots", "RateBudget"]
 
 MONEY_RESERVE = 0.25  # share of every rate budget that bulk work never takes (money's own lane)
 _HOLD_OFF_MS = 250  # how long past its expected wait a waiting money call keeps bulk work off the freed slot
 JOB_MARGIN_SECONDS = 30.0  # seconds a job keeps for its own work after a money call's longest budget wait
+MONEY_WAIT_CAP = 20.0  # seconds a money call waits in place at most: well inside the 60 s workflow locks it holds
+CLAIM_SLACK = 1.25  # a deferred job comes back up to 25 % late (workers.failures.DEFER_JITTER) ...
+CLAIM_LATENCY_MS = 2000  # ... plus the scheduler's poll: a deferred charge's claim on the next slot lasts that long
+
+# KEYS[1] = the money-waiting flag; ARGV[1] = ms. Extends the flag to at least that long.
+_CLAIM = """
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
+  redis.call('SET', KEYS[1], '1', 'PX', ARGV[1])
+end
+return 0
+"""
 
 # KEYS[1] = zset of admissions, KEYS[2] = the money-waiting flag, KEYS[3] = when bulk may next be admitted (ms).
 # ARGV = limit, window_ms, member, lane ('money' | 'bulk'), bulk cap, hold-off ms.
@@ -125,6 +137,7 @@ class RateBudget:
         self.window_ms = int(period * (1 + margin) * 1000)
         self.max_wait = max_wait
         self._script = connection.register_script(_ADMIT)
+        self._claim = connection.register_script(_CLAIM)
         self._sleep = sleep
 
     def try_acquire(self, lane: Lane = MONEY) -> float:
@@ -144,16 +157,19 @@ class RateBudget:
             if wait == 0.0:
                 return
             if time.monotonic() + wait > deadline:
+                if lane == MONEY:  # deferred, a charge still claims the next slot: bulk waits until it is back
+                    self._claim(keys=[self.waiting_key], args=[int(wait * CLAIM_SLACK * 1000) + CLAIM_LATENCY_MS])
                 raise RateLimited(provider, f"rate budget {self.name} spent ({lane} lane)", retry_after=wait)
             self._sleep(wait)
 
     def money_wait(self) -> float:
-        """The longest a money call waits in place: ``max_wait``, or one whole window if longer."""
-        return max(self.max_wait, self.window_ms / 1000 + 1.0)
+        """The longest a money call waits in place: ``max_wait``, or one whole window if longer, within
+        ``MONEY_WAIT_CAP``."""
+        return max(self.max_wait, min(self.window_ms / 1000 + 1.0, MONEY_WAIT_CAP))
 
     def _patience(self, lane: Lane) -> float:
-        """How long this call may wait: bulk ``max_wait``; money up to a whole window (a deferred charge would
-        stop claiming the slots that free, and bulk would take them), within the job's time left."""
+        """How long this call may wait: bulk ``max_wait``; money longer (``money_wait``: every second it waits it
+        keeps its claim on the next slot that frees), within the job's time left."""
         if lane != MONEY:
             return self.max_wait
         left = time_left()

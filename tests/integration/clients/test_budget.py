@@ -121,7 +121,7 @@ def test_a_spent_budget_is_not_now(redis_conn: redis.Redis) -> None:
 
 
 def test_money_waits_a_whole_window_when_the_job_has_the_time(redis_conn: redis.Redis) -> None:
-    """A deferred charge would stop claiming the slots that free (bulk would take them): money waits in place."""
+    """Money waits in place (up to a window, within MONEY_WAIT_CAP): every second it waits it claims the next slot."""
     budget = RateBudget(redis_conn, "test:moneywait", limit=1, period=0.5, max_wait=0.0)
     budget.acquire("zoho", MONEY)
     started = time.monotonic()
@@ -129,6 +129,17 @@ def test_money_waits_a_whole_window_when_the_job_has_the_time(redis_conn: redis.
     assert 0.4 < time.monotonic() - started < 1.0
     with deadline(JOB_MARGIN_SECONDS + 0.1), pytest.raises(RateLimited):  # ... but not past the job's time
         budget.acquire("zoho", MONEY)
+
+
+def test_a_deferred_money_call_keeps_bulk_off_until_it_is_due_back(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:claim", limit=2, period=1.0, max_wait=0.0, reserve=0.5)
+    budget.acquire("zoho", MONEY)
+    budget.acquire("zoho", MONEY)
+    with deadline(JOB_MARGIN_SECONDS), pytest.raises(RateLimited) as caught:  # no time to wait: deferred
+        budget.acquire("zoho", MONEY)
+    time.sleep(caught.value.retry_after + 0.3)  # the slot it waited for is free, the hold-off of a wait is over
+    assert budget.try_acquire(BULK) > 0  # ... but the deferred charge still claims it
+    assert budget.try_acquire(MONEY) == 0.0
 
 
 @pytest.fixture
