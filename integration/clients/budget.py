@@ -13,9 +13,10 @@ admitted only
   least one), so a charge always finds the reserve free;
 - not while a ``money`` call is waiting for a slot (a flag the waiting money call sets, ``<key>:money-waiting``,
   until the slot it waits for frees), so every slot that frees goes to money first;
-- at most one per ``period / (limit - reserve)`` (``<key>:bulk-next``): bulk is paced, never a burst, so the
-  window never holds a block of bulk calls that would all expire late; a charge that finds the reserve used
-  waits at most about that spacing for the next slot (2.7 s of Zoho's minute at 30/min), not a whole window.
+- at most one per ``period / (limit - reserve)`` (``<key>:bulk-next``, a GCRA), after a pause a burst of a third
+  of its share (a sync's few catalogue reads go at once): so the window never holds one block of bulk calls that
+  would all expire late, and a charge that finds the reserve used waits about that spacing for the next slot
+  (2.9 s of Zoho's minute at 30/min), not a whole window.
 
 Bulk may also hold at most ``limit - 1`` concurrency slots. A charge therefore finds a slot at once, or waits a
 few seconds, or for other money work; bulk work waits in its place.
@@ -39,9 +40,17 @@ import redis
 from ..errors import RateLimited
 from ..worklane import MONEY, Lane, current_lane, time_left
 
-__all__ = ["JOB_MARGIN_SECONDS", "MONEY_RESERVE", "MONEY_WAIT_CAP", "ConcurrencySlots", "RateBudget"]
+__all__ = [
+    "BULK_BURST_DIVISOR",
+    "JOB_MARGIN_SECONDS",
+    "MONEY_RESERVE",
+    "MONEY_WAIT_CAP",
+    "ConcurrencySlots",
+    "RateBudget",
+]
 
 MONEY_RESERVE = 0.25  # share of every rate budget that bulk work never takes (money's own lane)
+BULK_BURST_DIVISOR = 3  # after a pause, bulk may take a third of its share at once (a sync's few reads), then paced
 _HOLD_OFF_MS = 250  # how long past its expected wait a waiting money call keeps bulk work off the freed slot
 JOB_MARGIN_SECONDS = 30.0  # seconds a job keeps for its own work after a money call's longest budget wait
 MONEY_WAIT_CAP = 20.0  # seconds a money call waits in place at most: well inside the 60 s workflow locks it holds
@@ -56,8 +65,9 @@ end
 return 0
 """
 
-# KEYS[1] = zset of admissions, KEYS[2] = the money-waiting flag, KEYS[3] = when bulk may next be admitted (ms).
-# ARGV = limit, window_ms, member, lane ('money' | 'bulk'), bulk cap, hold-off ms.
+# KEYS[1] = zset of admissions, KEYS[2] = the money-waiting flag, KEYS[3] = bulk's theoretical arrival time (ms:
+# GCRA, one bulk call per window / cap, up to `burst` at once after a pause).
+# ARGV = limit, window_ms, member, lane ('money' | 'bulk'), bulk cap, hold-off ms, bulk burst.
 # Returns 0 when admitted, else ms until this lane may try again.
 _ADMIT = """
 local t = redis.call('TIME')
@@ -66,17 +76,19 @@ local limit, window = tonumber(ARGV[1]), tonumber(ARGV[2])
 local money = ARGV[4] == 'money'
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
-local cap, waiting, paced = limit, 0, 0
+local cap, waiting, paced, tat, spacing = limit, 0, 0, now, 0
 if not money then
   cap = tonumber(ARGV[5])
   waiting = redis.call('PTTL', KEYS[2])
-  paced = tonumber(redis.call('GET', KEYS[3]) or '0') - now
+  spacing = math.floor(window / cap)
+  tat = math.max(tonumber(redis.call('GET', KEYS[3]) or '0'), now)
+  paced = tat - (tonumber(ARGV[7]) - 1) * spacing - now
 end
 if count < cap and waiting <= 0 and paced <= 0 then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], window + 1000)
   if not money then
-    redis.call('SET', KEYS[3], now + math.floor(window / cap), 'PX', window)
+    redis.call('SET', KEYS[3], tat + spacing, 'PX', window * 2)
   end
   return 0
 end
@@ -134,6 +146,7 @@ class RateBudget:
         self.name = name
         self.limit = limit
         self.bulk_limit = max(1, limit - max(1, math.ceil(limit * reserve))) if reserve > 0 else limit
+        self.bulk_burst = max(1, self.bulk_limit // BULK_BURST_DIVISOR)
         self.window_ms = int(period * (1 + margin) * 1000)
         self.max_wait = max_wait
         self._script = connection.register_script(_ADMIT)
@@ -142,7 +155,7 @@ class RateBudget:
 
     def try_acquire(self, lane: Lane = MONEY) -> float:
         """Take a slot of ``lane`` now if one is free; returns 0.0, or the seconds until this lane may try again."""
-        args = [self.limit, self.window_ms, uuid.uuid4().hex, lane, self.bulk_limit, _HOLD_OFF_MS]
+        args = [self.limit, self.window_ms, uuid.uuid4().hex, lane, self.bulk_limit, _HOLD_OFF_MS, self.bulk_burst]
         wait_ms = int(self._script(keys=[self.key, self.waiting_key, self.bulk_next_key], args=args))
         return wait_ms / 1000.0
 

@@ -103,6 +103,12 @@ def test_bulk_work_is_paced_and_never_takes_the_money_reserve(redis_conn: redis.
     assert budget.try_acquire(MONEY) > 0.0
 
 
+def test_after_a_pause_bulk_may_take_a_third_of_its_share_at_once(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:burst", limit=30, period=6.0, reserve=0.25)  # bulk 22: 7 at once
+    assert [budget.try_acquire(BULK) for _ in range(7)] == [0.0] * 7
+    assert 0.2 < budget.try_acquire(BULK) <= 0.29  # then one per 6.3 s / 22
+
+
 def test_bulk_work_stands_aside_while_money_waits(redis_conn: redis.Redis) -> None:
     budget = RateBudget(redis_conn, "test:standaside", limit=2, period=0.4, reserve=0.5)
     assert budget.try_acquire(MONEY) == 0.0 and budget.try_acquire(MONEY) == 0.0  # money is never paced
