@@ -14,6 +14,11 @@ so a window of any other length would count one burst more or less depending on 
 Prints the writes Attio accepted per second inside the window, the fraction of the budget that is (the ceiling
 is 1 / 1.05 ≈ 0.952), the spread of accepted writes per simulator second, the simulator's 429 count and what each
 writer saw. Targets: ≥ 90 % of the budget, zero 429s.
+
+``--mixed`` runs instead the mixed load of issue 16 (``bench/_mixed.py``): a catalog sync, an audit-like reader and
+a stream of ``invoice_created`` collections sharing the Zoho and Attio budgets, with money-first lanes and then
+without (the baseline). It prints each class's share of each budget, the p50/p99 delay budget waits add to a
+collection, and the simulators' 429 counts (target 0: our own pacing).
 """
 
 from __future__ import annotations
@@ -49,7 +54,49 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", type=int, default=25, help="ATTIO_WRITES_PER_SECOND = the simulator's limit")
     parser.add_argument("--writers", type=int, default=4, help="writer processes")
     parser.add_argument("--records", type=int, default=20, help="distinct external ids each writer cycles through")
+    parser.add_argument("--mixed", action="store_true", help="the mixed run: sync + audit + invoices (issue 16)")
+    parser.add_argument("--plans", type=int, default=300, help="--mixed: plans the catalog sync writes")
+    parser.add_argument("--invoices", type=int, default=20, help="--mixed: invoice_created collections")
+    parser.add_argument("--zoho-window", type=float, default=6.0,
+                        help="--mixed: seconds of Zoho's 30-call window (60 = real time; 6 = ten times faster)")
     return parser
+
+
+def run_mixed_both(args: argparse.Namespace) -> str:
+    """The mixed run with lanes, then without; the printed report."""
+    from simulators.braintree import BraintreeSimulator
+    from simulators.zoho import ZohoSimulator
+
+    from ._mixed import run_mixed, summary_rows
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    logging.getLogger("workers").setLevel(logging.WARNING)
+    logging.getLogger("integration").setLevel(logging.WARNING)
+    out = []
+    for lanes, bulk in ((True, True), (False, True), (True, False)):
+        attio = AttioSimulator(writes_per_second=25, reads_per_second=100).start()
+        attio.setup_schema()
+        zoho, braintree = ZohoSimulator().start(), BraintreeSimulator().start()
+        connection = redis.Redis.from_url(BENCH_REDIS_URL)
+        connection.flushdb()
+        env = dict(SERVICE_ENV)
+        env.update(REDIS_URL=BENCH_REDIS_URL, ATTIO_API_URL=attio.url, ATTIO_API_KEY=attio.api_key,
+                   ZOHO_ACCOUNTS_URL=zoho.url, BRAINTREE_ENVIRONMENT=braintree.url,
+                   CATALOG_SYNC_INTERVAL_MINUTES="0")
+        try:
+            result = run_mixed(settings=Settings.from_env(env), zoho_sim=zoho, attio_sim=attio, braintree_sim=braintree,
+                               redis_url=BENCH_REDIS_URL, plans=args.plans, invoices=args.invoices,
+                               zoho_window=args.zoho_window, lanes=lanes, bulk=bulk)
+        finally:
+            for sim in (attio, zoho, braintree):
+                sim.stop()
+            connection.flushdb()
+        title = ("money first (lanes)" if lanes else "baseline: one lane, no reserve") if bulk else \
+            "reference: the invoices alone (no sync, no audit)"
+        out.append(f"-- {title}\n" + table(summary_rows(result)))
+    head = (f"bench.budget --mixed: catalog sync of {args.plans} plans + audit-like reads + {args.invoices} invoices; "
+            f"Zoho 30 calls / {args.zoho_window:g} s, Attio 25 writes/s and 100 reads/s (simulators enforce both)")
+    return head + "\n" + "\n".join(out)
 
 
 def _settings(attio: AttioSimulator, budget: int) -> Settings:
@@ -156,7 +203,8 @@ def report(result: dict[str, Any]) -> str:
 
 def main() -> None:
     """Run and print."""
-    print(report(run(build_parser().parse_args())))
+    args = build_parser().parse_args()
+    print(run_mixed_both(args) if args.mixed else report(run(args)))
 
 
 if __name__ == "__main__":

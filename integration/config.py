@@ -70,6 +70,8 @@ class Settings:
     zoho_max_concurrent: int = 5
     catalog_sync_interval_minutes: int = 15
     retry_schedule_seconds: tuple[int, ...] = (15, 60, 300, 900, 1800)
+    job_deadline_hours: int = 24  # a job deferred by "not now" (429, open circuit, busy lock) fails after this
+    inline_wait_seconds: int = 5  # a Retry-After up to this long is waited inside the call, once
     log_level: str = "INFO"
     trusted_proxy_hops: int = 0
     http_timeout: tuple[float, float] = (3.05, 20.0)
@@ -212,6 +214,8 @@ class Settings:
             zoho_requests_per_minute=integer("ZOHO_REQUESTS_PER_MINUTE", 30, minimum=1),
             catalog_sync_interval_minutes=integer("CATALOG_SYNC_INTERVAL_MINUTES", 15),
             retry_schedule_seconds=schedule,
+            job_deadline_hours=integer("JOB_DEADLINE_HOURS", 24, minimum=1),
+            inline_wait_seconds=integer("INLINE_WAIT_SECONDS", 5),
             log_level=log_level,
             sale_search_lag_seconds=integer("SALE_SEARCH_LAG_SECONDS", 600),
             braintree_duplicate_window_seconds=integer("BRAINTREE_DUPLICATE_WINDOW_SECONDS", 30),

@@ -9,12 +9,15 @@
     │   └── PayloadInvalid          400, carries marshmallow's messages
     ├── QueueUnavailable            Redis unreachable or the enqueue failed: 503, the sender retries
     ├── ServiceError                raised by clients/: carries provider, status, code, request_id
-    │   ├── ServiceUnavailable      timeout, connection error, 5xx, 429, open circuit, budget spent → retry
-    │   │   ├── RateLimited         the provider answered 429: slow down (does not trip the breaker)
-    │   │   ├── CircuitOpen         the provider's breaker is open → reschedule
-    │   │   ├── LockLost            a fenced lock lapsed before an irreversible step: nothing done → retry
-    │   │   └── SaleOutcomeUnknown  an earlier sale may exist but search cannot see it yet → retry later
+    │   ├── ServiceUnavailable      timeout, connection error, 5xx → retry on the schedule
+    │   │   └── NotNow              "not now": defer to the time named, without using up an attempt
+    │   │       ├── RateLimited     the provider answered 429, or our shared budget for it is spent
+    │   │       ├── CircuitOpen     the provider's breaker is open: no call was sent
+    │   │       ├── LockBusy        another job holds the lock this work needs
+    │   │       ├── LockLost        a fenced lock lapsed before an irreversible step: nothing was done
+    │   │       └── SaleOutcomeUnknown  an earlier sale may exist but search cannot show it yet
     │   └── ServiceRejected         any other 4xx, a validation error → fail now, report
+    ├── DeferredTooLong             "not now" for longer than JOB_DEADLINE_HOURS → failed registry, one report
     ├── SaleNotApplied              money taken that Zoho can no longer book: failed job, refund or apply by hand
     ├── NoHandler                   an event routed to a job that does not exist yet → failed registry
     └── AuditIncomplete             the payments audit could not finish (a provider stayed down past its bound)
@@ -31,9 +34,12 @@ __all__ = [
     "AuditIncomplete",
     "CircuitOpen",
     "ConfigError",
+    "DeferredTooLong",
     "IntegrationError",
+    "LockBusy",
     "LockLost",
     "NoHandler",
+    "NotNow",
     "PayloadInvalid",
     "QueueUnavailable",
     "RateLimited",
@@ -99,6 +105,10 @@ class NoHandler(IntegrationError):
     """The event's job has no handler yet."""
 
 
+class DeferredTooLong(IntegrationError):
+    """A job met only "not now" (rate limits, an open circuit, a busy lock) for longer than its deadline."""
+
+
 class ServiceError(IntegrationError):
     """A provider call failed; carries what support needs to trace it."""
 
@@ -133,24 +143,32 @@ def _rebuild(cls: type[ServiceError], provider: str, message: str, *rest: Any) -
 
 
 class ServiceUnavailable(ServiceError):
-    """Transient: the same call may succeed later (timeout, connection, 429, 5xx, open circuit)."""
+    """Transient: the same call may succeed later (timeout, connection, 5xx, and every ``NotNow``)."""
 
 
-class RateLimited(ServiceUnavailable):
-    """The provider answered 429: it is up, we are too fast; retry after its ``Retry-After``."""
+class NotNow(ServiceUnavailable):
+    """Nothing is wrong, the work must only wait (until ``retry_after`` when known): not a failed attempt."""
 
 
-class CircuitOpen(ServiceUnavailable):
+class RateLimited(NotNow):
+    """The provider answered 429 (or its rate-limit code), or our shared budget for it is spent: we are too fast."""
+
+
+class CircuitOpen(NotNow):
     """The provider's circuit breaker is open; no call was sent."""
 
 
-class LockLost(ServiceUnavailable):
-    """A lock lapsed or was taken over before an irreversible step: the step was not done; retry the job."""
+class LockBusy(NotNow):
+    """Another job holds the lock this work needs (its holder is likely doing the same work)."""
 
 
-class SaleOutcomeUnknown(ServiceUnavailable):
+class LockLost(NotNow):
+    """A lock lapsed or was taken over before an irreversible step: the step was not done; run the job again."""
+
+
+class SaleOutcomeUnknown(NotNow):
     """An earlier sale of this invoice may exist but Braintree's search does not show it yet: no new sale until it
-    does or the search-lag bound has passed; retry after ``retry_after``."""
+    does or the search-lag bound has passed; run again after ``retry_after``."""
 
 
 class ServiceRejected(ServiceError):

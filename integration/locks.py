@@ -25,7 +25,7 @@ import redis
 from redis.exceptions import LockError
 from redis.lock import Lock
 
-from .errors import LockLost, ServiceUnavailable
+from .errors import LockBusy, LockLost
 
 __all__ = [
     "Held",
@@ -154,7 +154,7 @@ def hold(connection: redis.Redis, name: str, *, ttl: float = 120.0, wait: float 
     lock = connection.lock(f"lock:{name}", timeout=ttl, blocking=wait > 0, blocking_timeout=wait or None,
                            thread_local=False)
     if not lock.acquire():
-        raise ServiceUnavailable("lock", f"{name} is held by another worker", retry_after=min(ttl, 30.0))
+        raise LockBusy("lock", f"{name} is held by another worker", retry_after=min(ttl, 30.0))
     held = Held(connection, lock, name, ttl)
     held.start()
     try:

@@ -9,8 +9,9 @@ free one) in a background thread, records every call, and can be told to misbeha
 - ``delay_after``: do the work, then sleep that many seconds before answering (a slow answer to a request whose
   effect others can already see: what a caller read is old by the time it arrives).
 
-Faults are matched by HTTP method and a ``fnmatch`` pattern on the path, and fire ``times`` times (``None`` =
-until cleared). Tests drive a simulator in-process (``sim.faults.add(...)``, ``sim.calls``); a simulator run as
+Faults are matched by HTTP method and a ``fnmatch`` pattern on the path, let the first ``skip`` matching
+requests through (e.g. page 1 of a list, to fail page 2), then fire ``times`` times (``None`` = until cleared).
+Tests drive a simulator in-process (``sim.faults.add(...)``, ``sim.calls``); a simulator run as
 its own process is driven over HTTP through ``/_sim/...`` control routes (see ``control_blueprint``).
 """
 
@@ -68,7 +69,9 @@ class Fault:
     times: int | None = 1
     headers: dict[str, str] = field(default_factory=dict)
     body: str | None = None
+    skip: int = 0
     fired: int = 0
+    skipped: int = 0
 
     def matches(self, method: str, path: str) -> bool:
         """Whether this fault applies to a request."""
@@ -79,7 +82,7 @@ class Fault:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able view, for the control routes."""
         return {k: getattr(self, k)
-                for k in ("method", "path", "status", "after", "delay", "delay_after", "times", "fired")}
+                for k in ("method", "path", "status", "after", "delay", "delay_after", "times", "skip", "fired")}
 
 
 class FaultPlan:
@@ -106,6 +109,9 @@ class FaultPlan:
         with self._lock:
             for fault in self._faults:
                 if fault.matches(method, path):
+                    if fault.skipped < fault.skip:
+                        fault.skipped += 1
+                        continue
                     fault.fired += 1
                     return fault
         return None
@@ -255,7 +261,7 @@ class Simulator:
         @bp.post("/faults")
         def add_fault() -> tuple[dict[str, Any], int]:
             spec = request.get_json(force=True) or {}
-            allowed = {"method", "path", "status", "after", "delay", "delay_after", "times", "headers", "body"}
+            allowed = {"method", "path", "status", "after", "delay", "delay_after", "times", "skip", "headers", "body"}
             fault = self.faults.add(**{k: v for k, v in spec.items() if k in allowed})
             return fault.to_dict(), 201
 

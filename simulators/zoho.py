@@ -236,6 +236,7 @@ class ZohoSimulator(Simulator):
         self.token_lifetime = token_lifetime
         self.throttle_status = throttle_status
         self.requests_per_minute = requests_per_minute
+        self.rate_window = RATE_WINDOW_SECONDS  # seconds of the per-"minute" budget (shorter in scaled benchmarks)
         self.max_concurrent = max_concurrent
         self.webhook_target: tuple[str, str] | None = None
         self.webhook_events: set[str] | None = None  # None = every event type, like "all events" in Zoho
@@ -438,7 +439,7 @@ class ZohoSimulator(Simulator):
     def _spend_rate_budget(self) -> None:
         """Count an accepted request in the sliding minute, or refuse it (refusals are not counted)."""
         now = self._now()
-        while self._accepted and self._accepted[0] <= now - RATE_WINDOW_SECONDS:
+        while self._accepted and self._accepted[0] <= now - self.rate_window:
             self._accepted.popleft()
         if len(self._accepted) >= (self.requests_per_minute or 0):
             self.rate_limited += 1

@@ -49,6 +49,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "DUNNING_SCHEDULE_DAYS": ",".join(f"{d:g}" for d in settings.dunning_schedule_days) or "none",
         "SETTLEMENT_CHECK_AFTER_HOURS": str(settings.settlement_check_after_hours),
         "RETRY_SCHEDULE_SECONDS": ",".join(str(s) for s in settings.retry_schedule_seconds),
+        "JOB_DEADLINE_HOURS": str(settings.job_deadline_hours),
+        "INLINE_WAIT_SECONDS": str(settings.inline_wait_seconds),
         "LOG_LEVEL": settings.log_level,
         **({"SENTRY_DSN": settings.sentry_dsn} if settings.sentry_dsn else {}),
     }

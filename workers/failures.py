@@ -3,6 +3,11 @@
 RQ calls ``handle_job_exception`` before it requeues or fails the job (``handle_exception`` runs before
 ``handle_job_failure``), and its registry cleanup calls it for a job whose worker vanished (``AbandonedJobError``):
 
+- **"not now"** (``NotNow``: a 429, our budget spent, an open circuit, a busy lock) is no failure: ``defer()``,
+  called by the job's entrypoint before the error reaches RQ, gives the job one more retry whose interval is the
+  time the provider or breaker named (at least ``DEFER_FLOOR_SECONDS``, plus up to 25 % jitter), so RQ's
+  scheduler runs it again then and its schedule of attempts is untouched. Only once ``JOB_DEADLINE_HOURS`` have
+  passed since its first run does "not now" end the job, as ``DeferredTooLong``: failed, one Sentry event;
 - a **transient** error (``ServiceUnavailable``, Redis or network trouble, a timeout, an abandoned job) keeps
   the job's retry schedule, and a provider's ``Retry-After`` pushes the next attempt at least that far out;
 - anything else (``ServiceRejected``, ``NoHandler``, a bug) ends the job now: it goes to the failed registry
@@ -19,6 +24,8 @@ from __future__ import annotations
 import logging
 import math
 import os
+import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis.exceptions
@@ -28,12 +35,25 @@ from rq.exceptions import AbandonedJobError
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from integration.errors import ServiceUnavailable
+from integration.errors import DeferredTooLong, NotNow, ServiceUnavailable
 from integration.observability import bind_job
+from integration.queueing import attempts_of
 
-__all__ = ["handle_job_exception", "handle_work_horse_killed", "is_transient", "report_job_failure"]
+__all__ = [
+    "DEFER_FLOOR_SECONDS",
+    "DEFER_UNNAMED_SECONDS",
+    "defer",
+    "handle_job_exception",
+    "handle_work_horse_killed",
+    "is_transient",
+    "report_job_failure",
+]
 
 log = logging.getLogger(__name__)
+
+DEFER_FLOOR_SECONDS = 2  # a deferral is never shorter (a Retry-After of 0, a breaker about to half-open)
+DEFER_UNNAMED_SECONDS = 30  # a "not now" that names no time (a 429 without Retry-After, Zoho's rate-limit codes)
+DEFER_JITTER = 0.25  # each deferral is stretched by up to this share, so jobs deferred together spread out
 
 _TRANSIENT = (
     ServiceUnavailable,
@@ -51,12 +71,73 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, _TRANSIENT)
 
 
+def defer(job: Job, exc: NotNow, *, deadline_hours: float, now: datetime | None = None) -> float:
+    """Make RQ run the job again after the time ``exc`` names, without using an attempt; returns the delay.
+
+    RQ retries a job whose ``retries_left`` is positive after ``retry_intervals[len - retries_left]`` seconds
+    (``Job.get_retry_interval``): one more retry whose interval sits just before the next scheduled one leaves
+    the rest of the schedule as it was. Raises ``DeferredTooLong`` (from ``exc``) once the job's deadline has
+    passed since its first run; the job then has no retry left and fails.
+    """
+    now = now or datetime.now(UTC)
+    meta = job.meta
+    first = _first_run(meta) or now
+    waited = now - first
+    if waited >= timedelta(hours=deadline_hours):
+        job.retries_left = 0
+        raise DeferredTooLong(
+            f"not now for {_hours(waited)} (deadline {deadline_hours} h, {meta.get('deferrals', 0)} deferrals); "
+            f"last: {type(exc).__name__}: {exc}"
+        ) from exc
+    named = exc.retry_after if exc.retry_after is not None else DEFER_UNNAMED_SECONDS
+    delay = math.ceil(max(float(named), DEFER_FLOOR_SECONDS) * (1 + DEFER_JITTER * random.random()))
+    retries_left = job.retries_left or 0
+    intervals = list(job.retry_intervals or [])
+    index = len(intervals) - (retries_left + 1)
+    if index < 0:  # no spent interval to overwrite: make room before the next one
+        intervals[:0] = [0] * -index
+        index = 0
+    intervals[index] = delay
+    job.retries_left = retries_left + 1
+    job.retry_intervals = intervals
+    meta["deferrals"] = int(meta.get("deferrals") or 0) + 1
+    meta["last_deferral"] = {
+        "reason": f"{type(exc).__name__}: {exc}"[:200],
+        "seconds": delay,
+        "until": (now + timedelta(seconds=delay)).isoformat(),
+        "run": meta.get("attempts"),
+    }
+    log.info(
+        "job deferred %ss (not now, not a failed attempt): %s: %s", delay, type(exc).__name__, exc,
+        extra={"outcome": "deferred", "error": type(exc).__name__, "defer_seconds": delay,
+               "deferrals": meta["deferrals"], "retries_left": retries_left},
+    )
+    return delay
+
+
+def _first_run(meta: dict[str, Any]) -> datetime | None:
+    raw = meta.get("first_run_at")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+
+
+def _hours(delta: timedelta) -> str:
+    return f"{delta.total_seconds() / 3600:.1f} h"
+
+
 def handle_job_exception(job: Job, exc_type: type[BaseException], exc: BaseException, tb: Any) -> bool:
     """Shape the job's next attempt from the error; always lets RQ's default handling continue."""
     retries_left = job.retries_left or 0
     error = {"error": exc_type.__name__, "retries_left": retries_left}
     _remember_error(job, exc_type, exc)
     with bind_job(job):
+        last = (job.meta or {}).get("last_deferral")
+        if isinstance(exc, NotNow) and isinstance(last, dict) and last.get("run") == attempts_of(job):
+            return True  # deferred by the entrypoint (``defer``), which logged it: not an attempt to count
         if is_transient(exc):
             _respect_retry_after(job, exc, retries_left)
             if retries_left > 0:

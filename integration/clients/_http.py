@@ -3,11 +3,15 @@
 ``HttpCaller.request()`` waits for the provider's shared budget, calls through the circuit breaker with a
 connect and read timeout, and turns every failure into the service's error tree:
 
-- timeout, connection error, 429, 5xx → ``ServiceUnavailable`` (with ``retry_after`` from ``Retry-After``);
+- timeout, connection error, 5xx → ``ServiceUnavailable`` (with ``retry_after`` from ``Retry-After``);
+- 429 → ``RateLimited`` ("not now": the job is deferred, not failed);
 - an open circuit → ``CircuitOpen``;
 - any other 4xx → ``ServiceRejected`` with the provider's message and request id.
 
-It never retries: RQ is the only retry loop.
+It never retries an error: RQ is the only retry loop. The one wait it does is not a retry of a failure: a 429
+whose ``Retry-After`` is at most ``inline_wait`` seconds is waited once, in place, and the call sent again (with a
+fresh budget slot), when the job has that much time left (``integration.worklane.time_left``): a one-second
+pause of the provider then costs one second, not a deferred job that starts over.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ import pybreaker
 import requests
 
 from ..errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailable
+from ..worklane import time_left
 
 __all__ = ["ErrorParser", "HttpCaller", "Limiter", "parse_retry_after"]
 
 ErrorParser = Callable[[requests.Response], tuple[str | None, str]]  # → (code, message)
 _REQUEST_ID_HEADERS = ("X-Attio-Execution-Id", "X-Request-Id", "X-Zoho-Request-Id", "Request-Id")
+_INLINE_MARGIN = 10.0  # seconds a job must still have after an inline wait (to finish the call and its work)
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -68,6 +74,8 @@ class HttpCaller:
     breaker: pybreaker.CircuitBreaker | None = None
     limiter: Limiter | None = None
     parse_error: ErrorParser | None = None
+    inline_wait: float = 0.0  # seconds of Retry-After waited in place, once per call (0: never)
+    sleep: Callable[[float], None] = time.sleep
 
     def request(
         self,
@@ -83,6 +91,34 @@ class HttpCaller:
     ) -> requests.Response:
         """A 2xx response, or a ServiceError subclass."""
         url = (base_url or self.base_url).rstrip("/") + path
+        try:
+            return self._guarded(method, url, kind, params=params, json=json, data=data, headers=headers)
+        except RateLimited as exc:
+            if not self._may_wait(exc):
+                raise
+            assert exc.retry_after is not None
+            self.sleep(exc.retry_after)
+        return self._guarded(method, url, kind, params=params, json=json, data=data, headers=headers)
+
+    def _may_wait(self, exc: RateLimited) -> bool:
+        """Whether a 429 is short enough to wait out in place, and the job has the time."""
+        if self.inline_wait <= 0 or exc.status != 429 or exc.retry_after is None or exc.retry_after > self.inline_wait:
+            return False
+        left = time_left()
+        return left is None or left > exc.retry_after + sum(self.timeout) + _INLINE_MARGIN
+
+    def _guarded(
+        self,
+        method: str,
+        url: str,
+        kind: str,
+        *,
+        params: Mapping[str, Any] | None,
+        json: Any,
+        data: Mapping[str, Any] | None,
+        headers: Mapping[str, str] | None,
+    ) -> requests.Response:
+        """One call: a budget slot, then the breaker around the send."""
         with self._limited(kind):
             if self.breaker is None:
                 return self._send(method, url, params=params, json=json, data=data, headers=headers)

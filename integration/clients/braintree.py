@@ -106,6 +106,8 @@ def _translate(exc: Exception) -> ServiceError:
         # not open the circuit that collections share).
         return RateLimited(PROVIDER, message, status=status)
     # The http.* transport classes subclass UnexpectedError: test them before calling UnexpectedError permanent.
+    if isinstance(exc, bt.TooManyRequestsError):  # "not now": never a breaker failure (make_breaker excludes it)
+        return RateLimited(PROVIDER, message, status=status)
     if isinstance(exc, (*_TRANSIENT, requests.RequestException)) or isinstance(cause, _TRANSPORT):
         return ServiceUnavailable(PROVIDER, message, status=status)
     if isinstance(exc, bt.UnexpectedError) and str(exc).endswith("HTTP_RESPONSE 502"):

@@ -23,10 +23,10 @@ import redis
 import requests
 
 from ..config import Settings
-from ..errors import CircuitOpen, ServiceRejected, ServiceUnavailable
+from ..errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailable
 from ._http import HttpCaller, Limiter
 from .breaker import make_breaker
-from .budget import ConcurrencySlots, RateBudget
+from .budget import MONEY_RESERVE, ConcurrencySlots, RateBudget
 from .zoho_auth import ZohoTokens, trusted_api_domain
 
 __all__ = ["ORG_HEADER", "PER_PAGE", "PROVIDER", "ZohoClient", "ZohoLimiter", "build_zoho_client"]
@@ -55,7 +55,8 @@ MISSING_CODES = {
 CUSTOMER_SEARCHES = ("email", "search_text")
 SEARCH_PAGES = 5
 _CUSTOMER_TEXT_FIELDS = ("email", "display_name", "company_name", "first_name", "last_name")
-BUDGET_WAIT = 10.0  # seconds a call may wait for the minute budget before it is rescheduled instead
+BUDGET_WAIT = 10.0  # seconds a bulk call may wait for the minute budget before it is deferred instead
+CALL_LEASE = 30.0  # seconds a concurrency slot covers beyond the budget wait: the call's timeouts and a margin
 _CENT = Decimal("0.01")
 # Money fields whose whole-number values arrive as JSON integers (``"total": 370``): made Decimal as well.
 _MONEY_KEYS = frozenset({
@@ -138,7 +139,12 @@ def _created(row: dict[str, Any]) -> tuple[datetime, int]:
 
 
 class ZohoLimiter(Limiter):
-    """The org's shared budget: ``requests_per_minute`` per sliding minute and ``max_concurrent`` in flight."""
+    """The org's shared budget: ``requests_per_minute`` per sliding minute and ``max_concurrent`` in flight.
+
+    A quarter of the minute (``MONEY_RESERVE``) is kept for money work, and bulk work stands aside while a charge
+    waits (``budget``): the window is a minute long, so without the reserve one burst of catalog or audit reads
+    could hold a charge back for most of a minute.
+    """
 
     def __init__(
         self,
@@ -150,10 +156,14 @@ class ZohoLimiter(Limiter):
         lease: float = 60.0,
         period: float = 60.0,
         max_wait: float = BUDGET_WAIT,
+        reserve: float = MONEY_RESERVE,
     ) -> None:
         name = f"{PROVIDER}:{organization_id}"
         limit = requests_per_minute
-        self.budget = RateBudget(connection, f"{name}:minute", limit=limit, period=period, max_wait=max_wait)
+        self.budget = RateBudget(connection, f"{name}:minute", limit=limit, period=period, max_wait=max_wait,
+                                 reserve=reserve)
+        # a slot is held through the budget wait (a money call waits up to a whole window), the call and a margin
+        lease = max(lease, self.budget.money_wait() + CALL_LEASE)
         self.slots = ConcurrencySlots(connection, f"{name}:concurrent", limit=max_concurrent, lease=lease)
 
     @contextlib.contextmanager
@@ -178,6 +188,7 @@ class ZohoClient:
         api_url: str | None = None,
         breaker: pybreaker.CircuitBreaker | None = None,
         limiter: Limiter | None = None,
+        inline_wait: float = 0.0,
     ) -> None:
         self.tokens = tokens
         self._org = organization_id
@@ -191,6 +202,7 @@ class ZohoClient:
             breaker=breaker,
             limiter=limiter,
             parse_error=_parse_error,
+            inline_wait=inline_wait,
         )
 
     # -- catalogue ----------------------------------------------------------------------------------------------
@@ -439,7 +451,7 @@ class ZohoClient:
         except ServiceRejected as exc:
             if exc.code not in RATE_LIMIT_CODES:
                 raise
-            raise ServiceUnavailable(
+            raise RateLimited(
                 PROVIDER, exc.message, status=exc.status, code=exc.code, request_id=exc.request_id
             ) from exc
         try:
@@ -450,7 +462,7 @@ class ZohoClient:
             raise ServiceUnavailable(PROVIDER, f"{method} {path}: unexpected answer", status=resp.status_code)
         code = envelope.get("code", 0)
         if str(code) != "0":  # Zoho can refuse with HTTP 200 (reference §4.1)
-            error = ServiceUnavailable if str(code) in RATE_LIMIT_CODES else ServiceRejected
+            error = RateLimited if str(code) in RATE_LIMIT_CODES else ServiceRejected
             request_id = resp.headers.get("X-Zoho-Request-Id")
             message = f"{method} {path}: {envelope.get('message') or 'error'}"
             raise error(PROVIDER, message, status=resp.status_code, code=str(code), request_id=request_id)
@@ -478,7 +490,6 @@ def build_zoho_client(
         settings.zoho_organization_id,
         requests_per_minute=settings.zoho_requests_per_minute,
         max_concurrent=settings.zoho_max_concurrent,
-        lease=sum(settings.http_timeout) + BUDGET_WAIT + 5.0,  # a slot covers the budget wait, the call, a margin
     )
     return ZohoClient(
         tokens=ZohoTokens.from_settings(settings, connection, http=http),
@@ -488,4 +499,5 @@ def build_zoho_client(
         api_url=settings.zoho_api_url,
         breaker=make_breaker(connection, PROVIDER),
         limiter=limiter,
+        inline_wait=settings.inline_wait_seconds,
     )

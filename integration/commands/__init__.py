@@ -1,23 +1,55 @@
 """CLI command groups, one module per noun (jobs, attio, sync, audit, webhooks, explain, reconcile, dunning), and
-``doctor``."""
+``doctor``.
+
+Every command runs in the ``bulk`` lane of the provider budgets (``integration.worklane``): an operator's sync
+or audit waits its turn behind the charges the workers are making, never the other way round.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import click
 from flask import Flask
+
+from ..worklane import BULK, lane
 
 __all__ = ["register_all"]
 
 
 def register_all(app: Flask) -> None:
-    """Register every command group on the app."""
+    """Register every command group on the app, each command in the bulk lane."""
     from . import attio, audit, doctor, explain, jobs, reconcile, sync, webhooks
 
-    app.cli.add_command(jobs.group)
-    app.cli.add_command(attio.group)
-    app.cli.add_command(audit.group)
-    app.cli.add_command(sync.group)
-    app.cli.add_command(webhooks.group)
-    app.cli.add_command(doctor.command)
-    app.cli.add_command(explain.group)
-    app.cli.add_command(reconcile.reconcile)
-    app.cli.add_command(reconcile.dunning_group)
+    for group in (jobs.group, attio.group, audit.group, sync.group, webhooks.group, explain.group,
+                  reconcile.dunning_group):
+        _in_bulk_lane(group)
+        app.cli.add_command(group)
+    for command in (doctor.command, reconcile.reconcile):
+        _bulk_command(command)
+        app.cli.add_command(command)
+
+
+def _in_bulk_lane(group: click.Group) -> None:
+    """Make each command of ``group`` run in the bulk lane (once, however often the app is built)."""
+    for command in group.commands.values():
+        _bulk_command(command)
+
+
+def _bulk_command(command: click.Command) -> None:
+    callback = command.callback
+    if callback is None or getattr(callback, "_bulk_lane", False):
+        return
+    command.callback = _bulk(callback)
+
+
+def _bulk(callback: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(callback)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with lane(BULK):
+            return callback(*args, **kwargs)
+
+    run._bulk_lane = True  # type: ignore[attr-defined]
+    return run

@@ -35,6 +35,7 @@ from ..clients.attio import (
     subscriptions_filter,
 )
 from ..errors import ServiceError, ServiceRejected
+from ._patience import CouldNotFinish, patience_option, patiently
 
 __all__ = [
     "Workspace",
@@ -237,39 +238,51 @@ def ensure_webhook(client: AttioClient, url: str, echo: Echo) -> None:
 @group.command("setup")
 @click.option("--check", is_flag=True, help="Only report what is missing or conflicts (reads only); exit 1 if any.")
 @click.option("--webhook-url", default=None, help="Also register the webhook for this https URL if missing.")
+@patience_option
 @with_appcontext
-def setup_command(check: bool, webhook_url: str | None) -> None:
-    """Create the Attio objects, attributes and options of the data model that are missing; exit 1 on conflicts."""
+def setup_command(check: bool, webhook_url: str | None, patience: float) -> None:
+    """Create the Attio objects, attributes and options of the data model that are missing; exit 1 on conflicts.
+
+    Rate limits and Attio errors are waited out (``--patience``); exit 2 when it could not finish.
+    """
     client = attio_client_from_app()
+
+    def survey() -> tuple[Workspace, list[str]]:
+        return survey_schema(client)
+
     try:
-        ws, conflicts = survey_schema(client)
-        if conflicts:
-            for line in conflicts:
-                click.echo(f"conflict: {line}", err=True)
-            raise click.ClickException(
-                f"{len(conflicts)} conflict(s) with the data model; nothing was created or changed. "
-                "Fix or rename these attributes in Attio, then run `attio setup` again."
-            )
-        if check:
-            missing = missing_items(ws)
-            for line in missing:
-                click.echo(f"missing: {line}", err=True)
-            problem = webhook_problem(client, webhook_url) if webhook_url else None
-            if problem:
-                click.echo(f"webhook: {problem}", err=True)
-            if missing or problem:
-                what = "the webhook" if not missing else f"{len(missing)} missing item(s)"
-                raise click.ClickException(f"{what}: run `attio setup` (with --webhook-url for the webhook)")
-            click.echo("attio setup --check: the workspace holds the data model")
-            return
-        created, found = ensure_schema(client, ws, click.echo)
+        ws, conflicts = patiently(survey, what="attio setup (reading the workspace)", patience=patience)
+    except CouldNotFinish as exc:
+        cause = exc.__cause__
+        if isinstance(cause, ServiceError) and cause.status in (401, 403):
+            exc.message += " (check ATTIO_API_KEY and its object_configuration:read-write scope)"
+        raise
+    if conflicts:
+        for line in conflicts:
+            click.echo(f"conflict: {line}", err=True)
+        raise click.ClickException(  # exit 1: found problems
+            f"{len(conflicts)} conflict(s) with the data model; nothing was created or changed. "
+            "Fix or rename these attributes in Attio, then run `attio setup` again."
+        )
+    if check:
+        missing = missing_items(ws)
+        for line in missing:
+            click.echo(f"missing: {line}", err=True)
+        problem = webhook_problem(client, webhook_url) if webhook_url else None
+        if problem:
+            click.echo(f"webhook: {problem}", err=True)
+        if missing or problem:
+            what = "the webhook" if not missing else f"{len(missing)} missing item(s)"
+            raise click.ClickException(f"{what}: run `attio setup` (with --webhook-url for the webhook)")
+        click.echo("attio setup --check: the workspace holds the data model")
+        return
+
+    def create() -> tuple[int, int]:  # safe to run again: it creates only what is still missing
+        fresh, _ = survey_schema(client)
+        made = ensure_schema(client, fresh, click.echo)
         if webhook_url:
             ensure_webhook(client, webhook_url, click.echo)
-    except ServiceError as exc:
-        hint = " (transient: run `attio setup` again, it only creates what is missing)"
-        if exc.status in (401, 403):
-            hint = " (check ATTIO_API_KEY and its object_configuration:read-write scope)"
-        elif isinstance(exc, ServiceRejected):
-            hint = ""
-        raise click.ClickException(f"Attio call failed: {exc}{hint}") from exc
+        return made
+
+    created, found = patiently(create, what="attio setup", patience=patience)
     click.echo(f"attio setup done: {created} created, {found} already there")

@@ -1,7 +1,12 @@
 """``flask --app integration jobs …``: list, retry and purge failed jobs.
 
 A retried job runs the same handler with the same payload, so it goes through the same locks and look-ups as
-its first run (a retried collection cannot charge twice). It gets a fresh retry budget.
+its first run (a retried collection cannot charge twice). It gets a fresh retry budget and a fresh deadline for
+"not now" (``JOB_DEADLINE_HOURS`` from its next run).
+
+``failed`` shows, per job, its runs (``attempts``), how many of them were deferred by "not now" (a 429, an open
+circuit, a busy lock: ``deferrals``, which used no attempt of the schedule), when it first ran and its last
+deferral.
 """
 
 from __future__ import annotations
@@ -48,6 +53,26 @@ def _last_error_line(job: Job) -> str:
     return lines[-1][:160] if lines else "(no traceback: retries exhausted or job lost)"
 
 
+def _runbook(error_line: str) -> str:
+    """The runbook entry of a failed job, from its error's class (``pkg.module.ClassName: message``)."""
+    from .. import errors
+    from ..runbook import BY_CLASS, anchor_for, link
+
+    name = error_line.split(":", 1)[0].rsplit(".", 1)[-1].strip()
+    cls = getattr(errors, name, None)
+    anchor = anchor_for(cls) if isinstance(cls, type) else BY_CLASS.get(name, "bug")
+    if "retries exhausted" in error_line or "job lost" in error_line:
+        anchor = "abandoned-job"
+    return link(anchor)
+
+
+def _last_deferral(meta: dict[str, object]) -> str:
+    last = meta.get("last_deferral")
+    if not isinstance(last, dict):
+        return ""
+    return f"\n  last_deferral={last.get('seconds')}s for {last.get('reason')}"
+
+
 def _failed_at(job: Job) -> datetime | None:
     ended = job.ended_at
     if ended is None:
@@ -60,7 +85,7 @@ def _failed_at(job: Job) -> datetime | None:
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @with_appcontext
 def failed_command(queue_name: str | None, limit: int) -> None:
-    """List failed jobs: id, handler, source event, attempts, last error, failed at."""
+    """List failed jobs: id, handler, source event, attempts, last error, failed at, runbook entry."""
     shown = 0
     for queue in _queues(queue_name):
         for job in failed_jobs(queue):
@@ -69,12 +94,16 @@ def failed_command(queue_name: str | None, limit: int) -> None:
             meta = job.meta or {}
             event = " ".join(str(meta.get(k, "")) for k in ("source", "event_type", "event_id")).strip() or "-"
             failed_at = _failed_at(job)
+            failed = failed_at.isoformat() if failed_at else "-"
             click.echo(
                 f"{job.id}\n"
-                f"  queue={queue.name} handler={job.func_name} attempts={attempts_of(job)}\n"
+                f"  queue={queue.name} handler={job.func_name} attempts={attempts_of(job)} "
+                f"deferrals={int(meta.get('deferrals') or 0)}\n"
                 f"  event={event}\n"
-                f"  failed_at={failed_at.isoformat() if failed_at else '-'}\n"
-                f"  error={_last_error_line(job)}"
+                f"  first_run_at={meta.get('first_run_at') or '-'} failed_at={failed}"
+                f"{_last_deferral(meta)}\n"
+                f"  error={_last_error_line(job)}\n"
+                f"  runbook={_runbook(_last_error_line(job))}"
             )
             shown += 1
     click.echo(f"{shown} failed job(s)")
@@ -86,6 +115,8 @@ def retry_job(queue: Queue, job: Job, schedule: tuple[int, ...]) -> None:
     job.retries_left = policy.max if policy else None
     job.retry_intervals = policy.intervals if policy else None
     job.number_of_retries = None
+    job.meta.pop("first_run_at", None)  # a fresh deadline for "not now", from the next run
+    job.save_meta()
     queue.failed_job_registry.requeue(job)
 
 

@@ -1,8 +1,10 @@
 """``flask --app integration sync services [--dry-run]``: the Zoho → Attio catalog reconcile, run now, in-process.
 
-It is the same reconcile as the job (``workers.workflows.catalog``), with the same lock: it refuses to start while
-another run (a job or another command) is writing. ``--dry-run`` reads both sides, prints the planned changes and
-writes nothing.
+It is the same reconcile as the job (``workers.workflows.catalog``), with the same lock: it waits while another
+run (a job or another command) is writing. Rate limits, an open circuit and provider errors are waited out too
+(``_patience``: at most ``--patience`` seconds in all, printing what it waits for); each new try re-reads both
+sides and writes only what is still missing. ``--dry-run`` reads both sides, prints the planned changes and
+writes nothing. Exit status: 0 done, 2 could not finish.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from flask.cli import with_appcontext
 
 from ..clients.attio import build_attio_client
 from ..clients.zoho import build_zoho_client
-from ..errors import ServiceError, ServiceUnavailable
 from ..locks import hold
+from ._patience import patience_option, patiently
 
 __all__ = ["group"]
 
@@ -51,9 +53,10 @@ class _Bar:
 
 @group.command("services")
 @click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
+@patience_option
 @with_appcontext
-def services(dry_run: bool) -> None:
-    """Mirror every Zoho Billing plan and addon into Attio services now (changes only)."""
+def services(dry_run: bool, patience: float) -> None:
+    """Mirror every Zoho Billing plan and addon into Attio services now (changes only); exit 2 if it cannot finish."""
     # the worker's reconcile and lock, run in this process
     from workers.jobs.catalog import LOCK_NAME, LOCK_TTL
     from workers.workflows.catalog import WRITERS, sync_services
@@ -63,16 +66,14 @@ def services(dry_run: bool) -> None:
     zoho = build_zoho_client(settings, connection)
     attio = build_attio_client(settings, connection)
     writers = [build_attio_client(settings, connection) for _ in range(WRITERS)]
-    bar = _Bar("Writing services")
-    with contextlib.ExitStack() as stack:
-        if not dry_run:
-            try:
-                stack.enter_context(hold(connection, LOCK_NAME, ttl=LOCK_TTL, wait=0))
-            except ServiceUnavailable:
-                raise click.ClickException("another catalog sync is running; try again when it has finished") from None
-        stack.callback(bar.close)
-        try:
-            summary = sync_services(
+
+    def run_once() -> Any:
+        bar = _Bar("Writing services")
+        with contextlib.ExitStack() as stack:
+            if not dry_run:
+                stack.enter_context(hold(connection, LOCK_NAME, ttl=LOCK_TTL, wait=0))  # LockBusy: waited out
+            stack.callback(bar.close)
+            return sync_services(
                 zoho=zoho,
                 attio=attio,
                 now=datetime.now(UTC),
@@ -80,11 +81,8 @@ def services(dry_run: bool) -> None:
                 progress=None if dry_run else bar,
                 writers=writers,
             )
-        except ServiceError as exc:
-            message = f"sync stopped: {exc}"
-            if isinstance(exc, ServiceUnavailable):
-                message += " (transient: run it again, it writes only what is still missing)"
-            raise click.ClickException(message) from exc
+
+    summary = patiently(run_once, what="sync services", patience=patience)
     if dry_run:
         for change in sorted(summary.changes, key=lambda c: (c.action, c.external_id)):
             click.echo(change.describe())

@@ -43,6 +43,28 @@ def test_failed_lists_id_handler_event_attempts_error_and_time(app, queues, redi
     assert bad.exit_code != 0 and "unknown queue" in bad.output
 
 
+def test_failed_shows_deferrals_and_the_deadline(app, queues, redis_conn):
+    first = (datetime.now(UTC) - timedelta(hours=30)).isoformat()
+    job_id = enqueue_job(queues["webhooks"], "tests.workers.jobs_for_tests.scripted",
+                         {"counter": "runs", "script": ["open", "open"], "retry_after": 1}, retry_schedule=(1,))
+    q = queues["webhooks"]
+    run_worker(redis_conn)  # deferred once
+    job = q.fetch_job(job_id)
+    job.meta["first_run_at"] = first  # as if the circuit had been open for 30 hours
+    job.save_meta()
+    run_retries_now(q, redis_conn, rounds=1)  # "not now" past the deadline: failed
+    result = app.test_cli_runner().invoke(args=["jobs", "failed"])
+    assert "attempts=2 deferrals=1" in result.output, result.output
+    assert f"first_run_at={first}" in result.output
+    assert "last_deferral=" in result.output and "CircuitOpen: zoho: circuit open" in result.output
+    assert "DeferredTooLong: not now for 30.0 h" in result.output
+    retried = app.test_cli_runner().invoke(args=["jobs", "retry", job_id])
+    assert retried.exit_code == 0
+    assert "first_run_at" not in q.fetch_job(job_id).meta  # a fresh deadline
+    run_worker(redis_conn)  # the script is spent: the job succeeds
+    assert q.fetch_job(job_id).get_status() == "finished"
+
+
 def test_retry_requeues_with_a_fresh_budget_and_the_job_runs(app, queues, redis_conn):
     job_id = fail_one(queues, redis_conn, func="tests.workers.jobs_for_tests.fail_transient")
     q = queues["webhooks"]

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -246,6 +247,37 @@ def test_job_failing_transiently_sends_one_event_after_its_last_attempt(
     assert q.fetch_job(job_id).retries_left == 0
     assert proc.output().count("retrying") == 2  # three attempts, one event: after the last
     assert_clean(collector, SENTINEL)
+    assert_quiet(proc)
+
+
+def test_not_now_is_silent_until_its_deadline_then_one_event(
+    collector: Collector, redis_conn: Any, queues: dict[str, Any], tmp_path: Path
+) -> None:
+    """A 429, an open circuit and a busy lock in turn cost no attempt and no event; "not now" past
+    JOB_DEADLINE_HOURS fails the job with one event saying so."""
+    q = queues["webhooks"]
+    func = f"{JOBS}.scripted"
+    storm_id = enqueue(q, func, schedule=(1,), event_id="ev-storm", counter="runs-storm",
+                       script=["429", "open", "busy"], retry_after=0)
+    ids = {"source": "zoho", "event_type": "invoice_created", "event_id": "ev-late"}
+    first = (datetime.now(UTC) - timedelta(hours=25)).isoformat()
+    late_id = enqueue_job(q, func, {**ids, "counter": "runs-late", "script": ["429"]}, retry_schedule=(1, 1),
+                          meta={**ids, "first_run_at": first})
+    proc = worker(sentry_settings(collector), tmp_path)
+    try:
+        wait_until(lambda: q.fetch_job(storm_id).get_status() == "finished", timeout=40,
+                   message="the deferred job to succeed")
+        wait_until(lambda: collector.events(), timeout=10, message="the Sentry event")
+        time.sleep(1)  # nothing else is on its way
+    finally:
+        proc.stop()
+    assert failed_job_ids(q) == [late_id]
+    [event] = collector.events()
+    assert event["exception"]["values"][-1]["type"] == "DeferredTooLong"
+    assert "not now for 25.0 h (deadline 24 h" in event["exception"]["values"][-1]["value"]
+    assert_tagged(event, late_id, func)
+    assert q.fetch_job(storm_id).meta["deferrals"] == 3 and "retrying" not in proc.output()
+    assert proc.output().count("job deferred") == 3
     assert_quiet(proc)
 
 

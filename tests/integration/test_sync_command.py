@@ -4,6 +4,7 @@ against the Zoho and Attio simulators."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -68,22 +69,46 @@ def test_dry_run_prints_the_plan_and_writes_nothing(app, stack):
     assert stack.attio.records("services") == []
 
 
-def test_sync_refuses_to_run_beside_another_sync(app, stack, redis_conn):
+def test_sync_waits_for_another_sync_then_gives_up(app, stack, redis_conn):
     stack.zoho.seed_sample_data()
     with hold(redis_conn, "catalog-sync", ttl=30, wait=0):
-        result = _sync(app)
-    assert result.exit_code == 1
-    assert "another catalog sync is running" in result.output
+        result = _sync(app, "--patience", "1")
+    assert result.exit_code == 2, result.output
+    assert "sync services could not finish: lock: catalog-sync is held by another worker" in result.output
     assert stack.attio.writes_ok == 0
 
 
-def test_a_provider_outage_is_one_clear_line(app, stack):
+def test_a_provider_outage_past_the_patience_is_one_clear_line_and_exit_2(app, stack):
     stack.zoho.seed_sample_data()
-    stack.zoho.faults.add("GET", "/billing/v1/plans", status=503)
-    result = _sync(app)
-    assert result.exit_code == 1
-    assert "sync stopped: zoho" in result.output and "run it again" in result.output
+    stack.zoho.faults.add("GET", "/billing/v1/plans", status=503, times=None)
+    started = time.monotonic()
+    result = _sync(app, "--patience", "3")
+    assert result.exit_code == 2, result.output
+    assert "sync services: transient: zoho" in result.output and "waiting 2s, then try 2" in result.output
+    assert "sync services could not finish: zoho" in result.output and "run it again later" in result.output
     assert "Traceback" not in result.output
+    assert 2 <= time.monotonic() - started < 5  # waited 2 s; the next wait (4 s) did not fit: gave up at once
+    assert len(stack.zoho.calls_to("GET", "/billing/v1/plans")) == 2
+
+
+def test_sync_survives_a_zoho_503_on_page_2_and_an_attio_429_storm(app, stack):
+    """300 plans (two pages): page 2 answers 503 once; then Attio answers a storm of 429s (Retry-After 1 s) to
+    writes. The command waits both out, prints what it waits for, and exits 0 with every plan in Attio, once."""
+    for i in range(300):
+        stack.zoho.add_plan(f"plan-{i:04d}", f"Plan {i}", 10.0 + i, interval=1, interval_unit="months")
+    page2 = stack.zoho.faults.add("GET", "/billing/v1/plans", status=503, skip=1)
+    storm = stack.attio.faults.add("PUT", "/v2/objects/services/records", status=429, headers={"Retry-After": "1"},
+                                   skip=50, times=12)
+    result = _sync(app)
+    assert result.exit_code == 0, result.output
+    assert page2.fired == 1 and storm.fired == 12
+    assert "sync services: transient: zoho" in result.output  # the 503 on page 2, waited out
+    assert "sync services: not now: attio" in result.output  # a second 429 in a row, waited out
+    records = stack.attio.records("services")
+    assert len(records) == 300
+    assert len({stack.attio.value("services", r["id"]["record_id"], "external_id") for r in records}) == 300
+    again = _sync(app)
+    assert again.exit_code == 0 and _summary(again.output) == (0, 0, 300, 0)
 
 
 def test_admin_endpoint_enqueues_a_sync_that_runs(app, stack, redis_conn):

@@ -6,7 +6,7 @@ import os
 import time
 from typing import Any
 
-from integration.errors import ServiceRejected, ServiceUnavailable
+from integration.errors import CircuitOpen, LockBusy, RateLimited, ServiceRejected, ServiceUnavailable
 from workers.jobs._entry import entrypoint
 
 
@@ -85,3 +85,25 @@ def fail_with_message(payload: dict[str, Any]) -> None:
 def return_payload(payload: dict[str, Any]) -> Any:
     """Succeed with the payload's value as the result (the dashboard shows it)."""
     return payload["value"]
+
+
+_SCRIPTED = {
+    "429": lambda ra: RateLimited("attio", "rate limit exceeded", status=429, retry_after=ra),
+    "open": lambda ra: CircuitOpen("zoho", "circuit open", retry_after=ra),
+    "busy": lambda ra: LockBusy("lock", "catalog-sync is held by another worker", retry_after=ra),
+    "503": lambda ra: ServiceUnavailable("zoho", "503 from provider", status=503, retry_after=ra),
+}
+
+
+@entrypoint("tests.scripted")
+def scripted(payload: dict[str, Any]) -> str:
+    """Run n raises ``payload['script'][n]`` (429, open, busy, 503) until the script is spent, then succeeds."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    assert job is not None
+    run = int(job.connection.incr(payload["counter"]))
+    script = payload["script"]
+    if run <= len(script):
+        raise _SCRIPTED[script[run - 1]](payload.get("retry_after"))
+    return f"ok after {run} runs"

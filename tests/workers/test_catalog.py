@@ -196,7 +196,10 @@ def test_a_record_marked_removed_comes_back_when_zoho_lists_it_again(stack, redi
 
 # -- the job ----------------------------------------------------------------------------------------------------
 def test_job_survives_attio_429_and_zoho_503_and_converges_without_duplicates(stack, redis_conn):
-    """Zoho 503 twice, then Attio 429 (Retry-After) and a lost write answer mid-run: retries converge."""
+    """Zoho 503 twice, then Attio 429 (Retry-After) and a lost write answer mid-run: retries converge.
+
+    The 429's one-second Retry-After is waited in place (INLINE_WAIT_SECONDS): it costs no attempt and no restart.
+    """
     seed(stack, plans=150, addons=30)
     runtime.use_settings(stack.settings(catalog_sync_interval_minutes=0, retry_schedule_seconds=(1,) * 6))
     stack.zoho.faults.add("GET", PLANS, status=503, times=2)
@@ -226,12 +229,30 @@ def test_job_survives_attio_429_and_zoho_503_and_converges_without_duplicates(st
     assert job.get_status() == "finished", job.latest_result().exc_string
     assert stack.zoho.calls_to("GET", PLANS)[0].status == 503
     assert throttle is not None and throttle.fired == 1 and lost is not None and lost.fired == 1
-    assert job.retries_left == 2  # four failed attempts: two 503s, one 429, one lost answer
+    assert job.retries_left == 3  # three failed attempts: two 503s, one lost answer (the 429 was waited out)
     assert len(services(stack.attio)) == 180  # every item once: no duplicate from the retries
     assert job.return_value()["outcome"] == "synced"
     assert stack.attio.calls_to("PUT", PUT_RECORDS)[-1].status == 200
     counts = Counter(c.status for c in stack.attio.calls_to("PUT", PUT_RECORDS))
     assert counts[429] == 1 and counts[502] == 1
+
+
+def test_a_429_storm_longer_than_the_schedule_ends_synced_with_no_failed_job(stack, redis_conn):
+    """Attio answers 30 writes with 429 (Retry-After 1 s) against a schedule of 2 retries: each run waits one 429
+    out in place, is deferred on the next, and resumes; no attempt is spent, nothing fails (issue 16)."""
+    seed(stack, plans=60, addons=0)
+    runtime.use_settings(stack.settings(catalog_sync_interval_minutes=0, retry_schedule_seconds=(1, 1)))
+    storm = stack.attio.faults.add("PUT", PUT_RECORDS, status=429, headers={"Retry-After": "1"}, skip=10, times=30)
+    queue = make_queues(redis_conn)[CATALOG_QUEUE]
+    job_id = enqueue_job(queue, CATALOG_SYNC.job, {"trigger": "admin"}, retry_schedule=(1, 1))
+    run_until_idle(redis_conn, rounds=30)
+    job = queue.fetch_job(job_id)
+    assert job.get_status() == "finished", job.latest_result().exc_string
+    assert storm.fired == 30
+    assert job.meta["deferrals"] > 2  # more "not now" than the schedule has retries
+    assert job.retries_left == 2  # none of them spent an attempt
+    assert all(q.failed_job_registry.count == 0 for q in make_queues(redis_conn).values())
+    assert len(services(stack.attio)) == 60
 
 
 def test_overlapping_runs_are_refused(stack, redis_conn):

@@ -18,12 +18,13 @@ import requests
 
 from integration import create_app
 from integration.clients.braintree import customer_id_for_company
+from integration.clients.breaker import make_breaker
 from integration.queueing import make_queues
 from integration.samples import zoho_delivery
 
 from workers.intents import ChargeIntents
 
-from ..conftest import SECRETS, Stack, run_worker
+from ..conftest import SECRETS, Stack, run_until_idle, run_worker
 
 SEARCH_LAG = 1.0  # the simulator's search index lags this far behind a new sale
 WINDOW = 2  # Braintree's duplicate window, shortened (BRAINTREE_DUPLICATE_WINDOW_SECONDS)
@@ -216,6 +217,29 @@ def test_paid_invoice_makes_no_sale(stack, merchant, web, redis_conn):
     deliver(web.url, invoice_id, "ev-paid")
     run_worker(redis_conn)
     assert sale_posts(stack) == 0 and stack.braintree.transactions == []
+
+
+def test_an_open_breaker_longer_than_the_schedule_defers_then_charges(stack, merchant, web, redis_conn, queues):
+    """Braintree's circuit is open for six runs of the job, twice its schedule of three retries: each run is
+    deferred (no attempt used, no failed job); once the circuit closes, the invoice is charged once (issue 16)."""
+    books = Books(stack)
+    invoice_id = books.invoice(40.0)
+    breaker = make_breaker(redis_conn, "braintree")
+    breaker.open()
+    deliver(web.url, invoice_id, "ev-open")
+    q = queues["webhooks"]
+    for _ in range(6):
+        run_until_idle(redis_conn, rounds=1)
+    [job_id] = q.scheduled_job_registry.get_job_ids()
+    job = q.fetch_job(job_id)
+    assert job.meta["deferrals"] == 6 and q.failed_job_registry.count == 0
+    assert stack.braintree.transactions == []
+    breaker.close()
+    run_until_idle(redis_conn)
+    job = q.fetch_job(job_id)
+    assert job.get_status() == "finished" and job.retries_left == 3
+    assert len(stack.braintree.sales_for_order(invoice_id)) == 1
+    assert q.failed_job_registry.count == 0
 
 
 # -- lost answers, lagging search, repeated deliveries -------------------------------------------------------------

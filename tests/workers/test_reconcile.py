@@ -528,7 +528,7 @@ def test_admin_reconcile_enqueues_every_sweep_and_readyz_shows_their_last_run(st
     answer = client.post("/admin/reconcile", headers=auth)
     assert answer.status_code == 202 and len(answer.json["jobs"]) == 4
     drain(redis_conn)
-    sweeps = client.get("/readyz").json["sweeps"]
+    sweeps = client.get("/readyz", headers=auth).json["sweeps"]  # the figures need the operator
     assert set(sweeps) == {"invoices", "activations", "settlements", "subscriptions"}
     assert all(run and run["finished_at"] for run in sweeps.values())
     assert json.loads(redis_conn.get(last_run_key("invoices")))["looked_at"] == 0

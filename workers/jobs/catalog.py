@@ -18,10 +18,11 @@ from typing import Any
 
 from redis import Redis
 
-from integration.errors import ServiceUnavailable
+from integration.errors import LockBusy
 from integration.locks import hold
 from integration.observability import cron_checkin
 from integration.queueing import JOB_TIMEOUT
+from integration.worklane import BULK
 
 from .. import runtime
 from ..schedule import schedule_next
@@ -60,7 +61,7 @@ def handle_catalog_sync(
     with contextlib.ExitStack() as stack:
         try:
             stack.enter_context(hold(redis, LOCK_NAME, ttl=LOCK_TTL, wait=0))
-        except ServiceUnavailable:
+        except LockBusy:
             if _received_at(payload) is not None:
                 # The running sync may have read Zoho before this event's change: retry once it is done (the
                 # check below then skips this run if that one started late enough to have seen the change).
@@ -95,7 +96,7 @@ def _covered(payload: Mapping[str, Any], redis: Redis) -> bool:
     return last is not None and float(last) > received + CLOCK_SKEW
 
 
-@entrypoint("catalog.sync")
+@entrypoint("catalog.sync", work=BULK)
 def run_catalog_sync(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint: keep the periodic chain going, wire real clients, then delegate."""
     settings, connection = runtime.settings(), runtime.redis_connection()

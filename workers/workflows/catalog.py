@@ -10,6 +10,7 @@ writes only what is still missing, so it converges without duplicates.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import queue
 import threading
@@ -358,7 +359,9 @@ def _write_all(changes: Sequence[Change], writers: Sequence[AttioServices], prog
         finally:
             reports.put(_EXIT)
 
-    threads = [threading.Thread(target=write, args=(w,), name=f"catalog-writer-{i}", daemon=True)
+    # each thread runs in a copy of this context: the lane (bulk) and the job's deadline go with it
+    threads = [threading.Thread(target=contextvars.copy_context().run, args=(write, w), name=f"catalog-writer-{i}",
+                                daemon=True)
                for i, w in enumerate(writers)]  # fmt: skip
     errors: list[BaseException] = []
     done = 0

@@ -17,8 +17,9 @@ import requests
 from integration.clients.attio import AttioClient, AttioLimiter, build_attio_client
 from integration.clients.attio_values import record_id, value, values
 from integration.clients.breaker import make_breaker
-from integration.errors import CircuitOpen, ServiceRejected, ServiceUnavailable
+from integration.errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailable
 from integration.queueing import make_redis
+from integration.worklane import BULK, deadline, lane
 from tests.conftest import make_settings
 from simulators.attio import AttioSimulator
 
@@ -237,7 +238,7 @@ def test_a_spent_write_budget_raises_without_sending(sim: AttioSimulator, redis_
     client = AttioClient(base_url=sim.url, token="test-attio-key", http=requests.Session(), timeout=(1, 2),
                          limiter=limiter)
     client.create_record("services", {"external_id": "zoho-plan:a"})
-    with pytest.raises(ServiceUnavailable) as caught:
+    with lane(BULK), pytest.raises(ServiceUnavailable) as caught:  # bulk: no waiting past max_wait
         client.create_record("services", {"external_id": "zoho-plan:b"})
     assert 0 < (caught.value.retry_after or 0) <= 1.05
     assert len(sim.calls_to("POST", SERVICES)) == 1
@@ -254,13 +255,36 @@ def test_timeout_is_unavailable(sim: AttioSimulator, redis_conn: redis.Redis) ->
 
 
 def test_429_with_an_http_date_retry_after(client: AttioClient, sim: AttioSimulator) -> None:
-    when = datetime.now(UTC) + timedelta(seconds=5)
+    when = datetime.now(UTC) + timedelta(seconds=8)  # longer than INLINE_WAIT_SECONDS: not waited in place
     sim.faults.add("GET", "/v2/objects", status=429, headers={"Retry-After": format_datetime(when, usegmt=True)})
-    with pytest.raises(ServiceUnavailable) as caught:
+    with pytest.raises(RateLimited) as caught:
         client.list_objects()
     exc = caught.value
     assert exc.status == 429 and exc.code == "rate_limit_exceeded"
-    assert exc.retry_after is not None and 3.5 <= exc.retry_after <= 5.0  # the date has whole seconds
+    assert exc.retry_after is not None and 6.5 <= exc.retry_after <= 8.0  # the date has whole seconds
+    assert len(sim.calls_to("GET", "/v2/objects")) == 1
+
+
+def test_a_short_retry_after_is_waited_once_in_place(client: AttioClient, sim: AttioSimulator) -> None:
+    sim.faults.add("GET", "/v2/objects", status=429, headers={"Retry-After": "1"}, times=1)
+    started = time.monotonic()
+    client.list_objects()
+    assert 1.0 <= time.monotonic() - started < 3.0
+    assert [c.status for c in sim.calls_to("GET", "/v2/objects")] == [429, 200]
+
+
+def test_a_short_retry_after_is_waited_only_once(client: AttioClient, sim: AttioSimulator) -> None:
+    sim.faults.add("GET", "/v2/objects", status=429, headers={"Retry-After": "1"}, times=None)
+    with pytest.raises(RateLimited):
+        client.list_objects()
+    assert len(sim.calls_to("GET", "/v2/objects")) == 2
+
+
+def test_no_wait_in_place_when_the_job_has_no_time_left(client: AttioClient, sim: AttioSimulator) -> None:
+    sim.faults.add("GET", "/v2/objects", status=429, headers={"Retry-After": "1"}, times=1)
+    with deadline(5.0), pytest.raises(RateLimited):  # 1 s + the call's timeouts + a margin do not fit in 5 s
+        client.list_objects()
+    assert len(sim.calls_to("GET", "/v2/objects")) == 1
 
 
 def test_429_without_retry_after(client: AttioClient, sim: AttioSimulator) -> None:

@@ -364,6 +364,18 @@ def test_429s_do_not_open_the_shared_breaker(sim: BraintreeSimulator, redis_conn
     assert client.find_customer("payer") is not None  # not CircuitOpen
 
 
+def test_429s_never_open_the_breaker(sim: BraintreeSimulator, redis_conn: redis.Redis) -> None:
+    sim.add_customer("payer")
+    client = BraintreeClient(gateway=sim.gateway(), breaker=make_breaker(redis_conn, "braintree"))
+    sim.faults.add("GET", f"{CUSTOMERS}/*", status=429, times=7)
+    for _ in range(7):  # more than the breaker's five
+        with pytest.raises(RateLimited) as info:
+            client.find_customer("payer")
+        assert info.value.status == 429
+    assert client.find_customer("payer") is not None  # the circuit is still closed: the call goes through
+    assert len(sim.calls_to("GET", f"{CUSTOMERS}/*")) == 8
+
+
 def test_merchant_without_request_keys_still_gets_one_sale(sim, client):
     """Braintree limits api_request_key to selected merchants: refused with 91523x, the sale goes without it."""
     sim.add_customer("cust-nokey", card="valid")

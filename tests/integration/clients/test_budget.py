@@ -12,9 +12,10 @@ import pytest
 import redis
 
 from integration.clients.attio import build_attio_client
-from integration.clients.budget import RateBudget
-from integration.errors import ServiceError, ServiceUnavailable
+from integration.clients.budget import JOB_MARGIN_SECONDS, RateBudget
+from integration.errors import RateLimited, ServiceError, ServiceUnavailable
 from integration.queueing import make_redis
+from integration.worklane import BULK, MONEY, deadline
 from tests.conftest import make_settings
 from simulators.attio import AttioSimulator
 
@@ -78,15 +79,73 @@ def test_a_slot_that_frees_within_max_wait_is_waited_for(redis_conn: redis.Redis
 
 
 def test_no_slot_within_max_wait_raises_unavailable_with_retry_after(redis_conn: redis.Redis) -> None:
-    budget = RateBudget(redis_conn, "test:spent", limit=2, period=1.0, max_wait=0.1)
+    budget = RateBudget(redis_conn, "test:spent", limit=2, period=1.0, max_wait=0.1, reserve=0)
     budget.acquire("attio")
     budget.acquire("attio")
     started = time.monotonic()
     with pytest.raises(ServiceUnavailable) as caught:
-        budget.acquire("attio")
+        budget.acquire("attio", BULK)
     assert time.monotonic() - started < 0.1  # it does not sleep when the wait cannot fit
     assert caught.value.provider == "attio"
     assert caught.value.retry_after is not None and 0.5 < caught.value.retry_after <= 1.05
+
+
+def test_bulk_work_is_paced_and_never_takes_the_money_reserve(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:lanes", limit=4, period=2.0, reserve=0.25)  # bulk: 3, one per 0.7 s
+    assert budget.try_acquire(BULK) == 0.0
+    assert 0.6 < budget.try_acquire(BULK) <= 0.7  # paced: no burst of bulk calls
+    started = time.monotonic()
+    budget.acquire("zoho", BULK)
+    budget.acquire("zoho", BULK)
+    assert 1.3 < time.monotonic() - started < 1.6
+    assert budget.try_acquire(BULK) > 0.5  # 3 of 4 taken: the last one is money's
+    assert budget.try_acquire(MONEY) == 0.0  # ... at once
+    assert budget.try_acquire(MONEY) > 0.0
+
+
+def test_after_a_pause_bulk_may_take_its_burst_at_once(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:burst", limit=30, period=6.0, reserve=0.25, bulk_burst=7)  # bulk 22
+    assert [budget.try_acquire(BULK) for _ in range(7)] == [0.0] * 7
+    assert 0.2 < budget.try_acquire(BULK) <= 0.29  # then one per 6.3 s / 22
+
+
+def test_bulk_work_stands_aside_while_money_waits(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:standaside", limit=2, period=0.4, reserve=0.5)
+    assert budget.try_acquire(MONEY) == 0.0 and budget.try_acquire(MONEY) == 0.0  # money is never paced
+    wait = budget.try_acquire(MONEY)  # full: money waits, and says so
+    assert 0 < wait <= 0.42
+    time.sleep(wait + 0.02)  # the slot money waited for is free now
+    assert budget.try_acquire(BULK) > 0  # ... but bulk may not take it
+    assert budget.try_acquire(MONEY) == 0.0
+
+
+def test_a_spent_budget_is_not_now(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:notnow", limit=1, period=1.0, max_wait=0.0)
+    budget.acquire("zoho")
+    with pytest.raises(RateLimited):
+        budget.acquire("zoho", BULK)
+
+
+def test_money_waits_a_whole_window_when_the_job_has_the_time(redis_conn: redis.Redis) -> None:
+    """Money waits in place (up to a window, within MONEY_WAIT_CAP): every second it waits it claims the next slot."""
+    budget = RateBudget(redis_conn, "test:moneywait", limit=1, period=0.5, max_wait=0.0)
+    budget.acquire("zoho", MONEY)
+    started = time.monotonic()
+    budget.acquire("zoho", MONEY)
+    assert 0.4 < time.monotonic() - started < 1.0
+    with deadline(JOB_MARGIN_SECONDS + 0.1), pytest.raises(RateLimited):  # ... but not past the job's time
+        budget.acquire("zoho", MONEY)
+
+
+def test_a_deferred_money_call_keeps_bulk_off_until_it_is_due_back(redis_conn: redis.Redis) -> None:
+    budget = RateBudget(redis_conn, "test:claim", limit=2, period=1.0, max_wait=0.0, reserve=0.5)
+    budget.acquire("zoho", MONEY)
+    budget.acquire("zoho", MONEY)
+    with deadline(JOB_MARGIN_SECONDS), pytest.raises(RateLimited) as caught:  # no time to wait: deferred
+        budget.acquire("zoho", MONEY)
+    time.sleep(caught.value.retry_after + 0.3)  # the slot it waited for is free, the hold-off of a wait is over
+    assert budget.try_acquire(BULK) > 0  # ... but the deferred charge still claims it
+    assert budget.try_acquire(MONEY) == 0.0
 
 
 @pytest.fixture

@@ -1,0 +1,64 @@
+"""What kind of work the current code runs for, and how long it may still take: read by the provider clients.
+
+Two lanes share every provider budget (``integration.clients.budget``):
+
+- ``money``: work a customer's payment waits on (collection, activation, the payment page's vaulting, every
+  webhook job). It is the default, so a code path that forgets to say is never slowed down;
+- ``bulk``: work that can wait a few seconds (the catalog sync, sweeps, the audit, CLI commands).
+
+A job entrypoint (``workers.jobs._entry``) and the command groups set the lane; the clients read it when they take
+a budget slot. ``time_left()`` is the job's remaining time (RQ kills a job at its timeout), so a client only waits
+inside a call (a short ``Retry-After``) when the job can afford it. Both are context variables: each thread (the
+catalog's parallel writers copy the context) and each forked job sees its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from contextvars import ContextVar
+from typing import Literal
+
+__all__ = ["BULK", "LANES", "MONEY", "Lane", "current_lane", "deadline", "lane", "time_left"]
+
+Lane = Literal["money", "bulk"]
+MONEY: Lane = "money"
+BULK: Lane = "bulk"
+LANES: tuple[Lane, ...] = (MONEY, BULK)
+
+_LANE: ContextVar[Lane] = ContextVar("worklane", default=MONEY)
+_DEADLINE: ContextVar[float | None] = ContextVar("worklane_deadline", default=None)
+
+
+def current_lane() -> Lane:
+    """The lane of the work running now (``money`` unless someone said otherwise)."""
+    return _LANE.get()
+
+
+@contextlib.contextmanager
+def lane(name: Lane) -> Iterator[None]:
+    """Run the block in lane ``name``."""
+    if name not in LANES:
+        raise ValueError(f"lane must be one of {', '.join(LANES)}, got {name!r}")
+    token = _LANE.set(name)
+    try:
+        yield
+    finally:
+        _LANE.reset(token)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None) -> Iterator[None]:
+    """The block must be done within ``seconds`` (None: no limit)."""
+    token = _DEADLINE.set(None if seconds is None else time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def time_left() -> float | None:
+    """Seconds left before the current deadline (None when there is none)."""
+    until = _DEADLINE.get()
+    return None if until is None else until - time.monotonic()
