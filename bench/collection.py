@@ -51,10 +51,10 @@ from integration.clients.zoho import build_zoho_client
 from integration.config import Settings
 from integration.queueing import make_redis
 from integration.samples import zoho_delivery
-from tests.processes import WorkerProcess, queues_idle
 from simulators.attio import AttioSimulator
 from simulators.braintree import BraintreeSimulator
 from simulators.zoho import ZohoSimulator
+from tests.processes import WorkerProcess, queues_idle
 
 from ._common import BENCH_REDIS_URL, SERVICE_ENV, env_with, free_port, procfile_command, start, stop, table, wait_http
 from .worker import _PreimportingWorker
@@ -356,7 +356,8 @@ def report(result: dict[str, Any]) -> str:
                                      f"{result['invoices_per_second'] / result['attio_write_ceiling']:.2f} of it"),
     ]
     rows += [("  violation", line) for line in result["audit_lines"]]
-    head = (f"bench.collection ({result['gateway']} gateway): {result['invoices']} invoices, webhooks posted by {result['senders']} threads to "
+    head = (f"bench.collection ({result['gateway']} gateway): {result['invoices']} invoices, webhooks posted by "
+            f"{result['senders']} threads to "
             f"web (Procfile gunicorn), {result['workers']} worker processes"
             f"{' (job modules pre-imported)' if result['preimport'] else ''}, simulators in-process")
     return head + "\n" + table(rows)

@@ -60,7 +60,7 @@ def test_every_configuration_variable_is_documented_and_every_documented_one_exi
     documented = set(VARIABLE.findall(_table("Configuration")).__iter__())
     local_only = {"PORT", "LOCAL_REDIS_PORT", "LOCAL_RUN_DIR", "WEB_CONCURRENCY"}
     code = _code_variables()
-    assert code - documented == set(), f"variables the code reads that docs/interface.md does not list"
+    assert code - documented == set(), "variables the code reads that docs/interface.md does not list"
     assert documented - code - local_only == set(), "variables docs/interface.md lists that the code does not read"
 
 

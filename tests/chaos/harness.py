@@ -70,10 +70,10 @@ from integration.clients.zoho import build_zoho_client
 from integration.commands.jobs import failed_jobs, retry_job
 from integration.queueing import make_queues, make_redis
 from integration.samples import attio_delivery, attio_event, zoho_delivery
-from tests.conftest import SECRETS, LiveServer, Stack, free_port
-from tests.processes import WorkerProcess, queues_idle
 from simulators.base import Fault
 from simulators.zoho import BASE, ORG_HEADER, SIGNATURE_HEADER, ZohoSimulator
+from tests.conftest import SECRETS, LiveServer, Stack, free_port
+from tests.processes import WorkerProcess, queues_idle
 from workers.crm import PAYMENT_RANK, ZOHO_TO_ATTIO_STATUS
 
 __all__ = ["ChaosOptions", "Report", "run_chaos"]

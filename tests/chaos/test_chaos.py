@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.conftest import Stack
 from simulators.zoho import BASE, ORG_HEADER
+from tests.conftest import Stack
 from workers.jobs.lifecycle import run_dispute_event, run_subscription_event, run_transaction_event
 
 from .harness import ChaosOptions, run_chaos

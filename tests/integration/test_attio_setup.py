@@ -12,8 +12,8 @@ from flask.testing import FlaskCliRunner
 from integration import create_app
 from integration.attio_schema import CURRENCY, OBJECTS
 from integration.clients.attio import build_attio_client
-from tests.conftest import make_settings
 from simulators.attio import AttioSimulator
+from tests.conftest import make_settings
 
 UNIQUE = {("companies", "braintree_customer_id"), ("companies", "zoho_customer_id"), ("services", "external_id"),
           ("subscriptions", "zoho_subscription_id"), ("payments", "external_id")}

@@ -26,7 +26,6 @@ from ..helpers import job_count, signed_attio
 from ..processes import ROOT, settings_env
 
 
-
 def procfile_web() -> str:
     line = next(ln for ln in (ROOT / "Procfile").read_text().splitlines() if ln.startswith("web:"))
     return line.split(":", 1)[1].strip()

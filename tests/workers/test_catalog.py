@@ -23,8 +23,8 @@ from integration.errors import ServiceUnavailable
 from integration.locks import hold
 from integration.queueing import enqueue_job, make_queues, make_redis
 from integration.routing import CATALOG_QUEUE, CATALOG_SYNC
-from tests.conftest import TEST_REDIS_URL, Stack, run_until_idle, run_worker
 from simulators.attio import AttioSimulator
+from tests.conftest import TEST_REDIS_URL, Stack, run_until_idle, run_worker
 from workers import runtime
 from workers.jobs.catalog import LOCK_NAME, handle_catalog_sync
 from workers.schedule import install_schedule, period_job_id, period_start

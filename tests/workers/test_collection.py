@@ -9,7 +9,6 @@ shortened (search lag 1 s, duplicate window 2 s, the service's bound 3 s) so tha
 from __future__ import annotations
 
 import time
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -21,7 +20,6 @@ from integration.clients.braintree import customer_id_for_company
 from integration.clients.breaker import make_breaker
 from integration.queueing import make_queues
 from integration.samples import zoho_delivery
-
 from workers.intents import ChargeIntents
 
 from ..conftest import SECRETS, Stack, run_until_idle, run_worker

@@ -17,9 +17,9 @@ import redis
 import requests
 
 from integration import Settings
+from simulators.zoho import BASE, ORG_HEADER, ZohoSimulator
 from tests.conftest import SECRETS, LiveServer, Stack, run_worker
 from tests.helpers import signed_braintree, signed_zoho
-from simulators.zoho import BASE, ORG_HEADER, ZohoSimulator
 
 SUBSCRIPTION_EVENTS = {
     "subscription_created", "subscription_activation", "subscription_unpaid", "subscription_cancelled",
@@ -412,7 +412,9 @@ def test_dispute_lost_from_the_sdk(sims: Stack, live_server: LiveServer, redis_c
 
 
 # -- refunds ----------------------------------------------------------------------------------------------------
-def test_a_zoho_refund_of_the_services_own_payment_marks_its_sale_refunded(sims: Stack, redis_conn: redis.Redis) -> None:
+def test_a_zoho_refund_of_the_services_own_payment_marks_its_sale_refunded(
+    sims: Stack, redis_conn: redis.Redis
+) -> None:
     attio, zoho = sims.attio, sims.zoho
     customer = zoho.add_customer("Acme", "billing@acme.example")
     txn = _bt_charge(sims)

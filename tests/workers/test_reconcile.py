@@ -19,7 +19,6 @@ from integration.queueing import enqueue_job, make_queue
 from integration.routing import CATALOG_QUEUE, RECONCILE
 from integration.samples import zoho_delivery
 from integration.sweeps import last_run_key
-
 from workers.dunning import Dunning
 from workers.intents import ChargeIntents
 from workers.workflows.reconcile import run_sweep

@@ -116,6 +116,9 @@ class Policy:
         return account is not None, account
 
 
+DEFAULT_POLICY = Policy()
+
+
 @dataclass(frozen=True)
 class Collection:
     """What one collection run did."""
@@ -183,7 +186,7 @@ def collect_invoice(
     attio: AttioLike,
     connection: redis.Redis,
     event_time: datetime | None = None,
-    policy: Policy = Policy(),
+    policy: Policy = DEFAULT_POLICY,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
     dunning_attempt: int | None = None,
 ) -> Collection:
@@ -318,7 +321,9 @@ def _is_charged_sale_of(txn: Any, invoice_id: str) -> bool:
             and str(getattr(txn, "status", "")) in CHARGED and not list(getattr(txn, "refund_ids", None) or []))
 
 
-def _note_sale(intents: ChargeIntents, lock: Held, intent: ChargeIntent | None, ctx: _Context, sale: Any) -> ChargeIntent:
+def _note_sale(
+    intents: ChargeIntents, lock: Held, intent: ChargeIntent | None, ctx: _Context, sale: Any
+) -> ChargeIntent:
     """Remember a sale found by search or reference, so the next run finds it by id (immediately)."""
     if intent is None:
         intent = ChargeIntent(invoice_id=ctx.invoice_id, generation=0, state="charged", key="", amount=str(sale.amount),

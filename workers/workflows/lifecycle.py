@@ -60,8 +60,8 @@ PAYMENT_STATUS = {"payment_thankyou": "Settled", "payment_declined": "Declined",
 TRANSACTION_STATUS = {"transaction_settled": "Settled", "transaction_settlement_declined": "Failed"}
 DISPUTE_STATUS = {"dispute_opened": "Disputed", "dispute_won": "Dispute won", "dispute_lost": "Dispute lost"}
 
-_HEALTHY = ("Active", "Trial")
-_SUPERSEDE_DECLINES = ("Cancelled", "Expired")  # Zoho's word that ends a subscription outranks a standing decline  # statuses after which an earlier "why it is Past due" no longer applies
+_HEALTHY = ("Active", "Trial")  # statuses after which an earlier "why it is Past due" no longer applies
+_SUPERSEDE_DECLINES = ("Cancelled", "Expired")  # Zoho's word that ends a subscription outranks a standing decline
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _BRAINTREE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what could be a transaction id; anything else is not ours
 # A declined payment's reason: Zoho's payment object carries it in ``autotransaction.gateway_error_message``

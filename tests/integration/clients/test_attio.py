@@ -20,8 +20,8 @@ from integration.clients.breaker import make_breaker
 from integration.errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailable
 from integration.queueing import make_redis
 from integration.worklane import BULK, deadline, lane
-from tests.conftest import make_settings
 from simulators.attio import AttioSimulator
+from tests.conftest import make_settings
 
 SERVICES = "/v2/objects/services/records"
 

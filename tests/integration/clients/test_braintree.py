@@ -18,9 +18,9 @@ import redis
 from integration.clients.braintree import BraintreeClient, SaleResult, build_braintree_client, customer_id_for_company
 from integration.clients.breaker import make_breaker
 from integration.errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailable
-from tests.conftest import free_port, make_settings
 from simulators.braintree import BraintreeSimulator
 from simulators.braintree_xml import api_error_response
+from tests.conftest import free_port, make_settings
 
 SALES = "/merchants/*/transactions"
 CUSTOMERS = "/merchants/*/customers"

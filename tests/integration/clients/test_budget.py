@@ -16,8 +16,8 @@ from integration.clients.budget import JOB_MARGIN_SECONDS, RateBudget
 from integration.errors import RateLimited, ServiceError, ServiceUnavailable
 from integration.queueing import make_redis
 from integration.worklane import BULK, MONEY, deadline
-from tests.conftest import make_settings
 from simulators.attio import AttioSimulator
+from tests.conftest import make_settings
 
 LIMIT, PERIOD = 20, 1.0
 

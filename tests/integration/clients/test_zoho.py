@@ -17,8 +17,8 @@ from integration.clients.zoho import ORG_HEADER, ZohoClient, build_zoho_client
 from integration.clients.zoho_auth import ZohoTokens
 from integration.errors import CircuitOpen, ServiceRejected, ServiceUnavailable
 from integration.queueing import make_redis
-from tests.conftest import TEST_REDIS_URL, make_settings
 from simulators.zoho import ZohoSimulator
+from tests.conftest import TEST_REDIS_URL, make_settings
 
 TOKEN_PATH = "/oauth/v2/token"
 

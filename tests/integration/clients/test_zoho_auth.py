@@ -21,8 +21,8 @@ from integration.clients.zoho import build_zoho_client
 from integration.clients.zoho_auth import ZohoTokens
 from integration.errors import ServiceUnavailable
 from integration.queueing import make_redis
-from tests.conftest import TEST_REDIS_URL, make_settings
 from simulators.zoho import ZohoSimulator
+from tests.conftest import TEST_REDIS_URL, make_settings
 
 TOKEN_PATH = "/oauth/v2/token"
 PROCESSES = 4

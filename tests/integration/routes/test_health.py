@@ -14,7 +14,6 @@ from integration import create_app
 from ...conftest import SECRETS, make_settings
 from ...helpers import signed_attio
 
-
 OPERATOR = {"Authorization": "Basic " + base64.b64encode(f"operator:{SECRETS['dashboard_password']}".encode()).decode()}
 
 
