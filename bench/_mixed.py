@@ -172,7 +172,11 @@ def _seed(zoho: ZohoSimulator, attio: AttioSimulator, braintree: BraintreeSimula
     bt_customer = customer_id_for_company(company)
     braintree.add_customer(bt_customer, email="billing@acme.example", card="valid")
     attio.set_values("companies", company, {"braintree_customer_id": bt_customer})
-    return [str(zoho.raise_invoice(customer, 20.0 + i)["invoice_id"]) for i in range(invoices)]
+    # A subscription the service manages (Attio knows its Zoho id): only such invoices are charged.
+    attio.add_record("subscriptions", {"name": "Acme Basic", "status": "Active", "zoho_subscription_id": "mixed-sub",
+                                       "company": {"target_object": "companies", "target_record_id": company}})
+    return [str(zoho.raise_invoice(customer, 20.0 + i, subscription_id="mixed-sub")["invoice_id"])
+            for i in range(invoices)]
 
 
 def run_mixed(
