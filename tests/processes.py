@@ -51,6 +51,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RETRY_SCHEDULE_SECONDS": ",".join(str(s) for s in settings.retry_schedule_seconds),
         "JOB_DEADLINE_HOURS": str(settings.job_deadline_hours),
         "INLINE_WAIT_SECONDS": str(settings.inline_wait_seconds),
+        "SALE_SEARCH_LAG_SECONDS": str(settings.sale_search_lag_seconds),
+        "BRAINTREE_DUPLICATE_WINDOW_SECONDS": str(settings.braintree_duplicate_window_seconds),
+        **({"BRAINTREE_MERCHANT_ACCOUNTS": ",".join(f"{c}:{a}" for c, a in settings.braintree_merchant_accounts)}
+           if settings.braintree_merchant_accounts else {}),
         "LOG_LEVEL": settings.log_level,
         **({"SENTRY_DSN": settings.sentry_dsn} if settings.sentry_dsn else {}),
     }
