@@ -19,6 +19,7 @@ from integration.errors import ServiceUnavailable
 from integration.locks import hold, sweep_lock
 from integration.observability import cron_checkin
 from integration.queueing import JOB_TIMEOUT
+from integration.worklane import BULK
 
 from .. import runtime
 from ..schedule import reconcile_periodic, schedule_next
@@ -47,7 +48,7 @@ def handle_reconcile(payload: dict[str, Any], *, ctx: SweepContext) -> dict[str,
     return {"outcome": "swept", **report.as_dict()}
 
 
-@entrypoint("reconcile.sweep")
+@entrypoint("reconcile.sweep", work=BULK)  # sweeps yield to charges in the shared budgets
 def run_reconcile(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint: keep the periodic chain going, wire real clients, then delegate."""
     settings, connection = runtime.settings(), runtime.redis_connection()
