@@ -31,6 +31,7 @@ __all__ = [
     "parse_time",
     "ref",
     "set_subscription",
+    "subscription_by_reference",
     "upsert_payment",
 ]
 
@@ -140,11 +141,20 @@ def find_subscription_by_zoho_id(
     ``zoho_subscription_id`` still finds its record.
     """
     found = find_one(attio, "subscriptions", "zoho_subscription_id", zoho_subscription_id)
-    if found is None and reference_id and _is_uuid(reference_id):  # a reference typed in Zoho by hand is not ours
-        candidate = attio.get_record("subscriptions", reference_id)
-        if candidate is not None and value(candidate, "zoho_subscription_id") in (None, zoho_subscription_id):
-            found = candidate
+    if found is None and reference_id:
+        found = subscription_by_reference(attio, zoho_subscription_id, reference_id)
     return found
+
+
+def subscription_by_reference(attio: AttioLike, zoho_subscription_id: str, reference_id: str) -> dict[str, Any] | None:
+    """The Attio subscription a Zoho subscription's ``reference_id`` names (our activation sets it to the record id),
+    if it is not linked to another Zoho subscription; None for a reference typed in Zoho by hand."""
+    if not _is_uuid(reference_id):
+        return None
+    candidate = attio.get_record("subscriptions", reference_id)
+    if candidate is not None and value(candidate, "zoho_subscription_id") in (None, zoho_subscription_id):
+        return candidate
+    return None
 
 
 def _is_uuid(text: str) -> bool:

@@ -24,27 +24,9 @@ from ..clients.zoho import build_zoho_client
 from ..errors import ServiceError, ServiceUnavailable
 from ..locks import hold, sweep_lock
 from ..sweeps import SWEEPS
+from ._progress import to_stderr
 
 __all__ = ["dunning_group", "reconcile"]
-
-
-class _Progress:
-    """A progress bar on stderr, started on the first report (once the number of items is known)."""
-
-    def __init__(self, label: str) -> None:
-        self._label, self._bar, self._done = label, None, 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is None:
-            self._bar = click.progressbar(length=total, label=self._label, show_pos=True, file=sys.stderr)
-            self._bar.__enter__()
-        self._bar.update(done - self._done)
-        self._done = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = None
 
 
 @click.command("reconcile")
@@ -61,7 +43,7 @@ def reconcile(sweep: str, dry_run: bool) -> None:
     started = datetime.now(UTC)
     failed = False
     for name in SWEEPS if sweep == "all" else (sweep,):
-        progress = _Progress(f"{name:<13}")
+        progress = to_stderr(f"{name:<13}")
         ctx = SweepContext.from_settings(
             settings, zoho=build_zoho_client(settings, connection), attio=build_attio_client(settings, connection),
             braintree=build_braintree_client(settings, connection), connection=connection, now=datetime.now(UTC),

@@ -21,34 +21,11 @@ from ..clients.attio import build_attio_client
 from ..clients.zoho import build_zoho_client
 from ..locks import hold
 from ._patience import patience_option, patiently
+from ._progress import Progress
 
 __all__ = ["group"]
 
 group = click.Group("sync", help="Reconcile Attio with the providers.")
-
-
-class _Bar:
-    """A click progress bar that starts on the first report, once the number of writes is known."""
-
-    def __init__(self, label: str) -> None:
-        self._label = label
-        self._bar: Any = None
-        self._done = 0
-
-    def __call__(self, done: int, total: int) -> None:
-        if self._bar is None:
-            if total == 0:
-                return
-            self._bar = click.progressbar(length=total, label=self._label, show_pos=True)
-            self._bar.__enter__()
-        self._bar.update(done - self._done)
-        self._done = done
-
-    def close(self) -> None:
-        """Finish the bar (if it started)."""
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = None
 
 
 @group.command("services")
@@ -68,7 +45,7 @@ def services(dry_run: bool, patience: float) -> None:
     writers = [build_attio_client(settings, connection) for _ in range(WRITERS)]
 
     def run_once() -> Any:
-        bar = _Bar("Writing services")
+        bar = Progress("Writing services")
         with contextlib.ExitStack() as stack:
             if not dry_run:
                 stack.enter_context(hold(connection, LOCK_NAME, ttl=LOCK_TTL, wait=0))  # LockBusy: waited out

@@ -37,7 +37,6 @@ with Braintree's ``response_type``, so the next attempt is a new generation; a s
 from __future__ import annotations
 
 import logging
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -66,6 +65,7 @@ from ..crm import (
     iso,
     ref,
     set_subscription,
+    subscription_by_reference,
     upsert_payment,
 )
 from ..dunning import Dunning, DunningEntry
@@ -594,21 +594,11 @@ def scope(
     zsub = zoho.get_subscription(zoho_sub_id)
     if zsub is None:
         return False, None, zoho_sub_id
-    reference = str(zsub.get("reference_id") or "")
-    if _is_uuid(reference):
-        candidate = attio.get_record("subscriptions", reference)
-        if candidate is not None and value(candidate, "zoho_subscription_id") in (None, zoho_sub_id):
-            return True, candidate, zoho_sub_id
+    candidate = subscription_by_reference(attio, zoho_sub_id, str(zsub.get("reference_id") or ""))
+    if candidate is not None:
+        return True, candidate, zoho_sub_id
     managed = zsub.get("auto_collect") is False and company is not None
     return managed, None, zoho_sub_id
-
-
-def _is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
 
 
 # -- a sale that never settled ----------------------------------------------------------------------------------
