@@ -8,6 +8,7 @@ through the same clients (and budgets) as the workers.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -167,8 +168,6 @@ def explain_invoice(ref: str, *, zoho: Any, braintree: Any, attio: Any, connecti
             subscription = {"record_id": str(rows[0]["id"]["record_id"]), "status": value(rows[0], "status"),
                             "status_detail": value(rows[0], "status_detail")}
     raw_intent = connection.get(f"charge:{invoice_id}")
-    import json
-
     intent = json.loads(raw_intent) if raw_intent else None
     jobs = jobs_about(connection, "invoice", invoice_id)
     verdict: list[dict[str, Any]] = []
