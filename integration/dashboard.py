@@ -43,7 +43,7 @@ def init_dashboard(app: Flask, settings: Settings) -> None:
     app.register_blueprint(rq_dashboard.blueprint, url_prefix=PREFIX)
     web.setup_rq_connection(app)  # builds a client; Redis is contacted on the first page load
     # The app's own loader is asked before any blueprint's: the escaped copies win over rq-dashboard's.
-    app.jinja_loader = ChoiceLoader([_EscapingLoader(), app.jinja_loader])  # type: ignore[assignment,list-item]
+    app.jinja_loader = ChoiceLoader([_EscapingLoader(), app.jinja_loader])  # type: ignore[list-item]
 
     # Runs for the dashboard's own routes only (a hook of its blueprint, kept in this app's registry: the blueprint
     # object is shared by every app of the process). A path under /rq that matches none of them answers 404 or 405.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -72,9 +72,11 @@ def _pack(conn: Any, command: tuple[Any, ...]) -> list[bytes]:
     own wrapper around it cost as much again), else the connection's packer."""
     if _hiredis_pack is not None:
         return [_hiredis_pack(command)]
-    return conn.pack_command(*command)  # type: ignore[no-any-return]
+    packed: list[bytes] = conn.pack_command(*command)  # redis-py's Connection is unannotated
+    return packed
 
 
+_hiredis_pack: Callable[[tuple[Any, ...]], bytes] | None
 try:
     from hiredis import pack_command as _hiredis_pack
 except ImportError:  # pragma: no cover - hiredis is in requirements.txt

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import errno
 import selectors
+import socket
 import time
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -70,6 +71,11 @@ class _BufferedSocket:
         return getattr(self.raw, name)
 
 
+def _buffered(conn: TConn) -> _BufferedSocket:
+    """The connection's socket, a ``_BufferedSocket`` (``accept`` made it; gunicorn's stubs declare a socket)."""
+    return cast(_BufferedSocket, conn.sock)
+
+
 class BufferingWorker(ThreadWorker):
     """gthread with each request read whole on the event loop before a thread takes it (module docstring)."""
 
@@ -87,7 +93,7 @@ class BufferingWorker(ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = TConn(self.cfg, _BufferedSocket(client_sock), client_addr, listener.getsockname())
+        conn = TConn(self.cfg, cast(socket.socket, _BufferedSocket(client_sock)), client_addr, listener.getsockname())
         self._start_reading(conn)
 
     def on_client_socket_readable(self, conn: TConn, client: Any) -> None:
@@ -99,13 +105,13 @@ class BufferingWorker(ThreadWorker):
     def finish_request(self, conn: TConn, fs: Any) -> None:
         """As gthread, and a kept-alive connection whose next request was already read goes on at once."""
         super().finish_request(conn, fs)
-        if conn in self.keepalived_conns and (conn.sock.leftover or conn.sock.pending):
+        if conn in self.keepalived_conns and (_buffered(conn).leftover or _buffered(conn).pending):
             self.poller.unregister(conn.sock)
             self.keepalived_conns.remove(conn)
             self._start_reading(conn)
 
     def _start_reading(self, conn: TConn) -> None:
-        sock: _BufferedSocket = conn.sock
+        sock = _buffered(conn)
         sock.setblocking(False)
         request = RequestBuffer(sock.pending + sock.leftover)
         sock.pending = sock.leftover = b""
@@ -133,9 +139,10 @@ class BufferingWorker(ThreadWorker):
         request, _ = entry
         before = len(request.data)
         closed = False
+        raw = _buffered(conn).raw
         while True:
             try:
-                data = conn.sock.raw.recv(65536)
+                data = raw.recv(65536)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -177,14 +184,15 @@ class BufferingWorker(ThreadWorker):
     def _submit(self, conn: TConn, request: RequestBuffer) -> None:
         assert request.end is not None
         # The thread's parser gets this request only; what follows (a pipelined request) waits for the next round.
-        conn.sock.pending = bytes(request.data[:request.end])
-        conn.sock.leftover = bytes(request.data[request.end:])
+        sock = _buffered(conn)
+        sock.pending = bytes(request.data[:request.end])
+        sock.leftover = bytes(request.data[request.end:])
         conn.data_ready = True  # gthread's handle() must not wait for the socket: the bytes are here
         self.enqueue_req(conn)
 
     def _send_quietly(self, conn: TConn, data: bytes) -> None:
         try:
-            conn.sock.raw.send(data)
+            _buffered(conn).raw.send(data)
         except OSError:
             pass
 
@@ -195,7 +203,7 @@ class BufferingWorker(ThreadWorker):
     def _close(self, conn: TConn) -> None:
         self.nr_conns -= 1
         try:
-            conn.sock.raw.close()
+            _buffered(conn).raw.close()
         except OSError:
             pass
 

@@ -15,8 +15,8 @@ __all__ = ["subjects_of"]
 def subjects_of(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The (kind, id) pairs a job's payload is about: invoices, Zoho subscriptions and payments, Braintree
     transactions, Attio records, and the event itself."""
-    event = payload.get("event") if isinstance(payload.get("event"), Mapping) else {}
-    data = event.get("data") if isinstance(event.get("data"), Mapping) else {}
+    event: Mapping[str, Any] = payload["event"] if isinstance(payload.get("event"), Mapping) else {}
+    data: Mapping[str, Any] = event["data"] if isinstance(event.get("data"), Mapping) else {}
     found: list[tuple[str, str]] = []
 
     def add(kind: str, ident: Any) -> None:
@@ -32,14 +32,14 @@ def subjects_of(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
         for item in data["payment"].get("invoices") or []:
             if isinstance(item, Mapping):
                 add("invoice", item.get("invoice_id"))
-    txn = event.get("transaction") if isinstance(event.get("transaction"), Mapping) else None
-    dispute = event.get("dispute") if isinstance(event.get("dispute"), Mapping) else None
+    txn: Mapping[str, Any] | None = event["transaction"] if isinstance(event.get("transaction"), Mapping) else None
+    dispute: Mapping[str, Any] | None = event["dispute"] if isinstance(event.get("dispute"), Mapping) else None
     if dispute and isinstance(dispute.get("transaction"), Mapping):
         txn = dispute["transaction"]
     if txn:
         add("transaction", txn.get("id"))
         add("invoice", txn.get("order_id"))
-    ids = event.get("id") if isinstance(event.get("id"), Mapping) else {}
+    ids: Mapping[str, Any] = event["id"] if isinstance(event.get("id"), Mapping) else {}
     add("subscription", ids.get("record_id"))  # an Attio record event: the subscription it names
     add("subscription", payload.get("subscription_id"))  # a payment-page submission
     return found

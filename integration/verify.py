@@ -11,7 +11,8 @@ import base64
 import binascii
 import hashlib
 import hmac
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import braintree
 from braintree.exceptions import InvalidChallengeError, InvalidSignatureError
@@ -31,7 +32,13 @@ __all__ = [
 _MAX_SIGNATURE_LEN = 512
 
 
-def _header(headers: Mapping[str, str], *names: str) -> str:
+class Headers(Protocol):
+    """What a verifier reads of the headers: a dict, or werkzeug's ``Headers`` (not a Mapping; it ignores case)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def _header(headers: Headers, *names: str) -> str:
     for name in names:
         value = headers.get(name)
         if value:
@@ -47,7 +54,7 @@ def attio_signature(body: bytes, secret: str) -> str:
     return hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
 
 
-def verify_attio(body: bytes, headers: Mapping[str, str], *, secrets: Sequence[str]) -> None:
+def verify_attio(body: bytes, headers: Headers, *, secrets: Sequence[str]) -> None:
     """Check ``Attio-Signature`` (or ``X-Attio-Signature``) against every configured secret."""
     given = _header(headers, "Attio-Signature", "X-Attio-Signature").lower()
     ok = False
@@ -85,7 +92,7 @@ def _decode_signature(given: str) -> bytes:
 
 def verify_zoho(
     body: bytes,
-    headers: Mapping[str, str],
+    headers: Headers,
     *,
     query: Iterable[tuple[str, str]] = (),
     form: Iterable[tuple[str, str]] = (),

@@ -221,7 +221,7 @@ def _same(current: Any, wanted: Any) -> bool:
             return current in (None, "", [])
         first = wanted[0]
         if isinstance(first, Mapping) and "target_record_id" in first:
-            return current == first["target_record_id"]
+            return bool(current == first["target_record_id"])
         return False
     if wanted is None or wanted == "":
         return current in (None, "")

@@ -179,7 +179,7 @@ def handle_work_horse_killed(job: Job, retpid: int, ret_val: int, rusage: Any) -
 def report_job_failure(job: Job, exc: BaseException) -> None:
     """One Sentry event for a failed job, tagged with its ids (no arguments: they carry customer data)."""
     with sentry_sdk.new_scope() as scope, bind_job(job):
-        rq_job = {"job_id": job.id, "origin": job.origin}
+        rq_job: dict[str, str | None] = {"job_id": job.id, "origin": job.origin}
         try:
             rq_job["func"] = job.func_name
         except Exception:  # noqa: BLE001 - an undeserializable job is still reported

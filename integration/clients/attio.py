@@ -14,7 +14,7 @@ absence. Callers may say "clear" with ``None``, ``""`` or ``[]``; all three are 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -267,7 +267,7 @@ class AttioClient:
             if len(page) < WEBHOOK_PAGE:
                 return rows
 
-    def create_webhook(self, target_url: str, subscriptions: list[Mapping[str, Any]]) -> dict[str, Any]:
+    def create_webhook(self, target_url: str, subscriptions: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         """Create a webhook; the answer holds its ``secret``, the only time Attio shows it."""
         body = {"data": {"target_url": target_url, "subscriptions": [dict(s) for s in subscriptions]}}
         return self._one("POST", "/v2/webhooks", kind="write", json=body)

@@ -166,8 +166,11 @@ class BraintreeClient:
             return found
         params = {k: v for k, v in (("id", customer_id), ("email", email), ("company", company)) if v is not None}
         result = self._call(self._gateway.customer.create, params)
-        if result.is_success:
-            return result.customer
+        if result is None:  # the SDK's answer to an empty or unknown body: a retry finds the customer if it was made
+            raise ServiceUnavailable(PROVIDER, f"customer create for {customer_id}: unreadable answer")
+        if isinstance(result, braintree.SuccessfulResult):
+            customer: braintree.Customer = result.customer
+            return customer
         code, message = _first_error(result)
         if any(str(e.code) == _CUSTOMER_ID_IN_USE for e in result.errors.deep_errors):
             # Created meanwhile by a concurrent job, or by our own earlier create whose answer was lost.

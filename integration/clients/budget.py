@@ -160,7 +160,9 @@ class RateBudget:
 
     def try_acquire(self, lane: Lane = MONEY) -> float:
         """Take a slot of ``lane`` now if one is free; returns 0.0, or the seconds until this lane may try again."""
-        args = [self.limit, self.window_ms, uuid.uuid4().hex, lane, self.bulk_limit, _HOLD_OFF_MS, self.bulk_burst]
+        args: list[int | str] = [
+            self.limit, self.window_ms, uuid.uuid4().hex, lane, self.bulk_limit, _HOLD_OFF_MS, self.bulk_burst
+        ]
         wait_ms = int(self._script(keys=[self.key, self.waiting_key, self.bulk_next_key], args=args))
         return wait_ms / 1000.0
 

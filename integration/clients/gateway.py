@@ -36,7 +36,7 @@ def make_gateway(
         merchant_id=merchant_id,
         public_key=public_key,
         private_key=private_key,
-        timeout=timeout,
+        timeout=timeout,  # type: ignore[arg-type]  # stubs say int; the SDK hands it to requests: (connect, read)
         wrap_http_exceptions=True,
     )
     return braintree.BraintreeGateway(config)

@@ -255,7 +255,8 @@ def setup_command(check: bool, webhook_url: str | None, patience: float) -> None
     except CouldNotFinish as exc:
         cause = exc.__cause__
         if isinstance(cause, ServiceError) and cause.status in (401, 403):
-            exc.message += " (check ATTIO_API_KEY and its object_configuration:read-write scope)"
+            hint = " (check ATTIO_API_KEY and its object_configuration:read-write scope)"
+            raise CouldNotFinish(exc.message + hint) from cause  # click's message is Final
         raise
     if conflicts:
         for line in conflicts:

@@ -244,11 +244,12 @@ def run_checks(
 ) -> list[Check]:
     """Every check, each line echoed as it completes; the checks."""
     checks: list[Check] = []
-    for group in (
+    groups: tuple[Callable[[], list[Check]], ...] = (
         lambda: zoho_checks(settings, zoho),
         lambda: attio_checks(settings, attio),
         lambda: braintree_checks(settings, braintree, probe_request_key=probe_request_key),
-    ):
+    )
+    for group in groups:
         for check in group():
             echo(check.line())
             checks.append(check)

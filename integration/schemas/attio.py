@@ -11,7 +11,7 @@ from .base import BoundedList, IdentifierMap, Inbound, identifier
 __all__ = ["AttioDeliverySchema", "AttioEventSchema"]
 
 
-class _Actor(fields.Field):
+class _Actor(fields.Field[dict[str, str | None]]):
     """``{"type": "workspace-member", "id": ...}``: ``type`` a required string of at most 64 characters, ``id`` an
     optional ``Identifier``, other keys dropped. What a nested schema of those two fields gives, with the same
     errors per key, at half the cost on the hot path of every Attio webhook."""

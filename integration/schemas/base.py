@@ -19,7 +19,7 @@ class Inbound(Schema):
         unknown = EXCLUDE
 
 
-class Identifier(fields.Field):
+class Identifier(fields.Field[str]):
     """A provider id: a string or a whole number (Zoho ids are numeric strings, sometimes sent bare)."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
@@ -36,7 +36,7 @@ def identifier(value: Any) -> str:
     return text
 
 
-class IdentifierMap(fields.Field):
+class IdentifierMap(fields.Field[dict[str, str | None]]):
     """An object of optional ids (Attio's ``{"workspace_id": ..., "record_id": ...}``): each listed key an
     ``Identifier`` or None, unknown keys dropped. What a nested schema of ``Identifier(load_default=None)`` fields
     gives, with the same errors per key, at a third of the cost on the hot path of every webhook."""
@@ -61,7 +61,7 @@ class IdentifierMap(fields.Field):
         return result
 
 
-class BoundedList(fields.Field):
+class BoundedList(fields.Field[list[Any]]):
     """A list of objects, each loaded by ``schema``, its length checked *before* its items: marshmallow's ``Length``
     validator runs only after every item was deserialized, so 1 MiB of ``{}`` items (250 000 of them) took ~20 s
     and answered 25 MB of errors. Errors as ``List(Nested(schema))`` gives them (per index); each item goes to the

@@ -119,6 +119,13 @@ def test_ensure_customer_when_the_id_is_taken_meanwhile(client: BraintreeClient,
     assert client.ensure_customer(cid, email=None, company=None).id == cid
 
 
+def test_unreadable_customer_create_answer_is_unavailable(client: BraintreeClient, sim: BraintreeSimulator) -> None:
+    cid = customer_id_for_company(str(uuid.uuid4()))
+    sim.faults.add("POST", CUSTOMERS, status=201, body="")  # the SDK's create() returns None for an empty body
+    with pytest.raises(ServiceUnavailable, match="unreadable answer"):
+        client.ensure_customer(cid, email=None, company=None)
+
+
 def test_ensure_customer_validation_error_is_rejected(client: BraintreeClient) -> None:
     with pytest.raises(ServiceRejected, match="Email is an invalid format") as info:
         client.ensure_customer("co_bad_email", email="not-an-email", company=None)
