@@ -74,7 +74,7 @@ from simulators.base import Fault
 from simulators.zoho import BASE, ORG_HEADER, SIGNATURE_HEADER, ZohoSimulator
 from tests.conftest import SECRETS, LiveServer, Stack, free_port
 from tests.processes import WorkerProcess, queues_idle
-from workers.crm import PAYMENT_RANK, ZOHO_TO_ATTIO_STATUS
+from workers.records import PAYMENT_RANK, ZOHO_TO_ATTIO_STATUS
 
 __all__ = ["ChaosOptions", "Report", "run_chaos"]
 

@@ -21,8 +21,8 @@ import redis
 from integration.locks import hold, subscription_lock, transaction_lock
 
 from .. import runtime
-from ..crm import AttioLike
 from ..intents import DeclineMarks
+from ..records import AttioLike
 from ..workflows.collection import unbook_sale
 from ..workflows.lifecycle import (
     BraintreeReader,

@@ -1,7 +1,7 @@
 """Workflow 4: Zoho subscription and payment events and Braintree settlement and dispute events → Attio.
 
 Each handler re-reads what it can (Zoho resources) or trusts the verified notification (Braintree), then writes
-through ``workers.crm``, so a duplicate is harmless and an older event never undoes a newer one:
+through ``workers.records``, so a duplicate is harmless and an older event never undoes a newer one:
 
 - ``subscriptions`` carry ``last_event_at`` (``set_subscription``);
 - ``payments`` never move back to an earlier status (``upsert_payment``, ``PAYMENT_RANK``).
@@ -24,7 +24,7 @@ import sentry_sdk
 from integration import runbook
 from integration.clients.attio_values import record_id, value
 
-from ..crm import (
+from ..records import (
     PAYMENT_RANK,
     ZOHO_TO_ATTIO_STATUS,
     AttioLike,
@@ -367,8 +367,9 @@ def _settlement_failed(attio: AttioLike, record: Mapping[str, Any], external_id:
         upsert_payment(attio, external_id, {"status": "Failed", "failure_reason": reason})
         return True
     if current in (None, "Submitted"):
-        # crm.PAYMENT_RANK puts Failed (a charge that never reached a transaction) below Submitted, so upsert_payment
-        # would drop this change; but a declined settlement is what follows Submitted, and excludes Settled.
+        # records.PAYMENT_RANK puts Failed (a charge that never reached a transaction) below Submitted, so
+        # upsert_payment would drop this change; but a declined settlement is what follows Submitted, and excludes
+        # Settled.
         attio.update_record("payments", record_id(record), {"status": "Failed", "failure_reason": reason})
         return True
     log.info("settlement declined for %s, already %s: left as is", external_id, current)

@@ -16,7 +16,7 @@ from typing import Any
 from integration.clients.attio_values import value
 from integration.locks import hold, transaction_lock
 
-from ...crm import parse_time
+from ...records import parse_time
 from ..lifecycle import apply_transaction_event
 from .base import SweepContext, SweepReport, walk
 
