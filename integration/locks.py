@@ -31,10 +31,12 @@ __all__ = [
     "Held",
     "LockLost",
     "activation_lock",
+    "catalog_lock",
     "company_lock",
     "hold",
     "invoice_lock",
     "is_held",
+    "payment_lock",
     "subscription_lock",
     "sweep_lock",
     "transaction_lock",
@@ -56,6 +58,11 @@ def transaction_lock(transaction_id: str) -> str:
     return f"lifecycle:braintree-transaction:{transaction_id}"
 
 
+def payment_lock(zoho_payment_id: str) -> str:
+    """Every read-then-write of the ``payments`` records mirroring one Zoho payment (its lifecycle events)."""
+    return f"lifecycle:zoho-payment:{zoho_payment_id}"
+
+
 def activation_lock(attio_subscription_id: str) -> str:
     """One activation at a time per Attio subscription."""
     return f"activate:{attio_subscription_id}"
@@ -65,6 +72,11 @@ def company_lock(attio_company_id: str) -> str:
     """Customer creation (Braintree and Zoho) for one Attio company: two subscriptions of one company requested
     together must not create two Zoho customers."""
     return f"company:{attio_company_id}"
+
+
+def catalog_lock() -> str:
+    """One catalogue sync at a time (job or ``flask sync services``)."""
+    return "catalog-sync"
 
 
 def sweep_lock(sweep: str) -> str:

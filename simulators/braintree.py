@@ -306,8 +306,10 @@ class BraintreeSimulator(Simulator):
         return self._settlement(txn_id, "settled", "4000", "Settled")
 
     def decline_settlement(self, txn_id: str) -> dict[str, Any]:
-        """Move a submitted transaction to ``settlement_declined``."""
-        return self._settlement(txn_id, "settlement_declined", "4001", "Settlement Declined")
+        """Move a submitted transaction to ``settlement_declined``; a ``settled`` one too, as an ACH debit the bank
+        returns after it settled (Braintree documents that a settlement decline may follow ``transaction_settled``
+        for ACH)."""
+        return self._settlement(txn_id, "settlement_declined", "4001", "Settlement Declined", after_settled=True)
 
     def notification(self, kind: str, subject_id: str) -> dict[str, str]:
         """A webhook about a real transaction (``subject_id``), signed as Braintree signs with this simulator's keys.
@@ -735,10 +737,12 @@ class BraintreeSimulator(Simulator):
         txn["status"], txn["updated_at"] = status, now
         txn["status_history"].append({"status": status, "timestamp": now, "amount": txn["amount"]})
 
-    def _settlement(self, txn_id: str, status: str, code: str, text: str) -> dict[str, Any]:
+    def _settlement(self, txn_id: str, status: str, code: str, text: str, *, after_settled: bool = False
+                    ) -> dict[str, Any]:
         with self._lock:
             txn = self._txn_or_raise(txn_id)
-            if txn["status"] not in ("submitted_for_settlement", "settling", "settlement_pending"):
+            settled = ("settled",) if after_settled else ()
+            if txn["status"] not in ("submitted_for_settlement", "settling", "settlement_pending", *settled):
                 raise ValueError(f"transaction {txn_id} is {txn['status']}, not submitted for settlement")
             self._set_status(txn, status)
             txn["processor_settlement_response_code"], txn["processor_settlement_response_text"] = code, text
@@ -751,7 +755,9 @@ class BraintreeSimulator(Simulator):
         return self._txns[txn_id]
 
     def _txn_fields(self, txn: Mapping[str, Any]) -> dict[str, Any]:
-        return transaction_fields(txn, self._customers.get(txn["customer_id"] or ""))
+        dispute = self._disputes.get(txn["id"])
+        return transaction_fields(txn, self._customers.get(txn["customer_id"] or ""),
+                                  [dispute_fields(dispute, txn)] if dispute else [])
 
     def _dispute(self, txn: Mapping[str, Any], status: str) -> dict[str, Any]:
         now = _now()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -316,8 +316,11 @@ def customer_fields(
     }
 
 
-def transaction_fields(txn: Mapping[str, Any], customer: Mapping[str, Any] | None) -> dict[str, Any]:
-    """A transaction as ``<transaction>`` fields (``amount`` is required: ``Transaction.__init__`` reads it)."""
+def transaction_fields(
+    txn: Mapping[str, Any], customer: Mapping[str, Any] | None, disputes: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """A transaction as ``<transaction>`` fields (``amount`` is required: ``Transaction.__init__`` reads it), with
+    its disputes (``dispute_fields``) as ``transaction.find`` returns them."""
     card, customer = txn["card"], customer or {}
     return {
         "id": txn["id"],
@@ -358,7 +361,7 @@ def transaction_fields(txn: Mapping[str, Any], customer: Mapping[str, Any] | Non
             "unique_number_identifier": card["unique_number_identifier"],
         },
         "disbursement_details": {"disbursement_date": None, "settlement_amount": None, "funds_held": None},
-        "disputes": Items("dispute", []),
+        "disputes": Items("dispute", list(disputes)),
         "status_history": Items(
             "status_event",
             [

@@ -21,7 +21,7 @@ from flask.cli import with_appcontext
 from ..clients.attio import build_attio_client
 from ..clients.braintree import build_braintree_client
 from ..clients.zoho import build_zoho_client
-from ..errors import ServiceError, ServiceUnavailable
+from ..errors import LockBusy, ServiceError
 from ..locks import hold, sweep_lock
 from ..sweeps import SWEEPS
 from ._progress import to_stderr
@@ -55,11 +55,16 @@ def reconcile(sweep: str, dry_run: bool) -> None:
             try:
                 if not dry_run:
                     stack.enter_context(hold(connection, sweep_lock(name), ttl=LOCK_TTL, wait=0))
-                report = run_sweep(name, ctx)
-            except ServiceError as exc:
+            except LockBusy:
                 progress.close()
-                busy = isinstance(exc, ServiceUnavailable) and exc.provider == "lock" and "reconcile:" in str(exc)
-                click.echo(f"{name}: {'another run of this sweep is going on' if busy else f'stopped: {exc}'}")
+                click.echo(f"{name}: another run of this sweep is going on")
+                failed = True
+                continue
+            try:
+                report = run_sweep(name, ctx)
+            except ServiceError as exc:  # a record's lock busy inside the sweep is a stop like any other
+                progress.close()
+                click.echo(f"{name}: stopped: {exc}")
                 failed = True
                 continue
         progress.close()

@@ -4,7 +4,7 @@ As Zoho delivers them (a real captured event: PipedreamHQ/pipedream,
 ``components/zoho_subscriptions/sources/subscription-created/test-event.mjs``), ``event_time`` is a *date*
 (``"2023-08-02"``) and the instant is ``created_time`` (``"2023-08-02T15:28:59-0400"``, no colon in the offset),
 with ``event_time_formatted`` (``"02 Aug 2023"``) and ``event_source`` (``"user"``) beside them: jobs order
-events by ``created_time`` when present (``workers.crm.event_instant``).
+events by ``created_time`` when present (``workers.records.event_instant``).
 
 Only the ids the jobs need are kept: every job re-reads the resource from Zoho before acting. Third-party
 handlers report the resource sometimes at the top level instead of under ``data``, and payments as

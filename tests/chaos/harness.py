@@ -74,7 +74,8 @@ from simulators.base import Fault
 from simulators.zoho import BASE, ORG_HEADER, SIGNATURE_HEADER, ZohoSimulator
 from tests.conftest import SECRETS, LiveServer, Stack, free_port
 from tests.processes import WorkerProcess, queues_idle
-from workers.crm import PAYMENT_RANK, ZOHO_TO_ATTIO_STATUS
+from workers.payments import status_of
+from workers.records import ZOHO_TO_ATTIO_STATUS
 
 __all__ = ["ChaosOptions", "Report", "run_chaos"]
 
@@ -89,8 +90,6 @@ STORIES = {  # what Braintree tells about one charged transaction: its notificat
     "dispute_won": ("transaction_settled", "dispute_opened", "dispute_won"),
     "dispute_lost": ("transaction_settled", "dispute_opened", "dispute_lost"),
 }
-NOTIFICATION_STATUS = {"transaction_settled": "Settled", "transaction_settlement_declined": "Failed",
-                       "dispute_opened": "Disputed", "dispute_won": "Dispute won", "dispute_lost": "Dispute lost"}
 PROVIDER_PATHS = {"attio": "/v2/*", "zoho": BASE + "/*", "braintree": "/merchants/*"}
 # Creates whose answer may be lost after the provider did the work (weight, provider, method, path).
 AFTER_COMMIT_TARGETS = (
@@ -1064,14 +1063,15 @@ class ChaosRun:
                 check.applied["lifecycle subscriptions in step with Zoho"] += 1
 
     def _check_stories(self, check: Check) -> None:
-        """A transaction's payment shows the furthest status among its applied notifications."""
+        """A transaction's payment shows the status Braintree has now once any of its notifications was applied
+        (each re-reads the transaction: the order in which they arrived does not matter)."""
         records = {value(r, "external_id"): r for r in self.stack.attio.records("payments")}
         for txn, story in sorted(self.world.stories.items()):
             applied = [d.kind for d in self.postman.deliveries
                        if d.source == "braintree" and d.subject == txn and self._finished(check, d)]
             if not applied:
                 continue
-            expected = max((NOTIFICATION_STATUS[k] for k in applied), key=lambda s: PAYMENT_RANK[s])
+            expected = status_of(self.stack.braintree.gateway().transaction.find(txn))
             status = value(records.get(f"braintree:{txn}") or {}, "status")
             if status != expected:
                 check.violations.append(f"not applied: transaction {txn} ({story}; applied {applied}) is "

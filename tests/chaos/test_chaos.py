@@ -56,14 +56,21 @@ def _in_thread(fn: Callable[[], Any]) -> threading.Thread:
 
 
 def test_a_slow_older_settlement_does_not_overwrite_a_newer_dispute(stack: Stack) -> None:
-    record = stack.attio.add_record("payments", {"external_id": "braintree:txn1", "status": "Submitted",
+    bt = stack.braintree
+    bt.add_customer("co_bt", email="ap@acme.example")
+    txn = str(bt.gateway().transaction.sale({"amount": "10.00", "customer_id": "co_bt",
+                                             "options": {"submit_for_settlement": True}}).transaction.id)
+    bt.settle(txn)
+    record = stack.attio.add_record("payments", {"external_id": f"braintree:{txn}", "status": "Submitted",
                                                  "amount": 10})
     stack.attio.faults.add("PUT", "/v2/objects/payments/records", delay=1.0, times=1)  # the first write is slow
     settled = _in_thread(lambda: run_transaction_event(
-        {"event": {"kind": "transaction_settled", "transaction": {"id": "txn1"}}}))
-    time.sleep(0.3)  # the dispute's job starts while the settlement's write is on its way
+        {"event": {"kind": "transaction_settled", "transaction": {"id": txn}}}))
+    time.sleep(0.3)  # the settlement's job read Braintree (settled); its write is on its way
+    bt.notification("dispute_opened", txn)  # meanwhile a chargeback is opened and won in Braintree
+    bt.notification("dispute_won", txn)
     won = _in_thread(lambda: run_dispute_event(
-        {"event": {"kind": "dispute_won", "dispute": {"transaction": {"id": "txn1"}}}}))
+        {"event": {"kind": "dispute_won", "dispute": {"transaction": {"id": txn}}}}))
     settled.join()
     won.join()
     assert stack.attio.value("payments", record, "status") == "Dispute won"

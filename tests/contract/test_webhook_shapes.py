@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 from integration.schemas import AttioDeliverySchema, ZohoEventSchema
 from integration.verify import attio_signature, zoho_signature, zoho_signed_string
 from tests.conftest import SECRETS
-from workers.crm import event_instant
+from workers.records import event_instant
 
 ZOHO_CAPTURED = {
     "created_time": "2023-08-02T15:28:59-0400",

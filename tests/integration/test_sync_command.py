@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from integration import create_app
-from integration.locks import hold
+from integration.locks import catalog_lock, hold
 from tests.conftest import Stack, run_until_idle
 from tests.integration.routes.test_admin import auth
 from workers import runtime
@@ -71,7 +71,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(app, stack):
 
 def test_sync_waits_for_another_sync_then_gives_up(app, stack, redis_conn):
     stack.zoho.seed_sample_data()
-    with hold(redis_conn, "catalog-sync", ttl=30, wait=0):
+    with hold(redis_conn, catalog_lock(), ttl=30, wait=0):
         result = _sync(app, "--patience", "1")
     assert result.exit_code == 2, result.output
     assert "sync services could not finish: lock: catalog-sync is held by another worker" in result.output

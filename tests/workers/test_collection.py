@@ -569,6 +569,51 @@ def test_the_first_sale_of_a_fresh_deployment_with_its_answer_lost_is_booked_onc
         stack.braintree.duplicate_checking = False
 
 
+@pytest.mark.parametrize("order", ["settled, then declined (ACH return)", "declined, then a late settled",
+                                   "settled, after Braintree declined it"])
+def test_settled_and_settlement_declined_end_failed_in_either_order_and_unbook_once(
+    stack, merchant, web, redis_conn, queues, order
+):
+    """Braintree does not order its deliveries, and for ACH a settlement decline may follow ``transaction_settled``:
+    each notification re-reads the sale, so the record ends where Braintree is (Failed), and the sale's Zoho
+    payment is deleted exactly once however the two arrive."""
+    books = Books(stack)
+    invoice_id = books.invoice(30.0)
+    deliver(web.url, invoice_id, "ev-order")
+    run_worker(redis_conn)
+    [sale] = stack.braintree.sales_for_order(invoice_id)
+    record = payment_record(stack, sale["id"])["id"]["record_id"]
+
+    def post(kind: str) -> None:
+        fields = stack.braintree.notification(kind, sale["id"])
+        assert requests.post(f"{web.url}/webhooks/braintree", data=fields, timeout=10).status_code == 202
+        drain(redis_conn)
+
+    def status() -> str:
+        return str(stack.attio.value("payments", record, "status"))
+
+    stack.braintree.settle(sale["id"])
+    if order.startswith("settled, then"):
+        post("transaction_settled")
+        assert status() == "Settled" and stack.zoho.payments_for_invoice(invoice_id) != []
+        stack.braintree.decline_settlement(sale["id"])  # the bank returned the debit after it settled
+        post("transaction_settlement_declined")
+    else:
+        stack.braintree.decline_settlement(sale["id"])
+        first, second = (("transaction_settlement_declined", "transaction_settled") if order.startswith("declined")
+                         else ("transaction_settled", "transaction_settlement_declined"))
+        post(first)
+        assert status() == "Failed"
+        post(second)
+    assert status() == "Failed"
+    assert stack.attio.value("payments", record, "failure_reason") == "Settlement Declined"
+    invoice = stack.zoho.invoice(invoice_id)
+    assert invoice["status"] == "sent" and invoice["balance"] == 30.0 and invoice["payments"] == []
+    deletes = [c for c in stack.zoho.calls if c.method == "DELETE" and "/payments/" in c.path]
+    assert len(deletes) == 1, deletes
+    assert queues["webhooks"].failed_job_registry.count == 0
+
+
 def test_a_declined_settlement_takes_the_payment_off_the_invoice_and_the_next_attempt_charges_anew(
     stack, merchant, web, redis_conn, queues
 ):

@@ -356,11 +356,26 @@ def test_settlement_of_a_real_transaction(
     assert _drain(redis_conn, sims) == []
 
 
-def test_settled_notification_from_the_sdk(sims: Stack, live_server: LiveServer, redis_conn: redis.Redis) -> None:
+def test_settled_notification_from_the_sdk_writes_what_braintree_says(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis
+) -> None:
+    """The notification only names the transaction: its status is re-read, so a sale Braintree has not settled
+    stays Submitted whatever the notification says (a settled one: ``test_settlement_of_a_real_transaction``)."""
+    txn = _bt_charge(sims)
+    record = _payment_record(sims, f"braintree:{txn}", "Submitted")
+    assert _post_braintree(live_server, signed_braintree("transaction_settled", txn)).status_code == 202
+    [result] = _drain(redis_conn, sims)
+    assert result["outcome"] == "unchanged" and sims.attio.value("payments", record, "status") == "Submitted"
+
+
+def test_a_notification_about_a_transaction_braintree_does_not_have_changes_nothing(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis
+) -> None:
     record = _payment_record(sims, "braintree:txn1", "Submitted")
     assert _post_braintree(live_server, signed_braintree("transaction_settled", "txn1")).status_code == 202
-    _drain(redis_conn, sims)
-    assert sims.attio.value("payments", record, "status") == "Settled"
+    [result] = _drain(redis_conn, sims)
+    assert result == {"outcome": "unknown_transaction", "transaction_id": "txn1"}
+    assert sims.attio.value("payments", record, "status") == "Submitted"
 
 
 def test_settled_notification_for_an_unknown_transaction_is_logged_not_failed(
@@ -405,10 +420,30 @@ def test_dispute_lifecycle_warns_on_call_once(
 
 
 def test_dispute_lost_from_the_sdk(sims: Stack, live_server: LiveServer, redis_conn: redis.Redis) -> None:
-    record = _payment_record(sims, "braintree:txn2", "Disputed")
-    assert _post_braintree(live_server, signed_braintree("dispute_lost", "txn2")).status_code == 202
+    txn = _bt_charge(sims)
+    sims.braintree.settle(txn)
+    sims.braintree.notification("dispute_opened", txn)  # the chargeback opens and is lost in Braintree...
+    sims.braintree.notification("dispute_lost", txn)
+    record = _payment_record(sims, f"braintree:{txn}", "Disputed")
+    assert _post_braintree(live_server, signed_braintree("dispute_lost", txn)).status_code == 202  # ...this tells
     _drain(redis_conn, sims)
     assert sims.attio.value("payments", record, "status") == "Dispute lost"
+
+
+@pytest.mark.parametrize("order", [("dispute_opened", "dispute_won"), ("dispute_won", "dispute_opened")])
+def test_dispute_notifications_in_either_order_end_where_braintree_is(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis, sentry_events: list[dict[str, Any]],
+    order: tuple[str, str],
+) -> None:
+    txn = _bt_charge(sims)
+    sims.braintree.settle(txn)
+    record = _payment_record(sims, f"braintree:{txn}", "Settled")
+    notifications = {kind: sims.braintree.notification(kind, txn) for kind in ("dispute_opened", "dispute_won")}
+    for kind in order:
+        assert _post_braintree(live_server, notifications[kind]).status_code == 202
+        _drain(redis_conn, sims)
+        assert sims.attio.value("payments", record, "status") == "Dispute won"
+    assert len(sentry_events) == (1 if order[0] == "dispute_opened" else 0)
 
 
 # -- refunds ----------------------------------------------------------------------------------------------------

@@ -517,6 +517,25 @@ def test_a_second_run_of_a_sweep_is_skipped_while_one_holds_its_lock(stack, redi
         assert sweep(redis_conn, "invoices")["outcome"] == "skipped"
 
 
+def test_the_command_says_another_run_holds_the_sweep_and_a_busy_record_is_a_stop(stack, redis_conn):
+    from integration.locks import hold, sweep_lock, transaction_lock
+
+    configure(stack)
+    app = create_app(stack.settings(reconcile_grace_minutes=0, settlement_check_after_hours=0))
+    with hold(redis_conn, sweep_lock("settlements"), ttl=30, wait=0):
+        out = app.test_cli_runner().invoke(args=["reconcile", "settlements"])
+    assert out.exit_code == 1 and "settlements: another run of this sweep is going on" in out.output
+    stack.braintree.add_customer("co_busy", email="ap@acme.example")
+    txn = str(stack.braintree.gateway().transaction.sale({"amount": "10.00", "customer_id": "co_busy", "options": {
+        "submit_for_settlement": True}}).transaction.id)
+    stack.braintree.settle(txn)
+    stack.attio.add_record("payments", {"external_id": f"braintree:{txn}", "status": "Submitted",
+                                        "occurred_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime())})
+    with hold(redis_conn, transaction_lock(txn), ttl=60, wait=0):
+        out = app.test_cli_runner().invoke(args=["reconcile", "settlements"])
+    assert out.exit_code == 1 and "settlements: stopped:" in out.output
+
+
 def test_admin_reconcile_enqueues_every_sweep_and_readyz_shows_their_last_run(stack, redis_conn):
     configure(stack)
     app = create_app(stack.settings())

@@ -19,7 +19,7 @@ from typing import Any
 from redis import Redis
 
 from integration.errors import LockBusy
-from integration.locks import hold
+from integration.locks import catalog_lock, hold
 from integration.observability import cron_checkin
 from integration.queueing import JOB_TIMEOUT
 from integration.worklane import BULK
@@ -33,7 +33,7 @@ __all__ = ["LOCK_NAME", "LOCK_TTL", "MONITOR_SLUG", "handle_catalog_sync", "run_
 
 log = logging.getLogger(__name__)
 
-LOCK_NAME = "catalog-sync"
+LOCK_NAME = catalog_lock()
 MONITOR_SLUG = "catalog-sync"  # Sentry cron monitor of the scheduled runs
 LOCK_TTL = JOB_TIMEOUT + 60  # seconds; RQ stops a run at JOB_TIMEOUT, so a live run never loses its lock
 LAST_RUN_KEY = "catalog-sync:last-run-started"  # epoch seconds when the last complete run began reading

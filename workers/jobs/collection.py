@@ -16,8 +16,8 @@ import redis
 from integration.errors import PayloadInvalid
 
 from .. import runtime
-from ..crm import event_instant
 from ..followups import enqueue_dunning_retry
+from ..records import event_instant
 from ..workflows.collection import DEFAULT_POLICY, Policy, collect_invoice
 from ._entry import entrypoint
 

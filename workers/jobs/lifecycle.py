@@ -18,11 +18,11 @@ from typing import Any
 
 import redis
 
-from integration.locks import hold, subscription_lock, transaction_lock
+from integration.locks import hold, payment_lock, subscription_lock, transaction_lock
 
 from .. import runtime
-from ..crm import AttioLike
 from ..intents import DeclineMarks
+from ..records import AttioLike
 from ..workflows.collection import unbook_sale
 from ..workflows.lifecycle import (
     BraintreeReader,
@@ -62,9 +62,11 @@ def handle_payment_event(
     return mirror_payment(payload["event"], zoho=zoho, braintree=braintree, attio=attio)
 
 
-def handle_transaction_event(payload: dict[str, Any], *, attio: AttioLike) -> dict[str, Any]:
-    """Apply a Braintree settlement outcome to the transaction's Attio payment."""
-    return apply_transaction_event(payload["event"], attio=attio)
+def handle_transaction_event(
+    payload: dict[str, Any], *, attio: AttioLike, braintree: BraintreeReader
+) -> dict[str, Any]:
+    """Write the notified transaction's status, re-read from Braintree, to its Attio payment."""
+    return apply_transaction_event(payload["event"], attio=attio, braintree=braintree)
 
 
 def reopen_invoice(result: dict[str, Any], *, zoho: Any, connection: redis.Redis) -> dict[str, Any]:
@@ -75,9 +77,10 @@ def reopen_invoice(result: dict[str, Any], *, zoho: Any, connection: redis.Redis
     return result
 
 
-def handle_dispute_event(payload: dict[str, Any], *, attio: AttioLike) -> dict[str, Any]:
-    """Apply a Braintree dispute to the transaction's Attio payment (an opened one also warns Sentry)."""
-    return apply_dispute_event(payload["event"], attio=attio)
+def handle_dispute_event(payload: dict[str, Any], *, attio: AttioLike, braintree: BraintreeReader) -> dict[str, Any]:
+    """Write the disputed transaction's status, re-read from Braintree, to its Attio payment (an opened dispute also
+    warns Sentry)."""
+    return apply_dispute_event(payload["event"], attio=attio, braintree=braintree)
 
 
 LOCK_TTL = 120.0  # seconds; a job makes a few calls, each bounded by the HTTP timeouts; a dead holder's lock lapses
@@ -112,7 +115,7 @@ def run_subscription_event(payload: dict[str, Any]) -> dict[str, Any]:
 def run_payment_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Zoho ``payment_thankyou`` / ``payment_declined`` / ``payment_refunded``."""
     payment_id = ((_event(payload).get("data") or {}).get("payment") or {}).get("payment_id")
-    with _one_job_per_record(f"lifecycle:zoho-payment:{payment_id}" if payment_id else None):
+    with _one_job_per_record(payment_lock(str(payment_id)) if payment_id else None):
         return handle_payment_event(
             payload, zoho=runtime.zoho_client(), braintree=runtime.braintree_client(), attio=runtime.attio_client()
         )
@@ -123,7 +126,7 @@ def run_transaction_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Braintree ``transaction_settled`` / ``transaction_settlement_declined``."""
     txn_id = (_event(payload).get("transaction") or {}).get("id")
     with _one_job_per_record(transaction_lock(str(txn_id)) if txn_id else None):
-        result = handle_transaction_event(payload, attio=runtime.attio_client())
+        result = handle_transaction_event(payload, attio=runtime.attio_client(), braintree=runtime.braintree_client())
     # The invoice's lock is taken after the transaction's is released: collection takes them the other way round.
     return reopen_invoice(result, zoho=runtime.zoho_client(), connection=runtime.redis_connection())
 
@@ -133,4 +136,4 @@ def run_dispute_event(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entrypoint for Braintree ``dispute_opened`` / ``dispute_won`` / ``dispute_lost``."""
     txn_id = ((_event(payload).get("dispute") or {}).get("transaction") or {}).get("id")
     with _one_job_per_record(transaction_lock(str(txn_id)) if txn_id else None):  # the settlement's record too
-        return handle_dispute_event(payload, attio=runtime.attio_client())
+        return handle_dispute_event(payload, attio=runtime.attio_client(), braintree=runtime.braintree_client())

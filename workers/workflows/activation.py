@@ -27,7 +27,7 @@ from integration.errors import ServiceRejected
 from integration.locks import activation_lock, company_lock, hold
 from integration.paylinks import PaymentLink, PaymentLinks
 
-from ..crm import ZOHO_TO_ATTIO_STATUS, AttioLike
+from ..records import ZOHO_TO_ATTIO_STATUS, AttioLike
 
 __all__ = ["ACTIONABLE", "Activation", "activate"]
 

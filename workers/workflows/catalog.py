@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 from integration.clients.attio_values import value
 
-from ..crm import iso
+from ..records import iso
 
 __all__ = [
     "ADDON_PREFIX",

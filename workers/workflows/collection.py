@@ -57,7 +57,9 @@ from integration.errors import (
 )
 from integration.locks import Held, hold, invoice_lock, subscription_lock, transaction_lock
 
-from ..crm import (
+from ..dunning import Dunning, DunningEntry
+from ..intents import DUPLICATE_WINDOW_SECONDS, ChargeIntent, ChargeIntents, DeclineMarks
+from ..records import (
     AttioLike,
     find_company_by_zoho_customer,
     find_one,
@@ -68,8 +70,6 @@ from ..crm import (
     subscription_by_reference,
     upsert_payment,
 )
-from ..dunning import Dunning, DunningEntry
-from ..intents import DUPLICATE_WINDOW_SECONDS, ChargeIntent, ChargeIntents, DeclineMarks
 
 __all__ = ["CHARGED", "OPEN_STATUSES", "Collection", "Policy", "collect_invoice", "scope", "unbook_sale"]
 

@@ -1,10 +1,12 @@
 """Workflow 4: Zoho subscription and payment events and Braintree settlement and dispute events → Attio.
 
-Each handler re-reads what it can (Zoho resources) or trusts the verified notification (Braintree), then writes
-through ``workers.crm``, so a duplicate is harmless and an older event never undoes a newer one:
+Each handler re-reads the resource its event names (the Zoho subscription or payment; the Braintree transaction and
+its disputes), then writes through ``workers.records``, so a duplicate is harmless and an older event never undoes a
+newer one:
 
 - ``subscriptions`` carry ``last_event_at`` (``set_subscription``);
-- ``payments`` never move back to an earlier status (``upsert_payment``, ``PAYMENT_RANK``).
+- a Braintree notification writes the status the transaction has now (``payments.status_of``), whatever the order
+  of the deliveries; every ``payments`` write moves only as ``payments.TRANSITIONS`` allows (``upsert_payment``).
 
 Missing counterparts are outcomes, not failures: a Zoho subscription nobody requested in Attio, a Braintree
 transaction the service never charged. They are logged and the job succeeds.
@@ -24,8 +26,8 @@ import sentry_sdk
 from integration import runbook
 from integration.clients.attio_values import record_id, value
 
-from ..crm import (
-    PAYMENT_RANK,
+from ..payments import DISPUTE_STATUSES, PaymentStatus, can_move, status_of
+from ..records import (
     ZOHO_TO_ATTIO_STATUS,
     AttioLike,
     event_instant,
@@ -41,12 +43,13 @@ from ..crm import (
 )
 
 __all__ = [
-    "DISPUTE_STATUS",
+    "DISPUTE_KINDS",
     "PAYMENT_STATUS",
-    "TRANSACTION_STATUS",
+    "TRANSACTION_KINDS",
     "BraintreeReader",
     "ZohoReader",
     "apply_dispute_event",
+    "apply_transaction",
     "apply_transaction_event",
     "mirror_payment",
     "sync_subscription",
@@ -57,8 +60,9 @@ log = logging.getLogger(__name__)
 # Zoho payment event → the status of the mirrored ``payments`` record. ``payment_thankyou`` is money received
 # (offline payments are recorded after the fact; Zoho's own gateway reports it once charged), hence Settled.
 PAYMENT_STATUS = {"payment_thankyou": "Settled", "payment_declined": "Declined", "payment_refunded": "Refunded"}
-TRANSACTION_STATUS = {"transaction_settled": "Settled", "transaction_settlement_declined": "Failed"}
-DISPUTE_STATUS = {"dispute_opened": "Disputed", "dispute_won": "Dispute won", "dispute_lost": "Dispute lost"}
+# Braintree's settlement and dispute notifications: each only names the transaction whose status is re-read.
+TRANSACTION_KINDS = ("transaction_settled", "transaction_settlement_declined")
+DISPUTE_KINDS = ("dispute_opened", "dispute_won", "dispute_lost")
 
 _HEALTHY = ("Active", "Trial")  # statuses after which an earlier "why it is Past due" no longer applies
 _SUPERSEDE_DECLINES = ("Cancelled", "Expired")  # Zoho's word that ends a subscription outranks a standing decline
@@ -254,125 +258,144 @@ def _money(raw: Any) -> Decimal | None:
 
 
 # -- Braintree transaction_* and dispute_* --------------------------------------------------------------------
-def apply_transaction_event(event: Mapping[str, Any], *, attio: AttioLike) -> dict[str, Any]:
-    """Mark the payment of a settled (Settled) or settlement-declined (Failed) Braintree transaction.
+def apply_transaction_event(
+    event: Mapping[str, Any], *, attio: AttioLike, braintree: BraintreeReader
+) -> dict[str, Any]:
+    """Write the status the notified transaction has now in Braintree to its payment (``apply_transaction``).
 
-    A declined settlement means the money never arrived: the result names the sale's invoice as ``reopen_invoice``,
-    and the job then takes the sale's payment off that Zoho invoice (``collection.unbook_sale``, under the invoice's
-    lock, after this one's is released), so Zoho never shows an invoice paid by nothing."""
+    The notification only says which transaction to read: Braintree does not order its deliveries, and for ACH a
+    settlement decline may follow ``transaction_settled``, so whichever arrives last, the record ends where
+    Braintree is."""
     kind = str(event.get("kind"))
-    status = TRANSACTION_STATUS.get(kind)
-    txn = event.get("transaction") or {}
-    txn_id = txn.get("id")
-    if status is None or not txn_id:
+    txn_id = (event.get("transaction") or {}).get("id")
+    if kind not in TRANSACTION_KINDS or not txn_id:
         log.warning("braintree %s: not a transaction event this workflow applies", kind)
         return {"outcome": "ignored"}
-    if txn.get("type") == "credit":
-        return _refund_event(attio, kind, txn, status)
+    txn = braintree.find_transaction(str(txn_id))
+    if txn is None:
+        log.info("braintree %s for unknown transaction %s: nothing to update", kind, txn_id)
+        return {"outcome": "unknown_transaction", "transaction_id": str(txn_id)}
+    return apply_transaction(txn, attio=attio, braintree=braintree, kind=kind)
+
+
+def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader, kind: str) -> dict[str, Any]:
+    """Write a Braintree transaction's status now (``payments.status_of``) to its payment record.
+
+    A declined settlement (or a voided sale) means the money never arrived: the result names the sale's invoice as
+    ``reopen_invoice``, and the job then takes the sale's payment off that Zoho invoice (``collection.unbook_sale``,
+    under the invoice's lock, after this one's is released; idempotent, so every delivery that finds the sale
+    Failed may ask), so Zoho never shows an invoice paid by nothing."""
+    if str(getattr(txn, "type", "sale")) == "credit":
+        return _refund_event(attio, braintree, kind, txn)
+    txn_id = str(txn.id)
+    status = status_of(txn)
+    if status is None:
+        log.warning("braintree %s: transaction %s has unmapped status %r: left as is", kind, txn_id,
+                    getattr(txn, "status", None))
+        return {"outcome": "ignored", "transaction_id": txn_id}
+    order_id = getattr(txn, "order_id", None)
+    reopen = {"reopen_invoice": str(order_id)} if status is PaymentStatus.FAILED and order_id else {}
     external_id = f"braintree:{txn_id}"
     record = find_one(attio, "payments", "external_id", external_id)
-    reopen = {"reopen_invoice": str(txn["order_id"])} if status == "Failed" and txn.get("order_id") else {}
     if record is None:
         return {**_unrecorded(attio, kind, txn, status, external_id), **reopen}
-    if status == "Failed":
-        reason = str(
-            txn.get("processor_settlement_response_text") or txn.get("processor_response_text") or "Settlement declined"
-        )
-        changed = _settlement_failed(attio, record, external_id, reason)
-    else:
-        changed = _advance(attio, record, external_id, status)
-    return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status, **reopen}
+    changed = _write(attio, record, external_id, status, txn)
+    return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status.value,
+            **reopen}
 
 
-def _refund_event(attio: AttioLike, kind: str, txn: Mapping[str, Any], status: str) -> dict[str, Any]:
+def _refund_event(attio: AttioLike, braintree: BraintreeReader, kind: str, credit: Any) -> dict[str, Any]:
     """A credit (a refund) carries its sale's ``order_id`` but is money going out: it is never recorded as a payment.
-    Its settlement marks the refunded sale's record ``Refunded``."""
-    txn_id, refunded = str(txn.get("id")), txn.get("refunded_transaction_id")
-    if status != "Settled" or not refunded:
-        log.info("braintree %s for credit %s: no payment to change", kind, txn_id)
-        return {"outcome": "refund_ignored", "transaction_id": txn_id}
-    record = find_one(attio, "payments", "external_id", f"braintree:{refunded}")
-    if record is None:
-        log.info("braintree credit %s refunds %s, which has no Attio payment: nothing to change", txn_id, refunded)
-        return {"outcome": "refund_ignored", "transaction_id": txn_id}
-    changed = _advance(attio, record, f"braintree:{refunded}", "Refunded")
-    return {"outcome": "refunded" if changed else "unchanged", "transaction_id": str(refunded), "status": "Refunded"}
+    Its notification re-reads the refunded sale, whose record then shows the sale's status now (Refunded)."""
+    credit_id, refunded = str(credit.id), getattr(credit, "refunded_transaction_id", None)
+    sale = braintree.find_transaction(str(refunded)) if refunded else None
+    record = find_one(attio, "payments", "external_id", f"braintree:{refunded}") if sale is not None else None
+    if sale is None or record is None:
+        log.info("braintree %s for credit %s: the refunded sale %s has no Attio payment: nothing to change", kind,
+                 credit_id, refunded)
+        return {"outcome": "refund_ignored", "transaction_id": credit_id}
+    status = status_of(sale)
+    if status is None:
+        return {"outcome": "refund_ignored", "transaction_id": credit_id}
+    changed = _write(attio, record, f"braintree:{refunded}", status, sale)
+    return {"outcome": "refunded" if changed else "unchanged", "transaction_id": str(refunded), "status": status.value}
 
 
-def _unrecorded(
-    attio: AttioLike, kind: str, txn: Mapping[str, Any], status: str, external_id: str
-) -> dict[str, Any]:
+def _unrecorded(attio: AttioLike, kind: str, txn: Any, status: PaymentStatus, external_id: str) -> dict[str, Any]:
     """A notification about a transaction Attio has no payment for yet.
 
     A sale of ours carries the invoice id as ``order_id``; its notification can arrive before the collection wrote
     the payment (the collection job may be waiting for a retry). Dropping it would lose the event, so the record
-    is created here with what the notification says; the collection's later write fills in the company and
-    subscription and cannot move the status back (``upsert_payment``). A transaction without an order id is not
-    one of ours: logged, nothing created.
+    is created here with what Braintree says; the collection's later write fills in the company and subscription
+    and cannot move the status back (``upsert_payment``). A transaction without an order id is not one of ours:
+    logged, nothing created.
     """
-    txn_id = str(txn.get("id"))
-    order_id = txn.get("order_id")
+    txn_id = str(txn.id)
+    order_id = getattr(txn, "order_id", None)
     if not order_id:
         log.info("braintree %s for unknown transaction %s: nothing to update", kind, txn_id)
         return {"outcome": "unknown_transaction", "transaction_id": txn_id}
-    fields: dict[str, Any] = {"status": status, "zoho_invoice_id": str(order_id)}
-    amount = _money(txn.get("amount"))
+    fields: dict[str, Any] = {"status": status.value, "zoho_invoice_id": str(order_id)}
+    amount = _money(getattr(txn, "amount", None))
     if amount is not None:
         fields["amount"] = str(amount)
-    if status == "Failed":
-        fields["failure_reason"] = str(txn.get("processor_settlement_response_text") or "Settlement declined")
+    if status is PaymentStatus.FAILED:
+        fields["failure_reason"] = _settlement_reason(txn)
     upsert_payment(attio, external_id, fields)
     log.info("braintree %s for transaction %s (invoice %s) before its collection was recorded: created %s",
-             kind, txn_id, order_id, status)
-    return {"outcome": "created", "transaction_id": txn_id, "status": status}
+             kind, txn_id, order_id, status.value)
+    return {"outcome": "created", "transaction_id": txn_id, "status": status.value}
 
 
-def apply_dispute_event(event: Mapping[str, Any], *, attio: AttioLike) -> dict[str, Any]:
-    """Mark the payment of a disputed transaction; an opened dispute also warns on-call through Sentry."""
+def apply_dispute_event(event: Mapping[str, Any], *, attio: AttioLike, braintree: BraintreeReader) -> dict[str, Any]:
+    """Write the disputed transaction's status now (its newest dispute's, re-read with it) to its payment; an
+    opened dispute also warns on-call through Sentry unless the payment already shows a dispute."""
     kind = str(event.get("kind"))
-    status = DISPUTE_STATUS.get(kind)
     dispute = event.get("dispute") or {}
-    txn = dispute.get("transaction") or {}
-    txn_id = txn.get("id")
-    if status is None or not txn_id:
+    txn_id = (dispute.get("transaction") or {}).get("id")
+    if kind not in DISPUTE_KINDS or not txn_id:
         log.warning("braintree %s: not a dispute event this workflow applies", kind)
         return {"outcome": "ignored"}
+    txn = braintree.find_transaction(str(txn_id))
+    status = status_of(txn) if txn is not None else None
+    if txn is None or status is None:
+        log.warning("braintree %s: transaction %s not found in Braintree (or unmapped): nothing to update", kind,
+                    txn_id)
+        return {"outcome": "unknown_transaction", "transaction_id": str(txn_id)}
     external_id = f"braintree:{txn_id}"
     record = find_one(attio, "payments", "external_id", external_id)
     current = value(record, "status") if record is not None else None
-    if kind == "dispute_opened" and PAYMENT_RANK.get(current or "", 0) < PAYMENT_RANK["Disputed"]:
+    if kind == "dispute_opened" and current not in DISPUTE_STATUSES:
         # Warn before writing: a retry after a failed write warns again (Sentry groups it), never not at all.
-        _warn_dispute(dispute, txn_id, known=record is not None)
+        _warn_dispute(dispute, str(txn_id), known=record is not None)
     if record is None:
         return _unrecorded(attio, kind, txn, status, external_id)
-    changed = _advance(attio, record, external_id, status)
-    return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status}
+    changed = _write(attio, record, external_id, status, txn)
+    return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status.value}
 
 
-def _advance(attio: AttioLike, record: Mapping[str, Any], external_id: str, status: str) -> bool:
-    """Move a payment to ``status`` unless it is there or further already; returns whether it changed."""
+def _write(attio: AttioLike, record: Mapping[str, Any], external_id: str, status: PaymentStatus, txn: Any) -> bool:
+    """Move a payment to ``status`` if it is not there and the move can happen; returns whether it changed."""
     current = value(record, "status")
-    if current == status or PAYMENT_RANK.get(status, 0) < PAYMENT_RANK.get(current or "", 0):
+    if current == status.value:
         return False
-    upsert_payment(attio, external_id, {"status": status})
+    if not can_move(current, status.value):
+        log.info("payment %s is %s; Braintree says %s: not a move a payment can make, left as is", external_id,
+                 current, status.value)
+        return False
+    fields: dict[str, Any] = {"status": status.value}
+    if status is PaymentStatus.FAILED:
+        fields["failure_reason"] = _settlement_reason(txn)
+    upsert_payment(attio, external_id, fields)
     return True
 
 
-def _settlement_failed(attio: AttioLike, record: Mapping[str, Any], external_id: str, reason: str) -> bool:
-    """Move a Submitted payment to Failed with the processor's reason; a settled or disputed one is left alone."""
-    current = value(record, "status")
-    if current == "Failed":
-        return False
-    if PAYMENT_RANK["Failed"] >= PAYMENT_RANK.get(current or "", 0):
-        upsert_payment(attio, external_id, {"status": "Failed", "failure_reason": reason})
-        return True
-    if current in (None, "Submitted"):
-        # crm.PAYMENT_RANK puts Failed (a charge that never reached a transaction) below Submitted, so upsert_payment
-        # would drop this change; but a declined settlement is what follows Submitted, and excludes Settled.
-        attio.update_record("payments", record_id(record), {"status": "Failed", "failure_reason": reason})
-        return True
-    log.info("settlement declined for %s, already %s: left as is", external_id, current)
-    return False
+def _settlement_reason(txn: Any) -> str:
+    """Why a sale's money never arrived, in the processor's words when it gave some."""
+    text = str(getattr(txn, "processor_settlement_response_text", None) or "").strip()
+    if text:
+        return text
+    return "Voided in Braintree" if str(getattr(txn, "status", "")) == "voided" else "Settlement declined"
 
 
 def _warn_dispute(dispute: Mapping[str, Any], txn_id: str, *, known: bool) -> None:

@@ -16,7 +16,7 @@ import redis
 
 from integration.sweeps import LAST_RUN_TTL, last_run_key
 
-from ...crm import iso, parse_time
+from ...records import iso, parse_time
 
 __all__ = ["Cursor", "SweepContext", "SweepReport", "count_job", "money", "sort_time", "value_since", "walk"]
 

@@ -18,10 +18,10 @@ from typing import Any
 from integration.clients.attio_values import value
 from integration.locks import invoice_lock, is_held
 
-from ...crm import parse_time
 from ...dunning import Dunning
 from ...followups import enqueue_collection, enqueue_dunning_retry
 from ...intents import ChargeIntents
+from ...records import parse_time
 from ..collection import OPEN_STATUSES, scope
 from .base import SweepContext, SweepReport, count_job, money, sort_time, walk
 

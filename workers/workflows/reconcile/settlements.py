@@ -2,8 +2,9 @@
 
 Braintree sends ``transaction_settled`` / ``transaction_settlement_declined`` webhooks only for ACH and SEPA
 direct debit, never for cards: this sweep is how a card payment becomes ``Settled``, or ``Failed`` when its
-settlement was declined or the sale voided. The transactions are looked up together (an id search, not one call
-each) and applied through the settlement event's own code, under the transaction's lock. A payment still
+settlement was declined or the sale voided (or Refunded, Disputed: whatever Braintree says now, as
+``payments.status_of`` reads it). The transactions are looked up together (an id search, not one call each) and
+applied through the settlement event's own code, under the transaction's lock. A payment still
 ``Submitted`` after ``SETTLEMENT_GIVE_UP_DAYS`` is no longer looked up (one warning).
 """
 
@@ -16,8 +17,9 @@ from typing import Any
 from integration.clients.attio_values import value
 from integration.locks import hold, transaction_lock
 
-from ...crm import parse_time
-from ..lifecycle import apply_transaction_event
+from ...payments import PaymentStatus, status_of
+from ...records import parse_time
+from ..lifecycle import apply_transaction
 from .base import SweepContext, SweepReport, walk
 
 __all__ = ["SETTLEMENT_GIVE_UP_DAYS", "sweep_settlements"]
@@ -25,8 +27,6 @@ __all__ = ["SETTLEMENT_GIVE_UP_DAYS", "sweep_settlements"]
 log = logging.getLogger(__name__)
 
 SETTLEMENT_GIVE_UP_DAYS = 30
-SETTLED = ("settled", "settlement_confirmed")
-SETTLEMENT_FAILED = {"settlement_declined": "Settlement declined", "voided": "Voided in Braintree"}
 
 
 def sweep_settlements(ctx: SweepContext) -> SweepReport:
@@ -56,24 +56,16 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
             log.warning("payment braintree:%s is Submitted but Braintree has no such transaction", txn_id)
             report.unrepaired += 1
             return
-        status = str(txn.status)
-        if status in SETTLED:
-            kind, reason = "transaction_settled", None
-        elif status in SETTLEMENT_FAILED:
-            kind = "transaction_settlement_declined"
-            reason = getattr(txn, "processor_settlement_response_text", None) or SETTLEMENT_FAILED[status]
-        else:
+        status = status_of(txn)
+        if status in (None, PaymentStatus.SUBMITTED):
             report.skipped += 1  # submitted_for_settlement, settling, settlement_pending: not decided yet
             return
         if ctx.dry_run:
-            report.planned.append(f"payment braintree:{txn_id} → {'Settled' if reason is None else 'Failed'}")
+            report.planned.append(f"payment braintree:{txn_id} → {status}")
             report.repaired += 1
             return
-        event = {"kind": kind, "transaction": {
-            "id": txn_id, "type": str(getattr(txn, "type", "sale")), "order_id": getattr(txn, "order_id", None),
-            "amount": str(getattr(txn, "amount", "") or ""), "processor_settlement_response_text": reason}}
         with hold(ctx.connection, transaction_lock(txn_id), ttl=60.0, wait=15.0):  # as the webhook's job
-            outcome = apply_transaction_event(event, attio=ctx.attio)
+            outcome = apply_transaction(txn, attio=ctx.attio, braintree=ctx.braintree, kind="settlements sweep")
         if outcome.get("outcome") in ("updated", "created"):
             report.repaired += 1
         else:

@@ -11,8 +11,8 @@ from typing import Any
 from integration.clients.attio_values import record_id, value
 from integration.locks import hold, subscription_lock
 
-from ...crm import ZOHO_TO_ATTIO_STATUS
 from ...intents import DeclineMarks
+from ...records import ZOHO_TO_ATTIO_STATUS
 from ..lifecycle import sync_subscription
 from .base import SweepContext, SweepReport, walk
 

@@ -2,8 +2,8 @@
 
 Every write is an upsert on a stable key or an update of a record found first, so a retried job converges:
 
-- ``payments`` are asserted on ``external_id`` and never move back to an earlier state (a late ``Submitted``
-  never overwrites ``Settled``; a late ``transaction_settled`` never overwrites ``Disputed``);
+- ``payments`` are asserted on ``external_id`` and their status moves only as ``payments.TRANSITIONS`` allows (a
+  late ``Submitted`` never overwrites ``Settled``; a settlement never overwrites ``Disputed``);
 - ``subscriptions`` carry ``last_event_at``: an event older than the newest one applied changes nothing.
 """
 
@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 from integration.clients.attio_values import record_id, value
 
+from .payments import can_move
+
 __all__ = [
-    "PAYMENT_RANK",
     "ZOHO_TO_ATTIO_STATUS",
     "AttioLike",
     "event_instant",
@@ -50,18 +51,6 @@ ZOHO_TO_ATTIO_STATUS = {
     "expired": "Expired",
     "trial_expired": "Expired",
     "creation_failed": "Failed",
-}
-
-# A payment's state only moves forward: a status of lower rank never overwrites one of higher rank.
-PAYMENT_RANK = {
-    "Declined": 1,
-    "Failed": 3,  # a settlement declined after Submitted; it and Settled exclude each other
-    "Submitted": 2,
-    "Settled": 3,
-    "Refunded": 4,
-    "Disputed": 5,
-    "Dispute won": 6,
-    "Dispute lost": 6,
 }
 
 
@@ -198,13 +187,15 @@ def set_subscription(
 
 
 def upsert_payment(attio: AttioLike, external_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Create or update the ``payments`` record of ``external_id``; its status never moves backwards."""
+    """Create or update the ``payments`` record of ``external_id``; its status moves only as
+    ``payments.TRANSITIONS`` allows (a refused status is left out of the write, with its ``failure_reason``)."""
     existing = find_one(attio, "payments", "external_id", external_id)
     values = {"external_id": external_id, **fields}
     if existing is not None:
         current = value(existing, "status")
         new = values.get("status")
-        if current and new and PAYMENT_RANK.get(new, 0) < PAYMENT_RANK.get(current, 0):
+        if new and not can_move(current, str(new)):
+            log.info("payment %s is %s: %s refused (not a move a payment can make)", external_id, current, new)
             values.pop("status")
             values.pop("failure_reason", None)
         pending = {k: v for k, v in values.items() if k == "external_id" or not _same(value(existing, k), v)}
