@@ -82,6 +82,10 @@ class Settings:
     reconcile_grace_minutes: int = 30  # a sweep acts only on work older than this (the webhook normally wins)
     dunning_schedule_days: tuple[float, ...] = (3, 5, 7)  # retries of a soft decline, days after the first decline
     settlement_check_after_hours: int = 24  # a card payment Submitted this long is looked up in Braintree
+    # Zoho's daily quota (integration.clients.quota): what the service may use per organization-day, and the share
+    # of it that only money work (collection, activation, webhooks) may take.
+    zoho_requests_per_day: int = 1000
+    zoho_daily_reserve_percent: int = 50
 
     @property
     def is_production(self) -> bool:
@@ -226,6 +230,14 @@ class Settings:
             dunning_schedule_days=dunning,
             settlement_check_after_hours=integer("SETTLEMENT_CHECK_AFTER_HOURS", 24),
         )
+        # Zoho's daily quota (integration.clients.quota)
+        values.update(
+            zoho_requests_per_day=integer("ZOHO_REQUESTS_PER_DAY", 1000, minimum=1),
+            zoho_daily_reserve_percent=integer("ZOHO_DAILY_RESERVE_PERCENT", 50),
+        )
+        if not 0 <= values["zoho_daily_reserve_percent"] <= 100:
+            problems.append("ZOHO_DAILY_RESERVE_PERCENT must be between 0 and 100, "
+                            f"got {values['zoho_daily_reserve_percent']}")
         pubs = (values["braintree_public_key"] or "").split(",")
         privs = (values["braintree_private_key"] or "").split(",")
         if len(pubs) != len(privs):

@@ -10,6 +10,10 @@ A job entrypoint (``workers.jobs._entry``) and the command groups set the lane; 
 a budget slot. ``time_left()`` is the job's remaining time (RQ kills a job at its timeout), so a client only waits
 inside a call (a short ``Retry-After``) when the job can afford it. Both are context variables: each thread (the
 catalog's parallel writers copy the context) and each forked job sees its own.
+
+The *operation* is the business class the provider calls are counted under (``integration.clients.quota``):
+collection, activation, lifecycle, catalog, sweeps, audit, or other (commands, the payment page). The entrypoint
+names it from the job's workflow, so every call of a job is counted to the operation it serves.
 """
 
 from __future__ import annotations
@@ -20,7 +24,20 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Literal
 
-__all__ = ["BULK", "LANES", "MONEY", "Lane", "current_lane", "deadline", "lane", "time_left"]
+__all__ = [
+    "BULK",
+    "LANES",
+    "MONEY",
+    "OPERATIONS",
+    "Lane",
+    "current_lane",
+    "current_operation",
+    "deadline",
+    "lane",
+    "operation",
+    "operation_of",
+    "time_left",
+]
 
 Lane = Literal["money", "bulk"]
 MONEY: Lane = "money"
@@ -29,6 +46,10 @@ LANES: tuple[Lane, ...] = (MONEY, BULK)
 
 _LANE: ContextVar[Lane] = ContextVar("worklane", default=MONEY)
 _DEADLINE: ContextVar[float | None] = ContextVar("worklane_deadline", default=None)
+OPERATIONS = ("collection", "activation", "lifecycle", "catalog", "sweeps", "audit", "other")
+_OPERATION: ContextVar[str] = ContextVar("operation", default="other")
+# a workflow's first word when it differs from its operation's name
+_WORKFLOW_OPERATIONS = {"reconcile": "sweeps"}
 
 
 def current_lane() -> Lane:
@@ -62,3 +83,27 @@ def time_left() -> float | None:
     """Seconds left before the current deadline (None when there is none)."""
     until = _DEADLINE.get()
     return None if until is None else until - time.monotonic()
+
+
+def current_operation() -> str:
+    """The business operation the running code serves (``other`` unless someone said)."""
+    return _OPERATION.get()
+
+
+def operation_of(workflow: str) -> str:
+    """The operation of a workflow name such as ``collection.invoice_created`` (``other`` when unknown)."""
+    head = workflow.split(".", 1)[0]
+    head = _WORKFLOW_OPERATIONS.get(head, head)
+    return head if head in OPERATIONS else "other"
+
+
+@contextlib.contextmanager
+def operation(name: str) -> Iterator[None]:
+    """Count the block's provider calls under operation ``name``."""
+    if name not in OPERATIONS:
+        raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}, got {name!r}")
+    token = _OPERATION.set(name)
+    try:
+        yield
+    finally:
+        _OPERATION.reset(token)

@@ -56,6 +56,7 @@ CODE_METHOD_NOT_ALLOWED = 37
 CODE_NOT_FOUND = 1002
 CODE_INTERNAL = 1000
 CODE_RATE_PER_MINUTE = 45
+CODE_RATE_PER_DAY = 44  # the first of the rate-limit family, quoted as "daily" (reference §4.2)
 CODE_CONCURRENCY = 1070
 CODE_OVER_APPLIED = 24016  # Zoho Invoice's code for "amount applied exceeds the balance"
 # A GET of an unknown or deleted object, per resource, as the live API answers it: the bodies recorded from the
@@ -228,6 +229,7 @@ class ZohoSimulator(Simulator):
         max_concurrent: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        requests_per_day: int | None = None,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -238,6 +240,7 @@ class ZohoSimulator(Simulator):
         self.requests_per_minute = requests_per_minute
         self.rate_window = RATE_WINDOW_SECONDS  # seconds of the per-"minute" budget (shorter in scaled benchmarks)
         self.max_concurrent = max_concurrent
+        self.requests_per_day = requests_per_day  # the plan's daily cap, per organization day (its time zone)
         self.webhook_target: tuple[str, str] | None = None
         self.webhook_events: set[str] | None = None  # None = every event type, like "all events" in Zoho
         self._lock = threading.RLock()
@@ -310,6 +313,8 @@ class ZohoSimulator(Simulator):
         self.tokens_throttled = 0
         self.rate_limited = 0
         self.max_in_flight_seen = 0
+        self.calls_by_day: dict[str, int] = {}  # accepted Billing calls per organization day
+        self.daily_capped = 0  # calls refused because the day's cap was reached
 
     # -- clock and formatting -----------------------------------------------------------------------------------
     def advance_clock(self, seconds: float) -> None:
@@ -435,6 +440,19 @@ class ZohoSimulator(Simulator):
                 )
             if self.requests_per_minute is not None:
                 self._spend_rate_budget()
+            self._spend_daily_quota()
+
+    def _spend_daily_quota(self) -> None:
+        """Count an accepted call in the organization's day, or refuse it with the daily code once the plan's cap
+        is reached (until the organization's midnight: ``advance_clock`` moves to the next day)."""
+        day = self._today().isoformat()
+        used = self.calls_by_day.get(day, 0)
+        if self.requests_per_day is not None and used >= self.requests_per_day:
+            self.rate_limited += 1
+            self.daily_capped += 1
+            raise ZohoError(429, CODE_RATE_PER_DAY,
+                            "The API call for this organization has exceeded the maximum call rate limit.")
+        self.calls_by_day[day] = used + 1
 
     def _spend_rate_budget(self) -> None:
         """Count an accepted request in the sliding minute, or refuse it (refusals are not counted)."""

@@ -43,6 +43,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "ATTIO_WRITES_PER_SECOND": str(settings.attio_writes_per_second),
         "ATTIO_READS_PER_SECOND": str(settings.attio_reads_per_second),
         "ZOHO_REQUESTS_PER_MINUTE": str(settings.zoho_requests_per_minute),
+        "ZOHO_REQUESTS_PER_DAY": str(settings.zoho_requests_per_day),
+        "ZOHO_DAILY_RESERVE_PERCENT": str(settings.zoho_daily_reserve_percent),
         "CATALOG_SYNC_INTERVAL_MINUTES": str(settings.catalog_sync_interval_minutes),
         "RECONCILE_INTERVAL_MINUTES": str(settings.reconcile_interval_minutes),
         "RECONCILE_GRACE_MINUTES": str(settings.reconcile_grace_minutes),

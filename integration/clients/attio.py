@@ -27,6 +27,7 @@ from ..errors import ServiceRejected, ServiceUnavailable
 from ._http import HttpCaller, Limiter
 from .breaker import make_breaker
 from .budget import RateBudget
+from .quota import CallMeter
 
 __all__ = [
     "CLEAR",
@@ -100,7 +101,9 @@ class AttioLimiter(Limiter):
         writes_per_second: int,
         max_wait: float = 10.0,
         reserve: float = ATTIO_MONEY_RESERVE,
+        meter: CallMeter | None = None,
     ) -> None:
+        self.meter = meter  # counts calls per operation (integration.clients.quota)
         self.reads = RateBudget(
             connection, f"{PROVIDER}:reads", limit=reads_per_second, period=1.0, max_wait=max_wait, reserve=reserve
         )
@@ -114,6 +117,8 @@ class AttioLimiter(Limiter):
         if kind not in ("read", "write"):
             raise ValueError(f"Attio call kind must be 'read' or 'write', got {kind!r}")
         (self.reads if kind == "read" else self.writes).acquire(PROVIDER)
+        if self.meter is not None:
+            self.meter.count()
         yield
 
 
@@ -321,6 +326,7 @@ def build_attio_client(
             connection,
             reads_per_second=settings.attio_reads_per_second,
             writes_per_second=settings.attio_writes_per_second,
+            meter=CallMeter(connection, PROVIDER),
         ),
         inline_wait=settings.inline_wait_seconds,
     )

@@ -36,6 +36,7 @@ from ..config import Settings
 from ..errors import CircuitOpen, RateLimited, ServiceError, ServiceRejected, ServiceUnavailable
 from .breaker import make_breaker
 from .gateway import make_gateway
+from .quota import CallMeter
 
 __all__ = ["CHARGED_STATUSES", "PROVIDER", "BraintreeClient", "SaleResult", "build_braintree_client",
            "customer_id_for_company"]
@@ -150,9 +151,11 @@ def _amount_text(amount: Decimal) -> str:
 class BraintreeClient:
     """Braintree through one gateway: customers, payment methods, client tokens, sales and searches."""
 
-    def __init__(self, *, gateway: braintree.BraintreeGateway, breaker: pybreaker.CircuitBreaker | None = None) -> None:
+    def __init__(self, *, gateway: braintree.BraintreeGateway, breaker: pybreaker.CircuitBreaker | None = None,
+                 meter: CallMeter | None = None) -> None:
         self._gateway = gateway
         self._breaker = breaker
+        self._meter = meter  # counts calls per operation (integration.clients.quota)
 
     # -- customers and vault ----------------------------------------------------------------------------------
     def find_customer(self, customer_id: str) -> braintree.Customer | None:
@@ -364,6 +367,8 @@ class BraintreeClient:
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """One SDK call through the breaker, raising only the error tree."""
+        if self._meter is not None:
+            self._meter.count()
         if self._breaker is None:
             return _mapped(fn, *args)
         sent: list[ServiceError] = []
@@ -396,4 +401,5 @@ def build_braintree_client(settings: Settings, connection: redis.Redis) -> Brain
     public_key, private_key = settings.braintree_key_pairs[0]
     gateway = make_gateway(settings.braintree_environment, settings.braintree_merchant_id, public_key, private_key,
                            timeout=settings.http_timeout)
-    return BraintreeClient(gateway=gateway, breaker=make_breaker(connection, PROVIDER))
+    return BraintreeClient(gateway=gateway, breaker=make_breaker(connection, PROVIDER),
+                           meter=CallMeter(connection, PROVIDER))

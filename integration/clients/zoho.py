@@ -27,6 +27,7 @@ from ..errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailab
 from ._http import HttpCaller, Limiter
 from .breaker import make_breaker
 from .budget import MONEY_RESERVE, ConcurrencySlots, RateBudget
+from .quota import ZohoLedger, zoho_ledger
 from .zoho_auth import ZohoTokens, trusted_api_domain
 
 __all__ = ["ORG_HEADER", "PER_PAGE", "PROVIDER", "ZohoClient", "ZohoLimiter", "build_zoho_client"]
@@ -157,8 +158,10 @@ class ZohoLimiter(Limiter):
         period: float = 60.0,
         max_wait: float = BUDGET_WAIT,
         reserve: float = MONEY_RESERVE,
+        ledger: ZohoLedger | None = None,
     ) -> None:
         name = f"{PROVIDER}:{organization_id}"
+        self.ledger = ledger
         limit = requests_per_minute
         self.budget = RateBudget(connection, f"{name}:minute", limit=limit, period=period, max_wait=max_wait,
                                  reserve=reserve)
@@ -169,9 +172,16 @@ class ZohoLimiter(Limiter):
     @contextlib.contextmanager
     def enter(self, kind: str) -> Iterator[None]:
         """Hold a concurrency slot, then take a budget slot just before sending (kinds share one budget)."""
-        # Slot first: admission then happens right before the request, so our window and Zoho's line up.
+        # Slot first: admission then happens right before the request, so our window and Zoho's line up. The day's
+        # quota before the minute's: a call the day cannot afford never waits for the minute.
         with self.slots.slot(PROVIDER):
-            self.budget.acquire(PROVIDER)
+            counted = self.ledger.take() if self.ledger is not None else None
+            try:
+                self.budget.acquire(PROVIDER)
+            except RateLimited:
+                if self.ledger is not None and counted is not None:
+                    self.ledger.refund(counted)  # not sent: not a call of the day
+                raise
             yield
 
 
@@ -189,8 +199,10 @@ class ZohoClient:
         breaker: pybreaker.CircuitBreaker | None = None,
         limiter: Limiter | None = None,
         inline_wait: float = 0.0,
+        ledger: ZohoLedger | None = None,
     ) -> None:
         self.tokens = tokens
+        self.ledger = ledger
         self._org = organization_id
         self._api_url = api_url.rstrip("/") if api_url else None
         self._breaker = breaker
@@ -369,8 +381,11 @@ class ZohoClient:
     # -- organization and events (read by ``doctor``) ------------------------------------------------------------
     def list_organizations(self) -> list[dict[str, Any]]:
         """The organizations the token can reach (``GET /organizations``, scope settings.READ)."""
-        rows = self._request("GET", "/organizations").get("organizations") or []
-        return [r for r in rows if isinstance(r, dict)]
+        rows = [r for r in self._request("GET", "/organizations").get("organizations") or [] if isinstance(r, dict)]
+        ours = next((r for r in rows if str(r.get("organization_id")) == self._org), None)
+        if self.ledger is not None and ours is not None:
+            self.ledger.remember_time_zone(ours.get("time_zone"))  # Zoho counts the day in the org's zone
+        return rows
 
     def recent_events(self) -> list[dict[str, Any]]:
         """The first page of the event log (``GET /events``, newest first; scope webhooks.READ)."""
@@ -426,6 +441,15 @@ class ZohoClient:
             return self._send(fresh, api_domain, method, path, params, body)
 
     def _send(self, token: str, api_domain: str, method: str, path: str, params: Any, body: Any) -> dict[str, Any]:
+        try:
+            return self._send_once(token, api_domain, method, path, params, body)
+        except RateLimited as exc:
+            if self.ledger is None or (exc.status != 429 and exc.code not in RATE_LIMIT_CODES):
+                raise  # our own budgets' deferrals: nothing Zoho said
+            raise self.ledger.daily_cap(exc) from exc
+
+    def _send_once(self, token: str, api_domain: str, method: str, path: str, params: Any, body: Any
+                   ) -> dict[str, Any]:
         if self._api_url is None and not api_domain:
             raise ServiceRejected(PROVIDER, "the token answer had no api_domain: set ZOHO_API_URL")
         if self._api_url is None and not trusted_api_domain(api_domain, self.tokens.accounts_url):
@@ -485,11 +509,13 @@ def build_zoho_client(
 ) -> ZohoClient:
     """A ZohoClient wired from settings: shared token, per-minute and concurrency budgets, breaker, in Redis."""
     http = http if http is not None else requests.Session()
+    ledger = zoho_ledger(settings, connection)
     limiter = ZohoLimiter(
         connection,
         settings.zoho_organization_id,
         requests_per_minute=settings.zoho_requests_per_minute,
         max_concurrent=settings.zoho_max_concurrent,
+        ledger=ledger,
     )
     return ZohoClient(
         tokens=ZohoTokens.from_settings(settings, connection, http=http),
@@ -500,4 +526,5 @@ def build_zoho_client(
         breaker=make_breaker(connection, PROVIDER),
         limiter=limiter,
         inline_wait=settings.inline_wait_seconds,
+        ledger=ledger,
     )

@@ -14,20 +14,20 @@ from typing import Any
 import click
 from flask import Flask
 
-from ..worklane import BULK, lane
+from ..worklane import BULK, lane, operation
 
 __all__ = ["register_all"]
 
 
 def register_all(app: Flask) -> None:
     """Register every command group on the app, each command in the bulk lane."""
-    from . import attio, audit, doctor, explain, jobs, reconcile, sync, webhooks
+    from . import attio, audit, doctor, explain, jobs, quota, reconcile, sync, webhooks
 
     for group in (jobs.group, attio.group, audit.group, sync.group, webhooks.group, explain.group,
                   reconcile.dunning_group):
         _in_bulk_lane(group)
         app.cli.add_command(group)
-    for command in (doctor.command, reconcile.reconcile):
+    for command in (doctor.command, reconcile.reconcile, quota.command):
         _bulk_command(command)
         app.cli.add_command(command)
 
@@ -45,10 +45,16 @@ def _bulk_command(command: click.Command) -> None:
     command.callback = _bulk(callback)
 
 
+# the operation a command's provider calls are counted under (integration.clients.quota), by its module
+_OPERATIONS = {"audit": "audit", "sync": "catalog", "reconcile": "sweeps"}
+
+
 def _bulk(callback: Callable[..., Any]) -> Callable[..., Any]:
+    counted = _OPERATIONS.get(callback.__module__.rsplit(".", 1)[-1], "other")
+
     @functools.wraps(callback)
     def run(*args: Any, **kwargs: Any) -> Any:
-        with lane(BULK):
+        with lane(BULK), operation(counted):
             return callback(*args, **kwargs)
 
     run._bulk_lane = True  # type: ignore[attr-defined]

@@ -1,9 +1,9 @@
 """The shape of every RQ entrypoint: bind the job's ids, log its start and finish, delegate to the handler.
 
 The entrypoint also says what the work is to the provider clients (``integration.worklane``: its lane, money or
-bulk, and the time left before RQ's timeout), and turns a "not now" (``NotNow``) into a deferral
-(``workers.failures.defer``) *before* the error reaches RQ, so RQ (and Sentry's RQ hook, which looks first) see a
-job with a retry left, not a failed attempt.
+bulk, its operation for the call counts, and the time left before RQ's timeout), and turns a "not now"
+(``NotNow``) into a deferral (``workers.failures.defer``) *before* the error reaches RQ, so RQ (and Sentry's RQ
+hook, which looks first) see a job with a retry left, not a failed attempt.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from typing import Any, TypeVar
 
 from rq import get_current_job
 
+from integration.clients.quota import count_operation
 from integration.errors import ConfigError, NotNow
 from integration.explain import index_job
 from integration.observability import bind
 from integration.queueing import JOB_TIMEOUT, attempts_of
-from integration.worklane import MONEY, Lane, deadline, lane
+from integration.worklane import MONEY, Lane, deadline, lane, operation, operation_of
 
 from .. import runtime
 from ..failures import defer
@@ -83,7 +84,7 @@ def entrypoint(workflow: str, *, work: Lane = MONEY) -> Callable[[F], F]:
                 job_id=job.id if job else None,
                 handler=handler,
                 workflow=workflow,
-            ), lane(work), deadline(_timeout(job)):
+            ), lane(work), operation(operation_of(workflow)), deadline(_timeout(job)):
                 attempt = _count_attempt(job)
                 if job is not None:
                     _index(job, payload)
@@ -108,6 +109,8 @@ def entrypoint(workflow: str, *, work: Lane = MONEY) -> Callable[[F], F]:
                     )
                     raise
                 outcome = str(result.get("outcome") or "ok") if isinstance(result, dict) else "ok"
+                if job is not None:  # one finished operation: its calls over these are calls per operation
+                    count_operation(job.connection, operation_of(workflow))
                 log.info("job finished: %s", outcome,
                          extra={"step": "finish", "outcome": outcome, "duration_ms": _since(started)})
                 return result

@@ -77,3 +77,23 @@ def test_readyz_does_not_run_the_registry_cleanup(client, queues, redis_conn):
         assert client.get("/readyz", headers=headers).status_code == 200
     assert Job.fetch(job.id, connection=redis_conn, serializer=JSONSerializer).get_status() == "started"
     assert client.get("/readyz", headers=OPERATOR).json["queues"]["webhooks"]["started"] == 1
+
+
+def test_readyz_and_the_quota_command_show_todays_calls(app, client, redis_conn):
+    from integration.clients.quota import count_operation, zoho_ledger
+    from integration.worklane import MONEY
+
+    ledger = zoho_ledger(app.extensions["settings"], redis_conn)
+    for _ in range(3):
+        ledger.take(MONEY, "collection")
+    count_operation(redis_conn, "collection")
+    quota = client.get("/readyz", headers=OPERATOR).json["quota"]
+    assert quota["zoho"]["used"] == 3 and quota["zoho"]["limit"] == 1000 and quota["zoho"]["reserve"] == 500
+    assert quota["zoho"]["by_operation"] == {"collection": 3}
+    assert quota["calls_per_operation"]["zoho"] == {"collection": 3.0}
+    assert quota["zoho"]["projected"] >= 3
+    assert "quota" not in client.get("/readyz").json  # the public answer says only ready
+    result = app.test_cli_runner().invoke(args=["quota"])
+    assert result.exit_code == 0, result.output
+    assert "3 of 1000 calls (reserve 500 for money work)" in result.output
+    assert "collection 3 (3.0/op)" in result.output
