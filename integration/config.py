@@ -22,7 +22,7 @@ from urllib.parse import urlparse
 
 from .errors import ConfigError
 
-__all__ = ["PROVIDER_CREDENTIALS", "ROLES", "WEB", "WORKER", "WORKER_ONLY", "Role", "Settings",
+__all__ = ["PROVIDER_CREDENTIALS", "REQUIRED", "ROLES", "WEB", "WORKER", "WORKER_ONLY", "Role", "Settings",
            "load_dotenv_if_present"]
 
 Role = Literal["web", "worker"]
