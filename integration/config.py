@@ -3,7 +3,7 @@
 Tests build ``Settings(...)`` directly (or ``Settings.for_tests(...)``); processes call
 ``Settings.from_env(role=...)``, which raises ``ConfigError`` naming every missing or malformed variable in one
 line. The roles differ only in the provider credentials the web process never uses (``WORKER_ONLY``: Attio's API
-key, Zoho's OAuth client, refresh token and organization): the ``worker`` role requires them, the ``web`` role
+key, Zoho's OAuth client and refresh token): the ``worker`` role requires them, the ``web`` role
 neither requires nor keeps them (its settings hold ``""`` for each even when the environment sets it), so no
 request, error report or debugger in the web process can reach them. A command that needs them fills them in
 with ``with_credentials`` or stops naming the missing ones.
@@ -34,13 +34,15 @@ ROLES: tuple[Role, ...] = (WEB, WORKER)
 # calls Attio or Zoho), so the web process is started without them.
 PROVIDER_CREDENTIALS: dict[str, tuple[str, ...]] = {
     "attio": ("ATTIO_API_KEY",),
-    "zoho": ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN", "ZOHO_ORGANIZATION_ID"),
+    "zoho": ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"),
 }
 WORKER_ONLY: tuple[str, ...] = tuple(name for names in PROVIDER_CREDENTIALS.values() for name in names)
 
 # The webhook secrets, Braintree keys (the payment page mints client tokens and vaults cards; they also verify
 # Braintree's webhooks and derive the payment-link key) and the dashboard's credentials: both roles.
+# The Zoho organization id is no credential: both roles key the daily Zoho ledger by it (``/readyz``, ``quota``).
 _REQUIRED_BY_ALL = (
+    "ZOHO_ORGANIZATION_ID",
     "ATTIO_WEBHOOK_SECRET",
     "ZOHO_WEBHOOK_SECRET",
     "BRAINTREE_MERCHANT_ID",

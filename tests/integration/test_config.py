@@ -92,7 +92,7 @@ def test_the_roles_differ_only_in_the_attio_and_zoho_credentials():
     from integration.config import REQUIRED as BY_ROLE
 
     assert set(BY_ROLE[WORKER]) - set(BY_ROLE[WEB]) == set(WORKER_ONLY) == {
-        "ATTIO_API_KEY", "ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN", "ZOHO_ORGANIZATION_ID"}
+        "ATTIO_API_KEY", "ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"}
     assert set(BY_ROLE[WEB]) < set(BY_ROLE[WORKER])
 
 
@@ -132,7 +132,7 @@ def test_credentials_are_filled_from_the_environment_or_named():
     with pytest.raises(ConfigError) as info:
         web.with_credentials("zoho", environ={"ZOHO_CLIENT_ID": "c", "ZOHO_REFRESH_TOKEN": "  "})
     assert str(info.value) == ("missing required variable(s): "
-                               "ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN, ZOHO_ORGANIZATION_ID")
+                               "ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN")
     assert web.with_credentials("attio", environ={"ATTIO_API_KEY": "k"}).zoho_client_id == ""  # only those asked
     partial = web.with_credentials(*PROVIDER_CREDENTIALS, environ={"ATTIO_API_KEY": "k"}, strict=False)
     assert (partial.attio_api_key, partial.zoho_client_id) == ("k", "")

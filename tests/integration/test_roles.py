@@ -110,6 +110,11 @@ def test_the_web_app_serves_every_route_and_builds_no_attio_or_zoho_client(stack
     run_until_idle(redis_conn)
     assert crm.sub("status") == "Active"
     assert built == []
+    # The web process reads the worker's daily Zoho ledger: the same organization, so the same counters.
+    from integration.clients.quota import zoho_ledger
+    used = zoho_ledger(settings, redis_conn).used()
+    assert used > 0
+    assert requests.get(url + "/readyz", auth=auth, timeout=5).json()["quota"]["zoho"]["used"] == used
 
 
 def test_the_spy_sees_a_route_that_would_build_an_attio_client(stack, built):
