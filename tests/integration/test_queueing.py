@@ -73,8 +73,8 @@ def test_a_write_refused_inside_the_script_leaves_that_event_unacknowledged(redi
 
 
 def test_the_job_record_is_the_one_rq_writes(redis_conn, queues):
-    """The script writes the job hash itself (not through RQ's Job): RQ must read back exactly what its own
-    ``enqueue_job`` would have stored for the same job."""
+    """The script writes the hash of RQ's own ``Job.to_dict``: RQ must read back exactly what its own
+    ``enqueue_job`` would have stored for the same job, field for field."""
     env = envelope("same")
     [ours] = enqueue_events(redis_conn, queues, [env], retry_schedule=(10, 100))
     mine = Job.fetch(ours.job_id, connection=redis_conn, serializer=JSONSerializer)
@@ -88,6 +88,7 @@ def test_the_job_record_is_the_one_rq_writes(redis_conn, queues):
     assert {k: v for k, v in mine.to_dict().items() if k not in skip} == {
         k: v for k, v in theirs.to_dict().items() if k not in skip
     }
+    assert sorted(redis_conn.hkeys(mine.key)) == sorted(redis_conn.hkeys(theirs.key))  # no field more or less
     assert mine.get_status() == theirs.get_status() == "queued"
     assert mine.origin == "webhooks" and mine.func_name == env.route.job
     assert abs((mine.enqueued_at - theirs.enqueued_at).total_seconds()) < 5
