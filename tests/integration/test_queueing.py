@@ -18,10 +18,12 @@ from integration.queueing import (
     EventEnvelope,
     enqueue_events,
     job_id_for,
+    make_redis,
     retry_policy,
 )
 from integration.routing import route_for
 
+from ..conftest import TEST_REDIS_URL
 from ..helpers import job_count, signed_attio
 
 
@@ -124,3 +126,15 @@ def test_partial_redelivery_enqueues_only_the_new_events(redis_conn, queues):
     assert both[0].job_id == first[0].job_id
     assert [o.duplicate for o in both] == [True, False]
     assert job_count(queues) == 2
+
+
+def test_enqueue_outlives_a_flushed_script_cache_and_a_dropped_connection(redis_conn, queues):
+    """redis-py's ``Script`` reloads the script Redis forgot; its client replaces a connection Redis closed."""
+    client = make_redis(TEST_REDIS_URL)
+    assert not enqueue_events(client, queues, [envelope("f1")], retry_schedule=(1,))[0].duplicate
+    redis_conn.script_flush()
+    assert not enqueue_events(client, queues, [envelope("f2")], retry_schedule=(1,))[0].duplicate
+    assert redis_conn.client_kill_filter(_id=client.client_id()) == 1  # the client's one idle connection
+    assert not enqueue_events(client, queues, [envelope("f3")], retry_schedule=(1,))[0].duplicate
+    assert job_count(queues) == 3
+    client.close()
