@@ -48,11 +48,11 @@ def procfile_command(name: str) -> str:
     raise KeyError(name)
 
 
-def start(cmd: str, env: dict[str, str], *, log: Path | None = None) -> subprocess.Popen[bytes]:
+def start(cmd: str, env: dict[str, str], *, log: Path | None = None, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     """Start a shell command in its own process group (so it can be stopped whole)."""
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
-        ["bash", "-c", f"exec {cmd}"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        ["bash", "-c", f"exec {cmd}"], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 

@@ -34,8 +34,7 @@ PARTS = {
     "part:parse": "load_json of the body",
     "part:schema": "AttioDeliverySchema().load of the parsed body (parsed once)",
     "part:enqueue": "enqueue_events of one event (job record + dedupe script, with its Redis round trip)",
-    "part:logline": "the request's log line at INFO as the web writes it (observability._request_line)",
-    "part:logline-logging": "the same line through logging's Logger -> Handler path (log.info with extra)",
+    "part:logline": "the request's log line at INFO as the web writes it (logging's Logger -> Handler, extra fields)",
 }
 
 
@@ -44,7 +43,7 @@ def _run_part(part: str, count: int) -> None:
     import logging
 
     from integration.config import Settings
-    from integration.observability import _request_line, secret_values, setup_logging
+    from integration.observability import secret_values, setup_logging
     from integration.queueing import EventEnvelope, enqueue_events, make_queues, make_redis
     from integration.routing import route_for
     from integration.schemas import AttioDeliverySchema
@@ -78,9 +77,7 @@ def _run_part(part: str, count: int) -> None:
             envelope = EventEnvelope("attio", "record.updated", f"bench-{stamp}-{i}:0", route, event)
             enqueue_events(connection, queues, [envelope], retry_schedule=(15, 60, 300, 900, 1800))
         elif part == "part:logline":
-            _request_line(logging.INFO, "POST /webhooks/attio 202", fields)
-        elif part == "part:logline-logging":
-            logging.getLogger("integration.request").info("POST /webhooks/attio 202", extra=fields)
+            logging.getLogger("integration.request").info("%s %s %s", "POST", "/webhooks/attio", 202, extra=fields)
 
 
 def serve(app_path: str, count: int) -> None:

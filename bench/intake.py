@@ -11,6 +11,9 @@ Throughput on a shared machine drifts by ±10 % between rounds; what each reques
 also reads, from /proc, the CPU time (user + system) of the gunicorn processes, of the Redis server (when it runs
 here) and of wrk, and the context switches of the server and Redis, and prints them per request: with both cores
 busy, req/s is about 2 cores / (total CPU per request), so the ratio of the totals predicts the req/s ratio.
+
+``--before REF`` also serves the web of another commit (``git archive REF``, same venv and Procfile command) in
+the same rounds, so a change's before and after are measured side by side, under the same drift.
 """
 
 from __future__ import annotations
@@ -92,11 +95,13 @@ def _parse_wrk(output: str) -> dict[str, float]:
             "socket_errors": 1.0 if errors else 0.0}
 
 
-def _server(app: str, log: Path, log_level: str) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the Procfile's web command serving ``app``; returns the process and the webhook URL once it answers."""
+def _server(app: str, log: Path, log_level: str, root: Path = ROOT) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the Procfile's web command serving ``app`` from the code in ``root``; returns the process and the
+    webhook URL once it answers."""
     port = free_port()
     cmd = procfile_command("web").replace('"integration:create_app()"', app)
-    proc = start(cmd, env_with(PORT=str(port), REDIS_URL=BENCH_REDIS_URL, LOG_LEVEL=log_level), log=log)
+    env = env_with(PORT=str(port), REDIS_URL=BENCH_REDIS_URL, LOG_LEVEL=log_level, PYTHONPATH=str(root))
+    proc = start(cmd, env, log=log, cwd=root)
     url = f"http://127.0.0.1:{port}/webhooks/attio"
     wait_http(url)
     return proc, url
@@ -170,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="web's LOG_LEVEL (INFO, the default, logs each request)")
     parser.add_argument("--baselines", default="floor,naive",
                         help="also load these, for context: floor (HMAC + one Redis SET), naive (HMAC + RQ enqueue)")
+    parser.add_argument("--before", metavar="REF", default="",
+                        help="also load the web of this git commit (e.g. main), for a before/after in one run")
     return parser
 
 
@@ -186,9 +193,18 @@ def _median_round(rounds: list[dict[str, float]]) -> dict[str, float]:
 _APPS = {
     "bare": '"bench.bare_app:create_app()"',
     "web": '"integration:create_app()"',
+    "before": '"integration:create_app()"',  # served from the --before commit's tree
     "floor": '"bench.bare_app:create_floor_app()"',
     "naive": '"bench.bare_app:create_naive_rq_app()"',
 }
+
+
+def _checkout(ref: str, into: Path) -> Path:
+    """The tree of a commit, unpacked into ``into`` (no .git, no venv: it runs with this one)."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -200,7 +216,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     """
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
-    names = ["bare", "web", *[b for b in args.baselines.split(",") if b]]
+    names = ["bare", "web", *(["before"] if args.before else []), *[b for b in args.baselines.split(",") if b]]
     body = _delivery()
     signature = attio_signature(body, SERVICE_ENV["ATTIO_WEBHOOK_SECRET"])
     conn = redis.Redis.from_url(BENCH_REDIS_URL)
@@ -210,9 +226,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         script = Path(tmp) / "post.lua"
         script.write_text(_LUA % {"body": body.decode(), "signature": signature})
         servers: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+        roots = {"before": _checkout(args.before, Path(tmp) / "before")} if args.before else {}
         try:
             for name in names:
-                servers[name] = _server(_APPS[name], Path(tmp) / f"{name}.log", args.log_level)
+                servers[name] = _server(_APPS[name], Path(tmp) / f"{name}.log", args.log_level,
+                                        roots.get(name, ROOT))
             for _, url in servers.values():  # warm-up: imports, connections, the script loaded into Redis
                 _wrk(url, script, seconds=2, connections=4)
             redis_pids = _redis_pids(conn)
@@ -226,7 +244,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         queued = int(conn.llen("rq:queue:webhooks"))
     conn.flushdb()
     result: dict[str, Any] = {"seconds": args.seconds, "rounds": args.rounds, "connections": args.connections,
-                              "log_level": args.log_level, "baselines": names[2:], "queued": queued}
+                              "log_level": args.log_level, "baselines": names[2:], "queued": queued,
+                              "before_ref": args.before}
     for name in names:
         result[name] = _median_round(rounds[name])
         if name != "bare":
@@ -243,6 +262,7 @@ def report(result: dict[str, Any]) -> str:
             f"{result['seconds']}s each (median shown), LOG_LEVEL={result['log_level']}, gunicorn as in the Procfile "
             f"({ROOT / 'Procfile'})")
     labels = {"bare": "bare Flask (202 only)", "web": "web (verify+validate+enqueue)",
+              "before": f"web at {result['before_ref']} (before)",
               "floor": "floor: HMAC + one Redis SET", "naive": "naive: HMAC + RQ Queue.enqueue"}
     rows: list[tuple[str, Any]] = [("", "requests/s    p50 ms   p99 ms   non-2xx   ratio to bare (rounds)")]
     for name in ["bare", "web", *result["baselines"]]:

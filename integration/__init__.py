@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None, *, role: Role = WEB) -> Flask:
 
         # The client's address as the trusted proxies saw it (auth's throttle counts per address).
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_hops)  # type: ignore[method-assign]
-    init_request_logging(app)
+    init_request_logging(app)  # first: its hooks see every request, and its line the final status
+    app.before_request(_body_within_limit())
     # One byte over the limit: werkzeug stops a body without Content-Length (chunked) at MAX_CONTENT_LENGTH without
     # saying so, so a longer one would be read cut short; _body_within_limit turns "more than MAX" into a 413.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1
@@ -69,7 +70,6 @@ def create_app(settings: Settings | None = None, *, role: Role = WEB) -> Flask:
     require_auth_under(app, ("/admin", DASHBOARD_PREFIX), settings)
     init_dashboard(app, settings)
     register_error_handlers(app)
-    app.before_request_funcs.setdefault(None, []).insert(1, _body_within_limit())  # after request logging's start
     init_security_headers(app)
     register_all(app)
     return app

@@ -45,9 +45,11 @@ def init_dashboard(app: Flask, settings: Settings) -> None:
     # The app's own loader is asked before any blueprint's: the escaped copies win over rq-dashboard's.
     app.jinja_loader = ChoiceLoader([_EscapingLoader(), app.jinja_loader])  # type: ignore[list-item]
 
-    # Runs for the dashboard's own routes only (a hook of its blueprint, kept in this app's registry: the blueprint
-    # object is shared by every app of the process). A path under /rq that matches none of them answers 404 or 405.
-    app.before_request_funcs.setdefault(rq_dashboard.blueprint.name, []).insert(0, _guard_dashboard)
+    # Guards the dashboard's own routes only; an app hook rather than one of its blueprint, which is shared by every
+    # app of the process. A path under /rq that matches none of them answers 404 or 405.
+    @app.before_request
+    def guard() -> Response | None:
+        return _guard_dashboard() if request.blueprint == rq_dashboard.blueprint.name else None
     # rq-dashboard lets a job id that does not exist (expired, mistyped) escape as a 500.
     app.register_error_handler(NoSuchJobError, lambda _: ({"error": "not_found"}, 404))
 

@@ -20,7 +20,6 @@ import logging
 import random
 import re
 import secrets
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,9 +32,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from .errors import QueueUnavailable
-from .jsontext import encoder
 from .routing import QUEUES, Route
-from .script_runner import ScriptRunner
 from .subjects import subjects_of
 
 __all__ = [
@@ -93,8 +90,7 @@ def retry_policy(schedule: Sequence[int]) -> Retry | None:
 
 
 def _jittered(schedule: Sequence[int]) -> list[int]:
-    rand = random.random
-    return [max(1, round(s * (0.8 + 0.4 * rand()))) for s in schedule]  # random.uniform(0.8, 1.2), inlined
+    return [max(1, round(s * random.uniform(0.8, 1.2))) for s in schedule]
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -150,40 +146,31 @@ def _dedupe_key(source: str, digest: str) -> str:
     return f"dedupe:{source}:{digest}"
 
 
-# The hot path of every webhook. It writes the same job record RQ's ``Queue.enqueue_job`` writes (the hash
-# ``rq:job:<id>`` that ``Job.restore`` reads, the id pushed on the queue, the queue in ``rq:queues``), but builds it
-# here instead of through RQ's ``Job`` (whose ``to_dict`` of ~25 fields cost more than verifying and validating
-# the request). ``tests/integration/test_queueing.py`` checks the record field by field against one RQ writes.
-#
-# KEYS = one dedupe key per event. ARGV = dedupe TTL, now (RQ's timestamp format), job timeout, result TTL,
-# failure TTL, then per event: job id, queue key, data, description, meta, retries left, retry intervals, coalesce
-# ("1" or ""). An event whose dedupe key exists is skipped (its job id returned), unless it coalesces and the job
-# the key names is no longer pending; otherwise its job is written and queued and its key is set last, so a write
-# refused half-way (e.g. Redis out of memory) never leaves an acknowledged event without its job. The script runs
-# atomically, so of concurrent identical deliveries exactly one enqueues.
+# KEYS = one dedupe key per event. ARGV[1] = the dedupe TTL, then per event: job id, queue key, coalesce ("1" or
+# ""), the number n of items that follow, then n items: the job's fields and values as RQ's ``Job.to_dict`` gives
+# them. An event whose dedupe key exists is skipped (its job id returned), unless it coalesces and the job the key
+# names is no longer pending; otherwise its job is written and queued as ``Queue.enqueue_job`` writes it, and its
+# key is set last, so a write refused half-way (e.g. Redis out of memory) never leaves an acknowledged event
+# without its job. The script runs atomically, so of concurrent identical deliveries exactly one enqueues.
 _ENQUEUE_UNLESS_SEEN = """
-local ttl, now, timeout, result_ttl, failure_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local pending = {queued = true, scheduled = true, deferred = true}
 local result = {}
+local pos = 2
 for i, key in ipairs(KEYS) do
-  local pos = 6 + (i - 1) * 8
+  local job_id, queue_key, coalesce, first = ARGV[pos], ARGV[pos + 1], ARGV[pos + 2], pos + 4
+  pos = first + tonumber(ARGV[pos + 3])
   local existing = redis.call('GET', key)
-  if existing and ARGV[pos + 7] == '1' then
+  if existing and coalesce == '1' then
     local status = redis.call('HGET', '%(job_prefix)s' .. existing, 'status')
     if not (status and pending[status]) then existing = false end
   end
   if existing then
     result[i] = existing
   else
-    local job_id, queue_key = ARGV[pos], ARGV[pos + 1]
     redis.call('SADD', '%(queues_key)s', queue_key)
-    redis.call('HSET', '%(job_prefix)s' .. job_id,
-      'status', 'queued', 'created_at', now, 'enqueued_at', now, 'origin', string.sub(queue_key, %(origin_at)d),
-      'data', ARGV[pos + 2], 'description', ARGV[pos + 3], 'meta', ARGV[pos + 4],
-      'timeout', timeout, 'result_ttl', result_ttl, 'failure_ttl', failure_ttl,
-      'retries_left', ARGV[pos + 5], 'retry_intervals', ARGV[pos + 6])
+    redis.call('HSET', '%(job_prefix)s' .. job_id, unpack(ARGV, first, pos - 1))
     redis.call('RPUSH', queue_key, job_id)
-    redis.call('SET', key, job_id, 'EX', ttl)
+    redis.call('SET', key, job_id, 'EX', ARGV[1])
     result[i] = ''
   end
 end
@@ -191,7 +178,6 @@ return result
 """ % {  # noqa: UP031 - the script is full of braces
     "queues_key": Queue.redis_queues_keys,
     "job_prefix": Job.redis_job_namespace_prefix,
-    "origin_at": len(Queue.redis_queue_namespace_prefix) + 1,
 }
 
 
@@ -210,7 +196,7 @@ def enqueue_events(
         return []
     received = datetime.now(UTC)
     keys = []
-    args: list[Any] = [DEDUPE_TTL, _rq_time(received), JOB_TIMEOUT, RESULT_TTL, FAILURE_TTL]
+    args: list[Any] = [DEDUPE_TTL]
     job_ids = []
     for env in envelopes:
         digest = hashlib.sha256(env.dedupe_id.encode("utf-8")).hexdigest()  # names both the dedupe key and the job
@@ -219,9 +205,14 @@ def enqueue_events(
         if env.coalesce:  # one event may have several jobs over time: each its own id
             job_id += "-" + secrets.token_hex(4)
         job_ids.append(job_id)
-        args.extend(_job_fields(queues[env.route.queue], env, job_id, retry_schedule, received))
+        queue = queues[env.route.queue]
+        fields = _job(queue, env, job_id, retry_schedule, received).to_dict()
+        args += [job_id, queue.key, "1" if env.coalesce else "", 2 * len(fields)]
+        for name, value in fields.items():
+            args += [name, value]
     try:
-        replies = _script(connection)(keys=keys, args=args)
+        # Built per call, as cheap as a SHA-1 of its text: redis-py runs it by EVALSHA, loading it when Redis lacks it.
+        replies = connection.register_script(_ENQUEUE_UNLESS_SEEN)(keys=keys, args=args)
     except RedisError as exc:
         raise QueueUnavailable(f"redis: {type(exc).__name__}") from exc
     return [
@@ -230,41 +221,22 @@ def enqueue_events(
     ]
 
 
-_runners: weakref.WeakKeyDictionary[redis.Redis, ScriptRunner] = weakref.WeakKeyDictionary()
-
-
-def _script(connection: redis.Redis) -> ScriptRunner:
-    """The enqueue script's runner for a client (built on first use; Redis loads the script on first call)."""
-    runner = _runners.get(connection)
-    if runner is None:
-        runner = _runners[connection] = ScriptRunner(connection, _ENQUEUE_UNLESS_SEEN)
-    return runner
-
-
-def _rq_time(moment: datetime) -> str:
-    """A UTC time as RQ stores it (``rq.utils.utcformat``: ``2026-11-30T09:19:22.123456Z``), without strftime."""
-    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def _job_fields(
-    queue: Queue, env: EventEnvelope, job_id: str, retry_schedule: Sequence[int], received: datetime
-) -> tuple[str, str, str, str, str, int | str, str, str]:
-    """The per-event script arguments: what RQ's ``Job.to_dict`` would store, serialized as RQ serializes it."""
-    intervals = _jittered(retry_schedule)  # as retry_policy() would give, without building RQ's Retry
+def _job(queue: Queue, env: EventEnvelope, job_id: str, retry_schedule: Sequence[int], received: datetime) -> Job:
+    """The event's RQ job, queued, as ``Queue.enqueue_job`` would store it (not saved: the script writes it)."""
     event_type, event_id = _shown(env.event_type), _shown(env.dedupe_id)
-    return (
-        job_id,
-        queue.key,
-        # JSONSerializer's format (JSON text, sent as UTF-8), stored as plain JSON: RQ compresses it, but
-        # Job.restore reads uncompressed data as is (its own fallback; RQ re-saves it compressed), and skipping
-        # zlib saves ~11 µs and a GIL release per webhook.
-        _dumps([env.route.job, None, [env.job_payload(received)], {}]),
-        _description(env, event_type, event_id),
-        _dumps({"source": env.source, "event_type": event_type, "event_id": event_id}),
-        len(intervals) if intervals else "",  # "" reads back as None: RQ leaves both unset without a policy
-        _dumps(intervals) if intervals else "",
-        "1" if env.coalesce else "",
+    job = queue.create_job(
+        env.route.job,
+        args=[env.job_payload(received)],
+        job_id=job_id,
+        timeout=JOB_TIMEOUT,
+        result_ttl=RESULT_TTL,
+        failure_ttl=FAILURE_TTL,
+        retry=retry_policy(retry_schedule),
+        description=_description(env, event_type, event_id),
+        meta={"source": env.source, "event_type": event_type, "event_id": event_id},
     )
+    job.enqueued_at = received
+    return job
 
 
 def _description(env: EventEnvelope, event_type: str, event_id: str) -> str:
@@ -282,9 +254,6 @@ _NOT_SHOWN = re.compile(r"[^A-Za-z0-9_.:+-]")
 def _shown(text: str) -> str:
     """Text as it may appear in a job's description or meta (the dashboard renders both)."""
     return _NOT_SHOWN.sub("_", text[:200])
-
-
-_dumps = encoder()  # json.dumps with default options, without its per-call checks and encoder building
 
 
 def enqueue_job(

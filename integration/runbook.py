@@ -2,7 +2,7 @@
 
 ``anchor_for(exc)`` maps an exception to its entry in ``docs/runbook.md`` by the first class of its MRO that has
 one (so a new subclass inherits its parent's entry until it gets its own); anything unlisted is a ``bug``. Sentry
-events carry the entry as a ``runbook`` tag (``observability._before_send``), ``flask … jobs failed`` prints it, and
+events carry the entry as a ``runbook`` tag (``observability.sentry``), ``flask … jobs failed`` prints it, and
 ``tests/test_runbook.py`` checks that every entry named here has its section in the runbook and that every error
 class of the service's tree maps to a real entry.
 """

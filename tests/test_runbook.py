@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import integration.errors as errors
-from integration import observability
+from integration.observability.sentry import _before_send
 from integration.runbook import ALERTS, BY_CLASS, anchor_for, link
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,6 +47,6 @@ def test_every_message_the_code_sends_to_sentry_names_its_runbook_entry():
 
 def test_an_exception_event_is_tagged_with_its_entry():
     exc = errors.SaleNotApplied("Invoice INV-1 … refund the sale")
-    event = observability._before_send({"exception": {"values": []}}, {"exc_info": (type(exc), exc, None)})
+    event = _before_send({"exception": {"values": []}}, {"exc_info": (type(exc), exc, None)})
     assert event is not None and event["tags"]["runbook"] == link("sale-not-applied")
-    assert observability._before_send({"message": "x"}, {})["tags"]["runbook"] == link("bug")
+    assert _before_send({"message": "x"}, {})["tags"]["runbook"] == link("bug")

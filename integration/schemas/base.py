@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
-__all__ = ["BoundedList", "Identifier", "IdentifierMap", "Inbound", "identifier"]
+__all__ = ["BoundedList", "Identifier", "Inbound", "identifier"]
 
 _ID = re.compile(r"^[A-Za-z0-9_.:@-]{1,128}$")
 
@@ -34,31 +34,6 @@ def identifier(value: Any) -> str:
     if not _ID.match(text):
         raise ValidationError("is not a valid id")
     return text
-
-
-class IdentifierMap(fields.Field[dict[str, str | None]]):
-    """An object of optional ids (Attio's ``{"workspace_id": ..., "record_id": ...}``): each listed key an
-    ``Identifier`` or None, unknown keys dropped. What a nested schema of ``Identifier(load_default=None)`` fields
-    gives, with the same errors per key, at a third of the cost on the hot path of every webhook."""
-
-    def __init__(self, keys: tuple[str, ...], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.keys = keys
-
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> dict[str, str | None]:
-        if not isinstance(value, dict):
-            raise ValidationError("Invalid input type.")
-        result: dict[str, str | None] = {}
-        errors: dict[str, list[str]] = {}
-        for key in self.keys:
-            item = value.get(key)
-            try:
-                result[key] = None if item is None else identifier(item)
-            except ValidationError as exc:
-                errors[key] = exc.messages if isinstance(exc.messages, list) else [str(exc.messages)]
-        if errors:
-            raise ValidationError(errors)
-        return result
 
 
 class BoundedList(fields.Field[list[Any]]):

@@ -10,13 +10,19 @@ import datetime as dt
 import json
 import logging
 import re
+import string
+import sys
 from typing import Any
 
+import hypothesis
 import pytest
 import requests
+from hypothesis import HealthCheck, given
+from hypothesis import strategies as st
 
 from integration import create_app
 from integration.clients.braintree import customer_id_for_company
+from integration.observability import logs, redaction
 from integration.samples import zoho_delivery
 from tests.conftest import SECRETS, LiveServer, Stack, run_worker
 
@@ -191,30 +197,82 @@ class _Odd:
         return "odd thing"
 
 
-def test_the_request_line_written_directly_is_the_line_logging_writes(
-    settings: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """The web writes its request line straight to the log stream (observability._request_line); the same line
-    must come out when logging's own path is taken (here forced by a second handler on the way)."""
-    from integration import observability
+# -- the nets, as properties: whatever the secret, the card and what surrounds them, neither survives a line ---------
+_SECRET_CHARS = string.ascii_letters + string.digits + "-_.~+/=!$%^&*:'\"\\ é€"
+_BRANDS = [("4", 16), ("4", 13), ("51", 16), ("55", 16), ("2221", 16), ("34", 15), ("37", 15), ("6011", 16),
+           ("65", 19), ("3528", 16), ("36", 14), ("300", 14)]
 
-    create_app(settings)
-    fields = {"method": "POST", "path": "/webhooks/zoho", "status": 202, "duration_ms": 1.5,
-              "event_ids": ["ev-1"], "job_ids": ["zoho-ev-1-abc"], "note": f"for {CUSTOMER_EMAIL}", "body": SENTINEL}
-    capsys.readouterr()
-    with observability.bind(source="zoho", job_id="not-this-one"):
-        observability._request_line(logging.INFO, "POST /webhooks/zoho 202", {**fields, "job_id": "this-one"})
-        extra = logging.NullHandler()
-        logging.getLogger("integration").addHandler(extra)
+
+@st.composite
+def cards(draw: st.DrawFn) -> str:
+    """A card number that passes the brand and Luhn checks, grouped as people write it."""
+    prefix, length = draw(st.sampled_from(_BRANDS))
+    body = prefix + draw(st.text("0123456789", min_size=length - len(prefix) - 1, max_size=length - len(prefix) - 1))
+    for check in "0123456789":
+        if _luhn_ok(body + check):
+            digits = body + check
+            break
+    group = draw(st.sampled_from([0, 4, 5]))
+    separator = draw(st.sampled_from([" ", "-"]))
+    return separator.join(digits[i:i + group] for i in range(0, length, group)) if group else digits
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        n = int(ch) * (2 if i % 2 else 1)
+        total += n - 9 if n > 9 else n
+    return total % 10 == 0
+
+
+# What may stand right before a card number: nothing, punctuation, a control character (escaped in the JSON line:
+# "\n", "\u000b"), or the two characters of an escape already in the text (a repr: backslash, then n or t).
+_BEFORE = ["", " ", ":", "=", "(", '"', "'", "\n", "\t", "\r", "\x0b", "\x0c", "\b", "\\n", "\\t", "\\r"]
+_AFTER = ["", " ", ".", ",", ")", '"', "\n", "\t", "\\n"]
+
+
+@pytest.fixture
+def registered_secrets() -> Any:
+    """The secrets ``setup_logging`` knows, put back as they were after the test (hypothesis registers many)."""
+    saved = (set(redaction._secrets), redaction._secret_re, redaction._secret_forms)
+    yield
+    redaction._secrets.clear()
+    redaction._secrets.update(saved[0])
+    redaction._secret_re, redaction._secret_forms = saved[1], saved[2]
+
+
+@hypothesis.settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    secret=st.none() | st.text(_SECRET_CHARS, min_size=8, max_size=40).map(str.strip).filter(lambda s: len(s) >= 8),
+    card=cards(),
+    before=st.sampled_from(_BEFORE),
+    after=st.sampled_from(_AFTER),
+    where=st.sampled_from(["message", "extra", "nested", "traceback"]),
+)
+def test_no_secret_and_no_card_survives_a_line(
+    registered_secrets: Any, secret: str | None, card: str, before: str, after: str, where: str
+) -> None:
+    """A line is searched as a whole and rebuilt only on a hit: the card must be a hit on its own, too."""
+    if secret is not None:
+        redaction.register_secrets([secret])
+    text = f"key {secret or 'none'} card:{before}{card}{after} ok"
+    record = logging.makeLogRecord({"name": "workers.job", "levelno": logging.ERROR, "levelname": "ERROR",
+                                    "msg": text if where == "message" else "job failed"})
+    if where == "extra":
+        record.note = text
+    elif where == "nested":
+        record.steps = [{"said": text}, 1]
+    elif where == "traceback":
         try:
-            observability._request_line(logging.INFO, "POST /webhooks/zoho 202", {**fields, "job_id": "this-one"})
-        finally:
-            logging.getLogger("integration").removeHandler(extra)
-    direct, through_logging = lines(capsys.readouterr().out)
-    assert direct.pop("time")[:16] == through_logging.pop("time")[:16]
-    assert list(direct.items()) == list(through_logging.items())  # same fields, same order
-    assert direct["note"] == "for [email]" and "body" not in direct
-    assert (direct["source"], direct["job_id"]) == ("zoho", "this-one")
+            raise ValueError(text)
+        except ValueError:
+            record.exc_info = sys.exc_info()
+    line = logs._JsonLines("web").format(record)
+    json.loads(line)  # still one JSON object
+    digits = re.sub(r"\D", "", card)
+    for value in (card, digits, *((secret, json.dumps(secret)[1:-1]) if secret else ())):
+        assert value not in line, (value, line)
+    assert card not in redaction.redact(text)  # and redact() alone, on the raw text (what Sentry's events get)
 
 
 def test_a_zoho_signature_mismatch_says_what_was_tried(client: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,10 +18,12 @@ from integration.queueing import (
     EventEnvelope,
     enqueue_events,
     job_id_for,
+    make_redis,
     retry_policy,
 )
 from integration.routing import route_for
 
+from ..conftest import TEST_REDIS_URL
 from ..helpers import job_count, signed_attio
 
 
@@ -73,8 +75,8 @@ def test_a_write_refused_inside_the_script_leaves_that_event_unacknowledged(redi
 
 
 def test_the_job_record_is_the_one_rq_writes(redis_conn, queues):
-    """The script writes the job hash itself (not through RQ's Job): RQ must read back exactly what its own
-    ``enqueue_job`` would have stored for the same job."""
+    """The script writes the hash of RQ's own ``Job.to_dict``: RQ must read back exactly what its own
+    ``enqueue_job`` would have stored for the same job, field for field."""
     env = envelope("same")
     [ours] = enqueue_events(redis_conn, queues, [env], retry_schedule=(10, 100))
     mine = Job.fetch(ours.job_id, connection=redis_conn, serializer=JSONSerializer)
@@ -88,6 +90,7 @@ def test_the_job_record_is_the_one_rq_writes(redis_conn, queues):
     assert {k: v for k, v in mine.to_dict().items() if k not in skip} == {
         k: v for k, v in theirs.to_dict().items() if k not in skip
     }
+    assert sorted(redis_conn.hkeys(mine.key)) == sorted(redis_conn.hkeys(theirs.key))  # no field more or less
     assert mine.get_status() == theirs.get_status() == "queued"
     assert mine.origin == "webhooks" and mine.func_name == env.route.job
     assert abs((mine.enqueued_at - theirs.enqueued_at).total_seconds()) < 5
@@ -123,3 +126,15 @@ def test_partial_redelivery_enqueues_only_the_new_events(redis_conn, queues):
     assert both[0].job_id == first[0].job_id
     assert [o.duplicate for o in both] == [True, False]
     assert job_count(queues) == 2
+
+
+def test_enqueue_outlives_a_flushed_script_cache_and_a_dropped_connection(redis_conn, queues):
+    """redis-py's ``Script`` reloads the script Redis forgot; its client replaces a connection Redis closed."""
+    client = make_redis(TEST_REDIS_URL)
+    assert not enqueue_events(client, queues, [envelope("f1")], retry_schedule=(1,))[0].duplicate
+    redis_conn.script_flush()
+    assert not enqueue_events(client, queues, [envelope("f2")], retry_schedule=(1,))[0].duplicate
+    assert redis_conn.client_kill_filter(_id=client.client_id()) == 1  # the client's one idle connection
+    assert not enqueue_events(client, queues, [envelope("f3")], retry_schedule=(1,))[0].duplicate
+    assert job_count(queues) == 3
+    client.close()
