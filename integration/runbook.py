@@ -20,6 +20,7 @@ ALERTS: dict[str, str] = {
     "provider-rejected": "A provider refused a request",
     "provider-unavailable": "A provider stayed unavailable through every retry",
     "rate-limited": "A provider kept rate-limiting",
+    "zoho-daily-quota": "Zoho's daily quota held work back",
     "circuit-open": "A provider's circuit breaker stayed open",
     "lock-busy": "A record's lock stayed busy or was lost",
     "job-deadline": "A job was deferred past its deadline",

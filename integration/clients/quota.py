@@ -287,6 +287,8 @@ def _sentry_warning(message: str) -> None:
     try:
         import sentry_sdk
 
-        sentry_sdk.capture_message(message, level="warning")
+        from .. import runbook
+
+        sentry_sdk.capture_message(message, level="warning", tags={"runbook": runbook.link("zoho-daily-quota")})
     except Exception:  # noqa: BLE001 - an alert that cannot be sent never stops the work
         log.debug("sentry warning not sent", exc_info=True)
