@@ -129,8 +129,9 @@ def test_a_5xx_still_uses_the_schedule_after_deferrals(redis_conn, queues):
 
 def test_a_daily_cap_wait_does_not_use_up_the_deadline(redis_conn, queues):
     """Zoho's daily cap met at 00:05 defers money work until the organization's midnight, ~24 h (more with the
-    jitter). At the reset every deferred job comes back at once and meets the minute's budget: that "not now" defers it
-    again; the day's wait was Zoho's schedule, not an outage, and never makes it DeferredTooLong (a failed collection)."""
+    jitter). At the reset every deferred job comes back at once and meets the minute's budget: that "not now" defers
+    it again; the day's wait was Zoho's schedule, not an outage, and never makes it DeferredTooLong (a failed
+    collection)."""
     from .jobs_for_tests import DAY_LEFT
 
     q = queues["webhooks"]
