@@ -54,6 +54,11 @@ log = logging.getLogger(__name__)
 DEFER_FLOOR_SECONDS = 2  # a deferral is never shorter (a Retry-After of 0, a breaker about to half-open)
 DEFER_UNNAMED_SECONDS = 30  # a "not now" that names no time (a 429 without Retry-After, Zoho's rate-limit codes)
 DEFER_JITTER = 0.25  # each deferral is stretched by up to this share, so jobs deferred together spread out
+# A wait named this long is a provider's schedule (Zoho's daily cap: until the organization's midnight), not an
+# outage: it does not count against the deadline, else a cap met early in the day would leave a job nothing of its
+# JOB_DEADLINE_HOURS after the reset, and the first minute's 429 then (every deferred job comes back at once) would
+# fail it.
+EXCUSED_WAIT_SECONDS = 3600
 
 _TRANSIENT = (
     ServiceUnavailable,
@@ -77,13 +82,15 @@ def defer(job: Job, exc: NotNow, *, deadline_hours: float, now: datetime | None 
     RQ retries a job whose ``retries_left`` is positive after ``retry_intervals[len - retries_left]`` seconds
     (``Job.get_retry_interval``): one more retry whose interval sits just before the next scheduled one leaves
     the rest of the schedule as it was. Raises ``DeferredTooLong`` (from ``exc``) once the job's deadline has
-    passed since its first run; the job then has no retry left and fails.
+    passed since its first run, not counting the waits of an hour or more it was told to sit out
+    (``EXCUSED_WAIT_SECONDS``); the job then has no retry left and fails.
     """
     now = now or datetime.now(UTC)
     meta = job.meta
     first = _first_run(meta) or now
     waited = now - first
-    if waited >= timedelta(hours=deadline_hours):
+    excused = float(meta.get("excused_seconds") or 0)
+    if waited - timedelta(seconds=excused) >= timedelta(hours=deadline_hours):
         job.retries_left = 0
         raise DeferredTooLong(
             f"not now for {_hours(waited)} (deadline {deadline_hours} h, {meta.get('deferrals', 0)} deferrals); "
@@ -101,6 +108,8 @@ def defer(job: Job, exc: NotNow, *, deadline_hours: float, now: datetime | None 
     job.retries_left = retries_left + 1
     job.retry_intervals = intervals
     meta["deferrals"] = int(meta.get("deferrals") or 0) + 1
+    if float(named) >= EXCUSED_WAIT_SECONDS:
+        meta["excused_seconds"] = excused + delay
     meta["last_deferral"] = {
         "reason": f"{type(exc).__name__}: {exc}"[:200],
         "seconds": delay,

@@ -27,7 +27,7 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import redis
@@ -38,6 +38,7 @@ from ..worklane import MONEY, OPERATIONS, Lane, current_lane, current_operation
 
 __all__ = [
     "DAILY_CAP_CODE",
+    "Counted",
     "LATE_SHARE",
     "CallMeter",
     "ZohoLedger",
@@ -65,6 +66,13 @@ redis.call('HINCRBY', KEYS[1], ARGV[2], 1)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 0
 """
+
+
+class Counted(NamedTuple):
+    """One call counted by ``ZohoLedger.take``: its operation and the organization-day it was counted on."""
+
+    operation: str
+    day: str
 
 
 def _zone(name: str | None) -> tzinfo:
@@ -126,9 +134,9 @@ class ZohoLedger:
         return f"quota:zoho:{self.organization_id}:{day}"
 
     # -- admission ----------------------------------------------------------------------------------------------
-    def take(self, lane: Lane | None = None, operation: str | None = None) -> str:
+    def take(self, lane: Lane | None = None, operation: str | None = None) -> Counted:
         """Count one call of ``operation`` (default: the current one), or raise ``RateLimited`` until the reset
-        when the lane's share of the day is used (or Zoho said the day is over). Returns the operation counted."""
+        when the lane's share of the day is used (or Zoho said the day is over). Returns what was counted."""
         lane = lane or current_lane()
         operation = operation or current_operation()
         now = self._now()
@@ -137,7 +145,7 @@ class ZohoLedger:
         answer = int(self._take(keys=[self._key(day), f"{self._key(day)}:capped"],
                                 args=[cap, operation, KEEP_SECONDS]))
         if answer == 0:
-            return operation
+            return Counted(operation, day)
         wait = self.seconds_to_reset(now)
         if answer < 0:
             reason = f"Zoho's daily cap was reached on {day}"
@@ -149,12 +157,13 @@ class ZohoLedger:
                                    f"{reason}")
         raise RateLimited("zoho", f"daily quota: {reason}", retry_after=wait)
 
-    def refund(self, operation: str) -> None:
-        """Give back a counted call that was never sent (the minute budget deferred it)."""
-        key = self._key(self.day())
+    def refund(self, counted: Counted) -> None:
+        """Give back a counted call that was never sent (the minute budget deferred it), to the day that counted it:
+        the budget's wait may have crossed midnight (or the time zone become known meanwhile)."""
+        key = self._key(counted.day)
         pipe = self.connection.pipeline()
         pipe.hincrby(key, "total", -1)
-        pipe.hincrby(key, operation, -1)
+        pipe.hincrby(key, counted.operation, -1)
         pipe.execute()
 
     def daily_cap(self, exc: RateLimited) -> RateLimited:

@@ -116,6 +116,7 @@ def retry_job(queue: Queue, job: Job, schedule: tuple[int, ...]) -> None:
     job.retry_intervals = policy.intervals if policy else None
     job.number_of_retries = None
     job.meta.pop("first_run_at", None)  # a fresh deadline for "not now", from the next run
+    job.meta.pop("excused_seconds", None)
     job.save_meta()
     queue.failed_job_registry.requeue(job)
 

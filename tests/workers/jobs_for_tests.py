@@ -87,17 +87,21 @@ def return_payload(payload: dict[str, Any]) -> Any:
     return payload["value"]
 
 
+DAY_LEFT = 23 * 3600 + 55 * 60
+
 _SCRIPTED = {
     "429": lambda ra: RateLimited("attio", "rate limit exceeded", status=429, retry_after=ra),
     "open": lambda ra: CircuitOpen("zoho", "circuit open", retry_after=ra),
     "busy": lambda ra: LockBusy("lock", "catalog-sync is held by another worker", retry_after=ra),
     "503": lambda ra: ServiceUnavailable("zoho", "503 from provider", status=503, retry_after=ra),
+    # Zoho's daily cap met at 00:05 in the organization's day: "not now" until its midnight, 23 h 55 min away.
+    "day": lambda ra: RateLimited("zoho", "daily cap reached", status=429, code="44", retry_after=DAY_LEFT),
 }
 
 
 @entrypoint("tests.scripted")
 def scripted(payload: dict[str, Any]) -> str:
-    """Run n raises ``payload['script'][n]`` (429, open, busy, 503) until the script is spent, then succeeds."""
+    """Run n raises ``payload['script'][n]`` (429, open, busy, 503, day) until the script is spent, then succeeds."""
     from rq import get_current_job
 
     job = get_current_job()

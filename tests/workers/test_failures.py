@@ -127,6 +127,30 @@ def test_a_5xx_still_uses_the_schedule_after_deferrals(redis_conn, queues):
     assert int(redis_conn.get("runs")) == 5  # 2 deferred runs + 3 attempts (the first and two retries)
 
 
+def test_a_daily_cap_wait_does_not_use_up_the_deadline(redis_conn, queues):
+    """Zoho's daily cap met at 00:05 defers money work until the organization's midnight, ~24 h (more with the
+    jitter). At the reset every deferred job comes back at once and meets the minute's budget: that "not now" defers
+    it again; the day's wait was Zoho's schedule, not an outage, and never makes it DeferredTooLong (a failed
+    collection)."""
+    from .jobs_for_tests import DAY_LEFT
+
+    q = queues["webhooks"]
+    job_id = enqueue_job(q, SCRIPTED, {"counter": "runs", "script": ["day", "429"], "retry_after": 1},
+                         retry_schedule=(1, 1))
+    run_worker(redis_conn)  # 00:05: Zoho says the day is over
+    job = q.fetch_job(job_id)
+    waited = job.meta["last_deferral"]["seconds"]
+    assert DAY_LEFT <= waited <= DAY_LEFT * 1.25 + 1
+    job.meta["first_run_at"] = (datetime.now(UTC) - timedelta(seconds=waited + 60)).isoformat()  # the wait is over
+    job.save_meta()
+    run_until_idle(redis_conn, rounds=1)  # after the reset: the minute's budget is spent (every job is back)
+    job = q.fetch_job(job_id)
+    assert q.failed_job_registry.count == 0, job.latest_result().exc_string
+    assert job.get_status() == "scheduled" and job.meta["deferrals"] == 2
+    run_until_idle(redis_conn)
+    assert q.fetch_job(job_id).return_value() == "ok after 3 runs"
+
+
 def test_not_now_past_the_deadline_fails_the_job(redis_conn, queues):
     q = queues["webhooks"]
     first = (datetime.now(UTC) - timedelta(hours=25)).isoformat()

@@ -134,3 +134,17 @@ def test_zohos_daily_cap_defers_money_work_until_the_reset(server: ZohoSimulator
         assert len(server.calls_to("*", "/billing/v1/*")) == sent
     finally:
         server.requests_per_day = None
+
+
+def test_a_call_given_back_after_midnight_is_given_back_to_the_day_that_counted_it(redis_conn: redis.Redis) -> None:
+    """A money call counted at 23:59:30 waits up to a minute for the minute's budget; deferred after midnight, it is
+    given back to the day that counted it: yesterday does not keep a call never sent, today does not go below zero
+    (a negative total would let a call past the quota, in a key without an expiry)."""
+    clock = [datetime(2025, 7, 1, 23, 59, 30, tzinfo=UTC).timestamp()]
+    book = ZohoLedger(redis_conn, "org1", requests_per_day=10, clock=lambda: clock[0], sentry=[].append)
+    counted = book.take(MONEY, "collection")
+    clock[0] += 60  # 00:00:30: the budget deferred it
+    book.refund(counted)
+    assert book.used("2025-07-01") == 0
+    assert book.used("2025-07-02") == 0
+    assert redis_conn.ttl("quota:zoho:org1:2025-07-02") in (-2, *range(1, 3 * 86400 + 1))  # none, or one that expires
