@@ -1,11 +1,17 @@
-"""The Attio / Zoho Billing / Braintree integration service: ``create_app()`` builds the web process."""
+"""The Attio / Zoho Billing / Braintree integration service: ``create_app()`` builds the web process.
+
+Built from the environment, the app has the ``web`` role's settings (``integration.config``): the Attio and Zoho
+credentials are neither required nor kept, and nothing at start or in a request builds an Attio or Zoho client.
+The CLI (``flask --app integration …``) runs through the same app; a command that calls Attio or Zoho reads their
+credentials when it runs (``commands._credentials``) or stops with one line naming the missing ones.
+"""
 
 from __future__ import annotations
 
 import sys
 from typing import TYPE_CHECKING
 
-from .config import Settings
+from .config import PROVIDER_CREDENTIALS, WEB, Role, Settings
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -18,8 +24,9 @@ __all__ = ["Settings", "create_app"]
 MAX_BODY_BYTES = 1024 * 1024  # 1 MiB: larger webhook bodies are answered 413
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the Flask app; with no settings, read and check the environment (exit with one line if bad)."""
+def create_app(settings: Settings | None = None, *, role: Role = WEB) -> Flask:
+    """Build the Flask app; with no settings, read and check the environment for ``role`` (exit with one line if
+    bad). Settings given are used as they are (tests)."""
     from flask import Flask
 
     from .auth import require_auth_under
@@ -33,8 +40,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .routes import admin, attio, braintree, health, pay, zoho
 
     if settings is None:
-        settings = _settings_or_exit()
-    setup_logging(settings.log_level, component="web", secrets=secret_values(settings))
+        settings = _settings_or_exit(role)
+    # Worker-only credentials an operator's shared env group hands the web process anyway stay out of its settings,
+    # but the logs and Sentry still mask them, should anything print the environment.
+    masked = settings.with_credentials(*PROVIDER_CREDENTIALS, strict=False)
+    setup_logging(settings.log_level, component="web", secrets=secret_values(masked))
     init_sentry(settings, component="web")
 
     app = Flask(__name__)
@@ -65,12 +75,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def _settings_or_exit() -> Settings:
+def _settings_or_exit(role: Role) -> Settings:
     from .config import load_dotenv_if_present
 
     load_dotenv_if_present()
     try:
-        return Settings.from_env()
+        return Settings.from_env(role=role)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,7 +1,12 @@
-"""Settings: one frozen dataclass, read from the environment and checked at start.
+"""Settings: one frozen dataclass, read from the environment and checked at start, per process role.
 
-Tests build ``Settings(...)`` directly (or ``Settings.for_tests(...)``); processes call ``Settings.from_env()``,
-which raises ``ConfigError`` naming every missing or malformed variable in one line.
+Tests build ``Settings(...)`` directly (or ``Settings.for_tests(...)``); processes call
+``Settings.from_env(role=...)``, which raises ``ConfigError`` naming every missing or malformed variable in one
+line. The roles differ only in the provider credentials the web process never uses (``WORKER_ONLY``: Attio's API
+key, Zoho's OAuth client and refresh token): the ``worker`` role requires them, the ``web`` role
+neither requires nor keeps them (its settings hold ``""`` for each even when the environment sets it), so no
+request, error report or debugger in the web process can reach them. A command that needs them fills them in
+with ``with_credentials`` or stops naming the missing ones.
 """
 
 from __future__ import annotations
@@ -12,20 +17,33 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "load_dotenv_if_present"]
+__all__ = ["PROVIDER_CREDENTIALS", "REQUIRED", "ROLES", "WEB", "WORKER", "WORKER_ONLY", "Role", "Settings",
+           "load_dotenv_if_present"]
 
-_REQUIRED = (
-    "ATTIO_API_KEY",
-    "ATTIO_WEBHOOK_SECRET",
-    "ZOHO_CLIENT_ID",
-    "ZOHO_CLIENT_SECRET",
-    "ZOHO_REFRESH_TOKEN",
+Role = Literal["web", "worker"]
+WEB: Role = "web"  # gunicorn serving create_app(): intake, /pay (Braintree), /rq, /admin, health
+WORKER: Role = "worker"  # python -m workers: every provider; also where operators run the CLI
+ROLES: tuple[Role, ...] = (WEB, WORKER)
+
+# What the Attio and Zoho clients authenticate with: only jobs and CLI commands build those clients (a route never
+# calls Attio or Zoho), so the web process is started without them.
+PROVIDER_CREDENTIALS: dict[str, tuple[str, ...]] = {
+    "attio": ("ATTIO_API_KEY",),
+    "zoho": ("ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"),
+}
+WORKER_ONLY: tuple[str, ...] = tuple(name for names in PROVIDER_CREDENTIALS.values() for name in names)
+
+# The webhook secrets, Braintree keys (the payment page mints client tokens and vaults cards; they also verify
+# Braintree's webhooks and derive the payment-link key) and the dashboard's credentials: both roles.
+# The Zoho organization id is no credential: both roles key the daily Zoho ledger by it (``/readyz``, ``quota``).
+_REQUIRED_BY_ALL = (
     "ZOHO_ORGANIZATION_ID",
+    "ATTIO_WEBHOOK_SECRET",
     "ZOHO_WEBHOOK_SECRET",
     "BRAINTREE_MERCHANT_ID",
     "BRAINTREE_PUBLIC_KEY",
@@ -33,6 +51,9 @@ _REQUIRED = (
     "DASHBOARD_USERNAME",
     "DASHBOARD_PASSWORD",
 )
+# The worker keeps the whole set: its shell is where operators run every CLI command (docs/runbook.md).
+REQUIRED: dict[Role, tuple[str, ...]] = {WEB: _REQUIRED_BY_ALL, WORKER: (*WORKER_ONLY, *_REQUIRED_BY_ALL)}
+_REQUIRED = REQUIRED[WORKER]  # every required variable of any role
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_DASHBOARD_PASSWORD = 12  # characters; the dashboard is on the public internet behind basic auth
 
@@ -110,8 +131,12 @@ class Settings:
         return hmac.new(self.braintree_key_pairs[0][1].encode(), b"payment-link-token", hashlib.sha256).digest()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read and check every variable; raise ConfigError naming each bad one."""
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, role: Role = WORKER) -> Settings:
+        """Read and check every variable ``role`` uses; raise ConfigError naming each bad one.
+
+        ``web`` leaves out ``WORKER_ONLY`` (neither required nor kept, even when set)."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
         env = os.environ if environ is None else environ
         problems: list[str] = []
 
@@ -119,7 +144,7 @@ class Settings:
             value = env.get(name)
             return value.strip() if value is not None and value.strip() != "" else default
 
-        missing = [name for name in _REQUIRED if get(name) is None]
+        missing = [name for name in REQUIRED[role] if get(name) is None]
         if missing:
             problems.append("missing required variable(s): " + ", ".join(missing))
 
@@ -249,7 +274,28 @@ class Settings:
             problems.append("BRAINTREE_PUBLIC_KEY and BRAINTREE_PRIVATE_KEY must list as many keys each")
         if problems:
             raise ConfigError("; ".join(problems))
+        if role == WEB:
+            values.update({name.lower(): "" for name in WORKER_ONLY})
         return cls(**values)
+
+    def missing_credentials(self, *providers: str) -> tuple[str, ...]:
+        """The variables of these providers' credentials (``PROVIDER_CREDENTIALS``) these settings lack."""
+        return tuple(name for p in providers for name in PROVIDER_CREDENTIALS[p] if not getattr(self, name.lower()))
+
+    def with_credentials(
+        self, *providers: str, environ: Mapping[str, str] | None = None, strict: bool = True
+    ) -> Settings:
+        """These settings with the providers' credentials they lack read from the environment (a web-role app's
+        CLI command); ConfigError naming every variable still missing (``strict=False``: left empty)."""
+        missing = self.missing_credentials(*providers)
+        if not missing:
+            return self
+        env = os.environ if environ is None else environ
+        found: dict[str, Any] = {name.lower(): env[name].strip() for name in missing if env.get(name, "").strip()}
+        still = [name for name in missing if name.lower() not in found]
+        if still and strict:
+            raise ConfigError("missing required variable(s): " + ", ".join(still))
+        return replace(self, **found)
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields changed (tests, CLI flags)."""

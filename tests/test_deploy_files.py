@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from integration.config import _REQUIRED
+from integration.config import REQUIRED, WEB, WORKER, WORKER_ONLY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,10 +41,18 @@ def test_key_value_is_wired_to_redis_url_and_never_evicts():
 
 def test_every_required_secret_is_declared_without_a_value():
     services = {s["name"]: s for s in blueprint()["services"]}
-    for name in ("integration-web", "integration-worker"):
+    for name, role in (("integration-web", WEB), ("integration-worker", WORKER)):
         declared = {e["key"]: e for e in services[name]["envVars"] if "key" in e}
-        for key in _REQUIRED:
+        for key in REQUIRED[role]:
             assert declared[key] == {"key": key, "sync": False}, (name, key)
+
+
+def test_the_web_service_is_given_no_worker_only_credential():
+    services = {s["name"]: s for s in blueprint()["services"]}
+    web = {e["key"] for e in services["integration-web"]["envVars"] if "key" in e}
+    shared = {e["key"] for group in blueprint()["envVarGroups"] for e in group["envVars"]}
+    assert web & set(WORKER_ONLY) == set()
+    assert shared & set(WORKER_ONLY) == set()  # nor through the group both services read
 
 
 def test_env_example_lists_every_variable_of_the_readme_table():
@@ -91,7 +99,7 @@ def test_reconcile_settings_agree_everywhere():
     example = (ROOT / ".env.example").read_text()
     readme = (ROOT / "README.md").read_text()
     shared = {e["key"]: e.get("value") for group in blueprint()["envVarGroups"] for e in group["envVars"]}
-    code = Settings.from_env({**{name: "x" for name in _REQUIRED}, "DASHBOARD_PASSWORD": "x" * 16})
+    code = Settings.from_env({**{name: "x" for name in REQUIRED[WORKER]}, "DASHBOARD_PASSWORD": "x" * 16})
     for name in RECONCILE_KEYS:
         [documented] = re.findall(rf"^\| `{name}` \| `([^`]*)`", readme, flags=re.M)
         [listed] = re.findall(rf"^{name}=(\S*)", example, flags=re.M)

@@ -19,8 +19,10 @@ VARIABLE = re.compile(r"[A-Z][A-Z0-9]+(?:_[A-Z0-9]+)+")
 
 
 def _code_variables() -> set[str]:
+    from integration import config
+
     source = (ROOT / "integration" / "config.py").read_text()
-    return set(re.findall(r'"(' + VARIABLE.pattern + r')"', source))
+    return set(re.findall(r'"(' + VARIABLE.pattern + r')"', source)) - set(config.__all__)  # its Python names
 
 
 def _table(section: str) -> str:

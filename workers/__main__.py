@@ -9,7 +9,7 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from integration.config import Settings, load_dotenv_if_present
+from integration.config import WORKER, Settings, load_dotenv_if_present
 from integration.errors import ConfigError
 from integration.observability import bind_job, init_sentry, secret_values, setup_logging
 from integration.queueing import make_queues, make_redis
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     load_dotenv_if_present()
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(role=WORKER)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import redis
 
-from integration.config import Settings, load_dotenv_if_present
+from integration.config import WORKER, Settings, load_dotenv_if_present
 from integration.queueing import make_redis
 
 if TYPE_CHECKING:  # the clients (and the Braintree SDK) load when a job first needs them
@@ -42,7 +42,7 @@ def use_settings(value: Settings | None) -> None:
 @functools.cache
 def _from_env() -> Settings:
     load_dotenv_if_present()
-    return Settings.from_env()
+    return Settings.from_env(role=WORKER)  # every provider credential required: jobs call all three
 
 
 def settings() -> Settings:

@@ -35,6 +35,7 @@ from ..clients.attio import (
     subscriptions_filter,
 )
 from ..errors import ServiceError, ServiceRejected
+from ._credentials import needs_credentials
 from ._patience import CouldNotFinish, patience_option, patiently
 
 __all__ = [
@@ -240,6 +241,7 @@ def ensure_webhook(client: AttioClient, url: str, echo: Echo) -> None:
 @click.option("--webhook-url", default=None, help="Also register the webhook for this https URL if missing.")
 @patience_option
 @with_appcontext
+@needs_credentials("attio")
 def setup_command(check: bool, webhook_url: str | None, patience: float) -> None:
     """Create the Attio objects, attributes and options of the data model that are missing; exit 1 on conflicts.
 

@@ -23,6 +23,7 @@ from flask.cli import with_appcontext
 from ..audit import DEFAULT_MAX_WAIT, DEFAULT_STALE_HOURS, AuditReport, run_audit
 from ..clients.budget import RateBudget
 from ..config import Settings
+from ._credentials import needs_credentials
 
 __all__ = ["group"]
 
@@ -42,6 +43,7 @@ group = click.Group("audit", help="Check invariants across Braintree, Zoho Billi
 @click.option("--zoho-share", type=click.FloatRange(min=0, min_open=True, max=1), default=1.0, show_default=True,
               help="Use at most this share of ZOHO_REQUESTS_PER_MINUTE (e.g. 0.5 while invoices are being collected).")
 @with_appcontext
+@needs_credentials("attio", "zoho")
 def payments_command(since: datetime | None, fmt: str, stale_hours: float, max_wait: float,
                      every_payment: bool, zoho_share: float) -> None:
     """One sale per invoice, each booked once in Zoho and in Attio, nothing open left untried; exit 1 on violations."""

@@ -29,6 +29,7 @@ from ..clients.braintree import BraintreeClient, build_braintree_client
 from ..clients.zoho import ZohoClient, build_zoho_client
 from ..config import Settings
 from ..errors import ServiceError
+from ._credentials import needs_credentials
 from .attio import missing_items, survey_schema, webhook_problem
 
 __all__ = ["Check", "command", "run_checks"]
@@ -260,6 +261,7 @@ def run_checks(
 @click.option("--probe-request-key", is_flag=True,
               help="Ask Braintree whether api_request_key is enabled, with a sale validation refuses.")
 @with_appcontext
+@needs_credentials("attio", "zoho")
 def command(probe_request_key: bool) -> None:
     """Check the configured accounts of Zoho Billing, Attio and Braintree (reads only); exit 1 on any FAIL."""
     settings, connection = current_app.extensions["settings"], current_app.extensions["redis"]

@@ -10,6 +10,7 @@ from flask import current_app
 from flask.cli import with_appcontext
 
 from ..explain import explain_invoice, jobs_about
+from ._credentials import needs_credentials
 
 __all__ = ["group"]
 
@@ -31,6 +32,7 @@ def _clients() -> dict[str, object]:
 @click.argument("ref")
 @_FORMAT
 @with_appcontext
+@needs_credentials("attio", "zoho")
 def invoice_command(ref: str, fmt: str) -> None:
     """An invoice by Zoho id or number: Zoho, Braintree sales, Attio, the charge intent, jobs, audit verdict."""
     found = explain_invoice(ref, **_clients())  # type: ignore[arg-type]
@@ -45,6 +47,7 @@ def invoice_command(ref: str, fmt: str) -> None:
 @click.argument("ref")
 @_FORMAT
 @with_appcontext
+@needs_credentials("attio", "zoho")
 def subscription_command(ref: str, fmt: str) -> None:
     """A subscription by Attio record id or Zoho subscription id: both records and every job about it."""
     from ..clients.attio_values import record_id, value

@@ -24,6 +24,7 @@ from ..clients.zoho import build_zoho_client
 from ..errors import LockBusy, ServiceError
 from ..locks import hold, sweep_lock
 from ..sweeps import SWEEPS
+from ._credentials import needs_credentials
 from ._progress import to_stderr
 
 __all__ = ["dunning_group", "reconcile"]
@@ -33,6 +34,7 @@ __all__ = ["dunning_group", "reconcile"]
 @click.argument("sweep", type=click.Choice([*SWEEPS, "all"]), default="all")
 @click.option("--dry-run", is_flag=True, help="Print what would be done; write and enqueue nothing.")
 @with_appcontext
+@needs_credentials("attio", "zoho")
 def reconcile(sweep: str, dry_run: bool) -> None:
     """Run the reconciliation sweeps now (all of them by default)."""
     from workers.jobs.reconcile import LOCK_TTL

@@ -20,6 +20,7 @@ from flask.cli import with_appcontext
 from ..clients.attio import build_attio_client
 from ..clients.zoho import build_zoho_client
 from ..locks import hold
+from ._credentials import needs_credentials
 from ._patience import patience_option, patiently
 from ._progress import Progress
 
@@ -32,6 +33,7 @@ group = click.Group("sync", help="Reconcile Attio with the providers.")
 @click.option("--dry-run", is_flag=True, help="Print what would change; write nothing.")
 @patience_option
 @with_appcontext
+@needs_credentials("attio", "zoho")
 def services(dry_run: bool, patience: float) -> None:
     """Mirror every Zoho Billing plan and addon into Attio services now (changes only); exit 2 if it cannot finish."""
     # the worker's reconcile and lock, run in this process

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from integration.config import Settings
+from integration.config import PROVIDER_CREDENTIALS, WEB, WORKER, WORKER_ONLY, Settings
 from integration.errors import ConfigError
 
 REQUIRED = {
@@ -70,15 +70,72 @@ def test_simulator_url_is_a_valid_environment():
     assert s.braintree_environment == "http://127.0.0.1:4567"
 
 
-@pytest.mark.parametrize("module", [["-m", "workers"], ["-c", "import integration; integration.create_app()"]])
-def test_processes_stop_with_one_clear_line(module, tmp_path):
+@pytest.mark.parametrize(("module", "named", "not_named"), [
+    (["-m", "workers"], "ZOHO_CLIENT_ID", None),
+    (["-c", "import integration; integration.create_app()"], "ZOHO_WEBHOOK_SECRET", "ZOHO_CLIENT_ID"),
+])
+def test_processes_stop_with_one_clear_line(module, named, not_named, tmp_path):
     env = {"PATH": "/usr/bin:/bin", "ATTIO_API_KEY": "k", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     proc = subprocess.run([sys.executable, *module], env=env, capture_output=True, text=True, timeout=60,
                           cwd=str(tmp_path), check=False)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr
-    assert lines[0].startswith("configuration error:") and "ZOHO_CLIENT_ID" in lines[0]
+    assert lines[0].startswith("configuration error:") and named in lines[0]
+    assert not_named is None or not_named not in lines[0]  # the web process does not ask for the worker's keys
+
+
+WEB_ONLY = {k: v for k, v in REQUIRED.items() if k not in WORKER_ONLY}
+
+
+def test_the_roles_differ_only_in_the_attio_and_zoho_credentials():
+    from integration.config import REQUIRED as BY_ROLE
+
+    assert set(BY_ROLE[WORKER]) - set(BY_ROLE[WEB]) == set(WORKER_ONLY) == {
+        "ATTIO_API_KEY", "ZOHO_CLIENT_ID", "ZOHO_CLIENT_SECRET", "ZOHO_REFRESH_TOKEN"}
+    assert set(BY_ROLE[WEB]) < set(BY_ROLE[WORKER])
+
+
+def test_the_web_role_starts_without_the_worker_only_credentials():
+    s = Settings.from_env(WEB_ONLY, role=WEB)
+    assert s.missing_credentials("attio", "zoho") == WORKER_ONLY
+    assert s.attio_webhook_secrets == ("a", "b") and s.braintree_key_pairs == (("p", "priv-SECRET-2"),)
+
+
+def test_the_web_role_keeps_none_of_them_even_when_they_are_set():
+    s = Settings.from_env(REQUIRED, role=WEB)
+    assert [getattr(s, name.lower()) for name in WORKER_ONLY] == [""] * len(WORKER_ONLY)
+    assert "key-SECRET-1" not in str(vars(s))
+
+
+def test_the_worker_role_names_every_missing_worker_credential_in_one_line():
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(WEB_ONLY, role=WORKER)
+    assert str(info.value) == "missing required variable(s): " + ", ".join(WORKER_ONLY)
+    assert Settings.from_env(REQUIRED).attio_api_key == "key-SECRET-1"  # worker is the default role
+
+
+def test_the_web_role_still_names_its_own_missing_variables():
+    env = {k: v for k, v in WEB_ONLY.items() if k != "BRAINTREE_PRIVATE_KEY"}
+    with pytest.raises(ConfigError, match="BRAINTREE_PRIVATE_KEY") as info:
+        Settings.from_env(env, role=WEB)
+    assert "ATTIO_API_KEY" not in str(info.value)
+    with pytest.raises(ConfigError, match="DASHBOARD_PASSWORD must be at least"):
+        Settings.from_env({**WEB_ONLY, "DASHBOARD_PASSWORD": "short"}, role=WEB)
+
+
+def test_credentials_are_filled_from_the_environment_or_named():
+    web = Settings.from_env(REQUIRED, role=WEB)
+    full = web.with_credentials("attio", "zoho", environ=REQUIRED)
+    assert (full.attio_api_key, full.zoho_refresh_token, full.zoho_organization_id) == ("key-SECRET-1", "r", "1")
+    assert full.with_credentials("attio", "zoho", environ={}) is full  # nothing to read
+    with pytest.raises(ConfigError) as info:
+        web.with_credentials("zoho", environ={"ZOHO_CLIENT_ID": "c", "ZOHO_REFRESH_TOKEN": "  "})
+    assert str(info.value) == ("missing required variable(s): "
+                               "ZOHO_CLIENT_SECRET, ZOHO_REFRESH_TOKEN")
+    assert web.with_credentials("attio", environ={"ATTIO_API_KEY": "k"}).zoho_client_id == ""  # only those asked
+    partial = web.with_credentials(*PROVIDER_CREDENTIALS, environ={"ATTIO_API_KEY": "k"}, strict=False)
+    assert (partial.attio_api_key, partial.zoho_client_id) == ("k", "")
 
 
 @pytest.mark.parametrize("url", ["ftp://default:redis-Pa55word-9@cache.internal:6379",

@@ -5,6 +5,7 @@ answer within 100 ms each (with gthread alone, a dozen such connections held eve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -19,11 +20,13 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from integration.config import WORKER_ONLY, Settings
 from integration.request_buffer import RequestBuffer
 
-from ..conftest import free_port, make_settings
+from ..conftest import free_port, make_settings, run_until_idle, run_worker
 from ..helpers import job_count, signed_attio
 from ..processes import ROOT, settings_env
+from ..workers.test_activation import CRM, send_event
 
 
 def procfile_web() -> str:
@@ -31,33 +34,44 @@ def procfile_web() -> str:
     return line.split(":", 1)[1].strip()
 
 
-@pytest.fixture
-def web(request, redis_conn, tmp_path: Path) -> Iterator[str]:
-    """The Procfile's web command on a free loopback port (extra environment from the test's ``web_env`` mark)."""
+@contextlib.contextmanager
+def procfile_web_running(settings: Settings, log_dir: Path, **extra_env: str) -> Iterator[str]:
+    """The Procfile's web command on a free loopback port, configured as the web service is on Render: from
+    ``settings`` without the worker-only credentials (``integration.config.WORKER_ONLY``), which it must not need."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATTIO_", "ZOHO_", "BRAINTREE_"))}
-    env.update(settings_env(make_settings()), PORT=str(port), PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING",
+    env.update({k: v for k, v in settings_env(settings).items() if k not in WORKER_ONLY}, PORT=str(port),
+               PYTHONPATH=str(ROOT), LOG_LEVEL="WARNING",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")  # the venv's gunicorn
-    marker = request.node.get_closest_marker("web_env")
-    env.update(marker.kwargs if marker else {})
+    env.update(extra_env)
     command = procfile_web().replace("0.0.0.0:", "127.0.0.1:")
-    log = open(tmp_path / "web.log", "wb")  # noqa: SIM115
+    log = open(log_dir / "web.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(["bash", "-c", "exec " + command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
-    while True:
-        try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
-                break
-        except requests.ConnectionError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "web.log").read_text()
-        time.sleep(0.1)
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=20)
-    log.close()
+    try:
+        while True:
+            try:
+                if requests.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (log_dir / "web.log").read_text()
+            time.sleep(0.1)
+        yield url
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=20)
+        log.close()
+
+
+@pytest.fixture
+def web(request, redis_conn, tmp_path: Path) -> Iterator[str]:
+    """The Procfile's web command on a free loopback port (extra environment from the test's ``web_env`` mark)."""
+    marker = request.node.get_closest_marker("web_env")
+    with procfile_web_running(make_settings(), tmp_path, **(marker.kwargs if marker else {})) as url:
+        yield url
 
 
 def stalled(url: str, n: int, head: bytes) -> list[socket.socket]:
@@ -117,6 +131,34 @@ def test_more_stalled_connections_than_the_worker_takes_do_not_stop_it_accepting
     finally:
         for s in socks:
             s.close()
+
+
+def test_the_procfile_web_serves_everything_without_the_worker_only_credentials(stack, redis_conn, queues, tmp_path):
+    """Intake, health, readiness and the payment page (its Braintree calls included) under the real command, with
+    no Attio or Zoho credential in the process's environment; the activation's jobs run here with the worker's."""
+    settings = stack.settings()
+    auth = (settings.dashboard_username, settings.dashboard_password)
+    with procfile_web_running(settings, tmp_path) as url:
+        assert requests.get(url + "/healthz", timeout=5).status_code == 200
+        assert requests.get(url + "/readyz", timeout=5).json() == {"status": "ready"}
+        assert requests.get(url + "/readyz", auth=auth, timeout=5).json()["redis"] == "ok"
+        req = signed_attio(1)
+        assert requests.post(url + "/webhooks/attio", data=req.body, headers=req.headers, timeout=5).status_code == 202
+        queues["webhooks"].empty()
+
+        crm = CRM(stack, card=False)
+        crm.request()
+        assert send_event(url, crm.subscription).status_code == 202
+        run_worker(redis_conn)
+        assert crm.sub("status") == "Awaiting payment method"
+        token = crm.sub("payment_link").rsplit("/", 1)[1]
+        page = requests.get(f"{url}/pay/{token}", timeout=10)
+        assert page.status_code == 200 and "clientToken" in page.text  # a client token minted by this process
+        done = requests.post(f"{url}/pay/{token}", data={"payment_method_nonce": "fake-valid-nonce"}, timeout=10)
+        assert done.status_code == 200, done.text
+        run_until_idle(redis_conn)
+        assert crm.sub("status") == "Active"
+    assert "Traceback" not in (tmp_path / "web.log").read_text()
 
 
 def test_an_announced_body_over_1_mib_is_413_without_reading_it(web):
