@@ -6,14 +6,16 @@ real worker processes (``bench.collection``'s harness, Braintree as the kind gat
 defaults, scaled in time so the run takes minutes instead of hours: Zoho's 30 calls/min becomes
 ``30 × --scale`` per minute (the same budget with a minute ``--scale`` times shorter), Attio keeps its 25 writes/s
 (real time). Zoho's daily quota is not enforced during the run (a day cannot pass in it): the days a run needs at
-each plan's daily limit are computed from the calls per invoice measured, less the share the default catalog sync
-already takes each day.
+each plan's daily limit are computed from the calls per invoice measured, less the share the catalog sync takes
+each day, itself measured first (``bench.catalog.daily_calls``: a 1,200-item catalogue with 10 changes a day)
+BEFORE (a full reconcile every 15 minutes) and AFTER (events, and a full reconcile daily).
 
 Prints, from the service's own counters (``integration.clients.quota``: calls per operation by provider) checked
 against the simulators' logs: Zoho, Attio and Braintree calls per collected invoice; the wall time against the
 floor set by the binding budget (the largest of Zoho's calls ÷ its scaled rate, Attio's writes ÷ 25/s: ratio, goal
-≤ 1.15); days needed at Standard (1,000/day) and Premium (5,000/day) with the reserve; 429s (0); double charges
-(0). Redis: ``BENCH_REDIS_URL`` (flushed).
+≤ 1.15); days needed at Standard (1,000/day) and Premium (5,000/day) with the reserve, for this run and for a
+5,000-invoice month start, with the catalog's daily cost before and after; 429s (0); double charges (0).
+Redis: ``BENCH_REDIS_URL`` (flushed).
 """
 
 from __future__ import annotations
@@ -27,13 +29,12 @@ from typing import Any
 from integration.clients.quota import ZohoLedger, usage
 from integration.queueing import make_redis
 
-from . import collection
+from . import catalog, collection
 from ._common import BENCH_REDIS_URL, SERVICE_ENV, table
 
 ZOHO_PER_MINUTE = 30  # the service's default (the stricter reading of Zoho's per-minute limit)
 PLANS = (("Standard", 1000), ("Premium", 5000))
-CATALOG_CALLS_PER_RUN = 7  # a 1,200-item catalogue read by a full sync: 6 plan and addon pages and 1 products page
-CATALOG_RUNS_PER_DAY = 96  # CATALOG_SYNC_INTERVAL_MINUTES = 15
+MONTH_START = 5000  # invoices raised at once at a month start (issue 20)
 GOAL = 1.15
 BUDGET_MARGIN = 0.05  # RateBudget's window stretch (integration.clients.budget)
 
@@ -58,6 +59,7 @@ def run(args: argparse.Namespace, redis_url: str = BENCH_REDIS_URL) -> dict[str,
         attio_reads_per_second=100, zoho_requests_per_minute=per_minute, timeout=args.timeout, gateway="kind",
         preimport=False, service_env={"REDIS_URL": redis_url, "ZOHO_REQUESTS_PER_DAY": "1000000"},
     )
+    catalog_cost = catalog.daily_calls(redis_url=redis_url)  # before the harness: it flushes the same Redis
     sims = collection._Sims(harness)
     connection = make_redis(redis_url)
     connection.flushdb()
@@ -83,17 +85,20 @@ def run(args: argparse.Namespace, redis_url: str = BENCH_REDIS_URL) -> dict[str,
     binding = max(floors, key=lambda k: floors[k])
     wall = result["first_to_last_payment_s"]
     zoho_per_invoice = per_op["zoho"].get("collection", math.nan)
-    catalog_per_day = CATALOG_CALLS_PER_RUN * CATALOG_RUNS_PER_DAY
-    days = {}
-    for plan, limit in PLANS:
-        money_per_day = limit - min(catalog_per_day, limit // 2)  # the sync stops at the reserve (half the day)
-        days[plan] = math.ceil(n * zoho_per_invoice / money_per_day) if money_per_day > 0 else math.inf
+    catalog_per_day = {when: catalog_cost[when]["zoho"] for when in ("before", "after")}
+    days: dict[str, dict[str, float]] = {}
+    for invoices in sorted({n, MONTH_START}):
+        for plan, limit in PLANS:
+            for when, cost in catalog_per_day.items():
+                money_per_day = limit - min(cost, limit // 2)  # the sync stops at the reserve (half the day)
+                need = math.ceil(invoices * zoho_per_invoice / money_per_day) if money_per_day > 0 else math.inf
+                days.setdefault(f"{invoices} invoices on {plan}", {})[when] = need
     return {
         "invoices": n, "collected": collected, "workers": args.workers, "scale": args.scale,
         "calls_per_invoice": {p: per_op[p].get("collection") for p in ("zoho", "attio", "braintree")},
         "simulator_calls_per_invoice": result["calls_per_invoice"],
         "floors_s": floors, "binding": binding, "wall_s": wall, "ratio": wall / floors[binding],
-        "days": days, "catalog_calls_per_day": catalog_per_day,
+        "days": days, "catalog_calls_per_day": catalog_per_day, "catalog": catalog_cost,
         "zoho_429": result["zoho_429"], "attio_429": result["attio_429"],
         "double_charges": result["double_charges"], "unbooked_sales": result["unbooked_sales"],
         "audit_violations": result["audit_violations"], "jobs": result["jobs"]["outcomes"],
@@ -111,8 +116,11 @@ def report(r: dict[str, Any]) -> str:
         ("floors", "; ".join(f"{k}: {v:.1f} s" for k, v in r["floors_s"].items())),
         ("wall (first webhook → last payment)", f"{r['wall_s']:.1f} s = {r['ratio']:.2f} × the floor of "
                                                 f"{r['binding']} (goal ≤ {GOAL})"),
-        ("days needed, month start", fmt(r["days"]) + f"  (daily limit less the default catalog sync's "
-                                                     f"{r['catalog_calls_per_day']} calls/day, capped at the reserve)"),
+        ("catalog's Zoho calls per day", f"before {r['catalog_calls_per_day']['before']:g} (full reconcile every "
+                                         f"15 min), after {r['catalog_calls_per_day']['after']:g} (events + daily "
+                                         f"full); 1,200 items, 10 changes a day, measured"),
+        *((f"days needed, {what}", f"before {d['before']}, after {d['after']}  (daily limit less the catalog's "
+                                   "calls, capped at the reserve)") for what, d in r["days"].items()),
         ("429 answers", f"Zoho {r['zoho_429']}, Attio {r['attio_429']} (target 0)"),
         ("double charges / unbooked", f"{r['double_charges']} / {r['unbooked_sales']} (target 0 / 0); audit "
                                       f"violations {r['audit_violations']}"),

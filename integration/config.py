@@ -107,6 +107,9 @@ class Settings:
     # of it that only money work (collection, activation, webhooks) may take.
     zoho_requests_per_day: int = 1000
     zoho_daily_reserve_percent: int = 50
+    # The catalog's full reconcile (workers.jobs.catalog): due when the last complete one began this many hours ago;
+    # each CATALOG_SYNC_INTERVAL_MINUTES tick checks. 0 = every tick reconciles in full.
+    catalog_full_sync_hours: int = 24
 
     @property
     def is_production(self) -> bool:
@@ -260,6 +263,8 @@ class Settings:
             zoho_requests_per_day=integer("ZOHO_REQUESTS_PER_DAY", 1000, minimum=1),
             zoho_daily_reserve_percent=integer("ZOHO_DAILY_RESERVE_PERCENT", 50),
         )
+        # The catalog's full reconcile period (workers.jobs.catalog)
+        values.update(catalog_full_sync_hours=integer("CATALOG_FULL_SYNC_HOURS", 24))
         if not 0 <= values["zoho_daily_reserve_percent"] <= 100:
             problems.append("ZOHO_DAILY_RESERVE_PERCENT must be between 0 and 100, "
                             f"got {values['zoho_daily_reserve_percent']}")

@@ -21,6 +21,7 @@ import hmac
 import itertools
 import json
 import queue
+import random
 import secrets
 import threading
 import time
@@ -304,6 +305,15 @@ class ZohoSimulator(Simulator):
         self.payments: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.webhook_deliveries: list[dict[str, Any]] = []
+        # Zoho has no plan/addon/product events of its own (the Events API's event types; reference §5.2); a Zoho
+        # workflow rule's webhook can send them. On, every catalogue change below emits one, in the default
+        # payload's envelope with the item as GET /plans/{code} (/addons/{code}) returns it.
+        self.catalog_events = False
+        # The share of webhooks lost on the way (never delivered, whatever Zoho's retries): a full reconcile or a
+        # sweep must heal them. Drawn from a seeded generator, so a test's losses are the same on every run.
+        self.webhook_loss = 0.0
+        self._loss = random.Random(20)
+        self.webhooks_lost = 0
         self._tokens: dict[str, dict[str, Any]] = {}  # access token -> refresh_token, expires_at, invalidated
         self._mints: dict[str, deque[float]] = {}
         self._accepted: deque[float] = deque()
@@ -1112,8 +1122,19 @@ class ZohoSimulator(Simulator):
         if target is not None and (wanted is None or event_type in wanted):
             hook = {"webhook_id": "1", "url": target[0], "status": "scheduled", "last_updated_time": self._ts()}
             record["webhooks"].append(hook)
+            if self.webhook_loss and self._loss.random() < self.webhook_loss:
+                hook["status"] = "failure"
+                self.webhooks_lost += 1
+                delivery = {"event_id": record["event_id"], "event_type": event_type, "url": target[0]}
+                self.webhook_deliveries.append(delivery | {"status": None, "error": "lost"})
+                return record
             self._enqueue_webhook(target[0], target[1], body, record)
         return record
+
+    def _catalog_event(self, event_type: str, resource_key: str, obj: dict[str, Any]) -> None:
+        """A catalogue change's event, when a workflow sends them (``catalog_events``); the lock is held."""
+        if self.catalog_events:
+            self._emit(event_type, resource_key, copy.deepcopy(obj))
 
     def _enqueue_webhook(self, url: str, secret: str, body: bytes, record: dict[str, Any]) -> None:
         with self._wh_cond:
@@ -1171,7 +1192,16 @@ class ZohoSimulator(Simulator):
                 "product_id": product_id, "name": name, "description": "", "email_ids": "", "redirect_url": "",
                 "status": "active", "created_time": now, "updated_time": now,
             }  # fmt: skip
+            self._catalog_event("product_created", "product", self.products[product_id])
             return product_id
+
+    def update_product(self, product_id: str, **fields: Any) -> dict[str, Any]:
+        """Change a product's fields (``updated_time`` moves); returns a copy of it."""
+        with self._lock:
+            product = self.products[product_id]
+            product.update(fields, updated_time=self._ts())
+            self._catalog_event("product_updated", "product", product)
+            return copy.deepcopy(product)
 
     def _default_product(self) -> str:
         return next(iter(self.products), None) or self.add_product("Default product")
@@ -1200,6 +1230,7 @@ class ZohoSimulator(Simulator):
                 "setup_fee": 0.0, "tax_id": "", "custom_fields": [], "tags": [],
                 "created_time": now, "updated_time": now, **extra,
             }  # fmt: skip
+            self._catalog_event("plan_created", "plan", self.plans[plan_code])
             return copy.deepcopy(self.plans[plan_code])
 
     def update_plan(self, plan_code: str, **fields: Any) -> dict[str, Any]:
@@ -1207,12 +1238,13 @@ class ZohoSimulator(Simulator):
         with self._lock:
             plan = self.plans[plan_code]
             plan.update(fields, updated_time=self._ts())
+            self._catalog_event("plan_updated", "plan", plan)
             return copy.deepcopy(plan)
 
     def remove_plan(self, plan_code: str) -> None:
         """Delete a plan, as if it had been deleted in Zoho."""
         with self._lock:
-            del self.plans[plan_code]
+            self._catalog_event("plan_deleted", "plan", self.plans.pop(plan_code))
 
     def add_addon(
         self,
@@ -1237,6 +1269,7 @@ class ZohoSimulator(Simulator):
                 "product_id": product_id or self._default_product(), "tax_id": "",
                 "created_time": now, "updated_time": now, **extra,
             }  # fmt: skip
+            self._catalog_event("addon_created", "addon", self.addons[addon_code])
             return copy.deepcopy(self.addons[addon_code])
 
     def update_addon(self, addon_code: str, **fields: Any) -> dict[str, Any]:
@@ -1244,12 +1277,13 @@ class ZohoSimulator(Simulator):
         with self._lock:
             addon = self.addons[addon_code]
             addon.update(fields, updated_time=self._ts())
+            self._catalog_event("addon_updated", "addon", addon)
             return copy.deepcopy(addon)
 
     def remove_addon(self, addon_code: str) -> None:
         """Delete an addon."""
         with self._lock:
-            del self.addons[addon_code]
+            self._catalog_event("addon_deleted", "addon", self.addons.pop(addon_code))
 
     def seed_sample_data(self) -> dict[str, Any]:
         """One product, three plans (one inactive) and two addons; returns their ids and codes."""

@@ -89,11 +89,11 @@ def test_the_lock_pins_every_requirement_at_its_version_with_hashes():
 
 
 RECONCILE_KEYS = ("RECONCILE_INTERVAL_MINUTES", "RECONCILE_GRACE_MINUTES", "DUNNING_SCHEDULE_DAYS",
-                  "SETTLEMENT_CHECK_AFTER_HOURS")
+                  "SETTLEMENT_CHECK_AFTER_HOURS", "CATALOG_SYNC_INTERVAL_MINUTES", "CATALOG_FULL_SYNC_HOURS")
 
 
 def test_reconcile_settings_agree_everywhere():
-    """README default = .env.example value = render.yaml value = the code's default, for the sweeps' settings."""
+    """README default = .env.example value = render.yaml value = the code's default, for the periodic jobs' settings."""
     from integration.config import Settings
 
     example = (ROOT / ".env.example").read_text()

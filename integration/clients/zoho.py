@@ -218,13 +218,15 @@ class ZohoClient:
         )
 
     # -- catalogue ----------------------------------------------------------------------------------------------
-    def list_plans(self, status: str = "All") -> list[dict[str, Any]]:
-        """Every plan with that status (All, ACTIVE, INACTIVE), all pages."""
-        return self._all("/plans", "plans", {"filter_by": _filter("PlanStatus", status, _PLAN_FILTERS)})
+    def list_plans(self, status: str = "All", product_id: str | None = None) -> list[dict[str, Any]]:
+        """Every plan with that status (All, ACTIVE, INACTIVE), of one product if given, all pages."""
+        params = {"filter_by": _filter("PlanStatus", status, _PLAN_FILTERS)}
+        return self._all("/plans", "plans", params | ({"product_id": product_id} if product_id else {}))
 
-    def list_addons(self, status: str = "All") -> list[dict[str, Any]]:
-        """Every addon with that status (All, ACTIVE, INACTIVE, ONETIME, RECURRING), all pages."""
-        return self._all("/addons", "addons", {"filter_by": _filter("AddonStatus", status, _ADDON_FILTERS)})
+    def list_addons(self, status: str = "All", product_id: str | None = None) -> list[dict[str, Any]]:
+        """Every addon with that status (All, ACTIVE, INACTIVE, ONETIME, RECURRING), of one product if given."""
+        params = {"filter_by": _filter("AddonStatus", status, _ADDON_FILTERS)}
+        return self._all("/addons", "addons", params | ({"product_id": product_id} if product_id else {}))
 
     def list_products(self) -> list[dict[str, Any]]:
         """Every product, all pages."""
@@ -233,6 +235,10 @@ class ZohoClient:
     def get_plan(self, code: str) -> dict[str, Any] | None:
         """One plan by ``plan_code``, or None when Zoho has no such plan."""
         return self._get(f"/plans/{_seg(code)}", "plan")
+
+    def get_addon(self, code: str) -> dict[str, Any] | None:
+        """One addon by ``addon_code``, or None when Zoho has no such addon."""
+        return self._get(f"/addons/{_seg(code)}", "addon")
 
     # -- customers ----------------------------------------------------------------------------------------------
     def get_customer(self, customer_id: str) -> dict[str, Any] | None:

@@ -153,3 +153,11 @@ def test_the_redis_password_is_a_secret_of_the_logs_and_not_in_the_repr():
     s = Settings.from_env({**REQUIRED, "REDIS_URL": "rediss://default:redis-Pa55word-9@cache.internal:6379/0"})
     assert "redis-Pa55word-9" not in repr(s)
     assert "redis-Pa55word-9" in secret_values(s)
+
+
+def test_catalog_full_sync_period_is_daily_by_default_and_configurable():
+    assert Settings.from_env(REQUIRED).catalog_full_sync_hours == 24
+    assert Settings.from_env({**REQUIRED, "CATALOG_FULL_SYNC_HOURS": "6"}).catalog_full_sync_hours == 6
+    assert Settings.from_env({**REQUIRED, "CATALOG_FULL_SYNC_HOURS": "0"}).catalog_full_sync_hours == 0
+    with pytest.raises(ConfigError, match="CATALOG_FULL_SYNC_HOURS"):
+        Settings.from_env({**REQUIRED, "CATALOG_FULL_SYNC_HOURS": "daily"})

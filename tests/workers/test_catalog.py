@@ -24,9 +24,9 @@ from integration.locks import hold
 from integration.queueing import enqueue_job, make_queues, make_redis
 from integration.routing import CATALOG_QUEUE, CATALOG_SYNC
 from simulators.attio import AttioSimulator
-from tests.conftest import TEST_REDIS_URL, Stack, run_until_idle, run_worker
+from tests.conftest import SECRETS, TEST_REDIS_URL, LiveServer, Stack, run_until_idle, run_worker
 from workers import runtime
-from workers.jobs.catalog import LOCK_NAME, handle_catalog_sync
+from workers.jobs.catalog import LAST_RUN_KEY, LOCK_NAME, handle_catalog_sync
 from workers.schedule import install_schedule, period_job_id, period_start
 from workers.workflows.catalog import billing_interval, sync_services
 
@@ -352,10 +352,183 @@ def test_one_run_per_period_however_many_workers(stack, redis_conn):
     run_worker(redis_conn)
     assert sorted(finished.get_job_ids()) == sorted([period_job_id(current), period_job_id(current + period)])
     assert registry.get_job_ids() == [period_job_id(current + 2 * period)]
-    assert len(stack.zoho.calls_to("GET", PLANS)) == 2
+    # ... and reads nothing: the full reconcile is daily by default, and the last one began a tick ago
+    assert queue.fetch_job(period_job_id(current + period)).return_value()["outcome"] == "skipped"
+    assert len(stack.zoho.calls_to("GET", PLANS)) == 1
 
 
 def test_schedule_off_when_interval_is_zero(stack, redis_conn):
     assert install_schedule(stack.settings(catalog_sync_interval_minutes=0), redis_conn) == []
     queue = make_queues(redis_conn)[CATALOG_QUEUE]
     assert queue.count == 0 and queue.scheduled_job_registry.count == 0
+
+
+# -- change-driven: one event, one item ---------------------------------------------------------------------------
+BILLING = "/billing/v1/"
+
+
+def zoho_billing_calls(stack: Stack, since: int) -> list[str]:
+    """The Billing API calls Zoho saw after the first ``since`` calls (``GET /billing/v1/plans/x``), OAuth left out."""
+    return [f"{c.method} {c.path}" for c in stack.zoho.calls[since:] if c.path.startswith(BILLING)]
+
+
+@pytest.fixture
+def catalog_events(stack: Stack, live_server: LiveServer) -> Iterator[Stack]:
+    """Zoho posting catalogue events (as a Zoho workflow would) to the real web app."""
+    stack.zoho.webhook_target = (f"{live_server.url}/webhooks/zoho", SECRETS["zoho_webhook_secret"])
+    stack.zoho.catalog_events = True
+    yield stack
+
+
+def _deliver(stack: Stack, redis_conn: redis.Redis) -> None:
+    assert stack.zoho.flush_webhooks(10)
+    run_worker(redis_conn)
+
+
+def test_a_plan_event_mirrors_that_plan_with_one_zoho_read_and_one_attio_write(catalog_events, redis_conn):
+    """A catalogue of 1,200 items over 7 list pages: one changed plan costs one Zoho call, not seven."""
+    stack = catalog_events
+    stack.zoho.catalog_events = False  # the seed is not 1,200 events
+    seed(stack, plans=1000, addons=200)
+    assert handle_catalog_sync({"trigger": "admin"}, **clients(stack, redis_conn), redis=redis_conn,
+                               now=datetime.now(UTC))["created"] == 1200  # fmt: skip
+    stack.zoho.catalog_events = True
+    zoho_mark, attio_mark, before = len(stack.zoho.calls), len(stack.attio.calls), writes(stack.attio)
+
+    stack.zoho.update_plan("plan-0003", recurring_price=12.5, name="Plan three")
+    _deliver(stack, redis_conn)
+
+    assert zoho_billing_calls(stack, zoho_mark) == ["GET /billing/v1/plans/plan-0003"]
+    attio_calls = [f"{c.method} {c.path.rsplit('/', 1)[-1]}" for c in stack.attio.calls[attio_mark:]]
+    assert attio_calls == ["POST query", "PUT records"]  # the one record read, then upserted
+    assert writes(stack.attio) - before == 1
+    state = services(stack.attio)
+    assert (state["zoho-plan:plan-0003"]["price"], state["zoho-plan:plan-0003"]["name"]) == (12.5, "Plan three")
+    [job] = FinishedJobRegistry(queue=make_queues(redis_conn)[CATALOG_QUEUE]).get_job_ids()
+    result = make_queues(redis_conn)[CATALOG_QUEUE].fetch_job(job).return_value()
+    assert (result["outcome"], result["item"], result["updated"]) == ("mirrored", "plan plan-0003", 1)
+
+
+def test_created_and_deleted_events_create_and_mark_removed(catalog_events, redis_conn):
+    """``addon_created`` creates the record; ``*_deleted`` re-reads (Zoho: no such addon) and marks it Removed."""
+    stack = catalog_events
+    stack.zoho.add_addon("extra-ip", "Extra IP", 4.0)
+    stack.zoho.add_plan("starter", "Starter", 9.0)
+    _deliver(stack, redis_conn)
+    state = services(stack.attio)
+    assert {k: v["status"] for k, v in state.items()} == {
+        "zoho-addon:extra-ip": "Active", "zoho-plan:starter": "Active"}  # fmt: skip
+
+    zoho_mark = len(stack.zoho.calls)
+    stack.zoho.remove_addon("extra-ip")
+    _deliver(stack, redis_conn)
+    assert zoho_billing_calls(stack, zoho_mark) == ["GET /billing/v1/addons/extra-ip"]  # answered "Invalid AddonCode"
+    after = services(stack.attio)
+    assert after["zoho-addon:extra-ip"]["status"] == "Removed"
+    assert after["zoho-addon:extra-ip"]["price"] == 4.0  # the rest left as it was
+    assert after["zoho-plan:starter"]["status"] == "Active"
+
+
+def test_an_event_is_a_hint_so_a_late_delivery_cannot_undo_a_newer_state(stack, redis_conn):
+    """A ``plan_deleted`` delivered after the plan was created again writes what Zoho has now: the plan, Active."""
+    stack.zoho.add_plan("starter", "Starter", 9.0)
+    c = clients(stack, redis_conn)
+    late = {"source": "zoho", "event_type": "plan_deleted", "event_id": "903000000001",
+            "received_at": datetime.now(UTC).isoformat(), "event": {"data": {"plan": {"plan_code": "starter"}}}}
+    result = handle_catalog_sync(late, **c, redis=redis_conn, now=datetime.now(UTC))
+    assert (result["outcome"], result["created"]) == ("mirrored", 1)
+    assert services(stack.attio)["zoho-plan:starter"]["status"] == "Active"
+
+
+def test_a_product_event_rereads_that_products_plans_and_addons(catalog_events, redis_conn):
+    """A product's event lists its plans and addons only; one moved to another product is re-read, not removed."""
+    stack = catalog_events
+    stack.zoho.catalog_events = False
+    hosting, mail = stack.zoho.add_product("Hosting"), stack.zoho.add_product("Mail")
+    stack.zoho.add_plan("web-basic", "Web basic", 5.0, product_id=hosting)
+    stack.zoho.add_plan("web-pro", "Web pro", 15.0, product_id=hosting)
+    stack.zoho.add_addon("mailbox", "Mailbox", 1.0, product_id=mail)
+    handle_catalog_sync({"trigger": "admin"}, **clients(stack, redis_conn), redis=redis_conn, now=datetime.now(UTC))
+    stack.zoho.update_plan("web-pro", recurring_price=16.0, product_id=mail)  # moved, repriced
+    stack.zoho.remove_plan("web-basic")
+    stack.zoho.catalog_events = True
+    zoho_mark = len(stack.zoho.calls)
+
+    stack.zoho.update_product(hosting, name="Web hosting")
+    _deliver(stack, redis_conn)
+
+    assert sorted(zoho_billing_calls(stack, zoho_mark)) == [
+        "GET /billing/v1/addons", "GET /billing/v1/plans", "GET /billing/v1/plans/web-basic",
+        "GET /billing/v1/plans/web-pro"]  # fmt: skip
+    assert all(c.query.get("product_id") == hosting for c in stack.zoho.calls[zoho_mark:]
+               if c.path in (PLANS, "/billing/v1/addons"))  # fmt: skip
+    state = services(stack.attio)
+    assert state["zoho-plan:web-basic"]["status"] == "Removed"
+    assert (state["zoho-plan:web-pro"]["status"], state["zoho-plan:web-pro"]["price"],
+            state["zoho-plan:web-pro"]["zoho_product_id"]) == ("Active", 16.0, mail)  # fmt: skip
+    assert state["zoho-addon:mailbox"]["status"] == "Active"
+
+
+def test_lost_events_are_healed_by_the_daily_full_reconcile(catalog_events, redis_conn):
+    """Zoho loses some deliveries; the ticks before the full period read nothing, the daily one heals everything."""
+    stack = catalog_events
+    stack.zoho.catalog_events = False
+    seed(stack, plans=30, addons=5)
+    c = clients(stack, redis_conn)
+    start = datetime.now(UTC)
+    handle_catalog_sync({"trigger": "admin"}, **c, redis=redis_conn, now=start)
+    stack.zoho.catalog_events, stack.zoho.webhook_loss = True, 0.5
+    for i in range(10):
+        stack.zoho.update_plan(f"plan-{i:04d}", recurring_price=100.0 + i)
+    stack.zoho.remove_addon("addon-004")
+    _deliver(stack, redis_conn)
+    lost = stack.zoho.webhooks_lost
+    assert 0 < lost < 11
+
+    def stale() -> set[str]:
+        state = services(stack.attio)
+        prices = {f"zoho-plan:plan-{i:04d}" for i in range(10) if state[f"zoho-plan:plan-{i:04d}"]["price"] != 100 + i}
+        return prices | ({"zoho-addon:addon-004"} if state["zoho-addon:addon-004"]["status"] != "Removed" else set())
+
+    behind = stale()
+    assert len(behind) == lost  # exactly the lost ones are behind, the delivered ones mirrored at once
+
+    tick = {"trigger": "schedule", "source": "schedule"}
+    zoho_mark = len(stack.zoho.calls)
+    for hours in (1, 12, 23.8):  # ticks inside the day: no Zoho call at all
+        result = handle_catalog_sync(tick, **c, redis=redis_conn, now=start + timedelta(hours=hours),
+                                     full_sync_hours=24, tick_minutes=15)  # fmt: skip
+        assert result["outcome"] == "skipped"
+    assert zoho_billing_calls(stack, zoho_mark) == []
+    assert len(stale()) == lost
+
+    day = handle_catalog_sync(tick, **c, redis=redis_conn, now=start + timedelta(hours=24),
+                              full_sync_hours=24, tick_minutes=15)  # fmt: skip
+    assert day["outcome"] == "synced"
+    lost_removal = "zoho-addon:addon-004" in behind
+    assert (day["updated"], day["removed"]) == (lost - lost_removal, int(lost_removal))
+    assert stale() == set()
+    assert float(redis_conn.get(LAST_RUN_KEY)) == (start + timedelta(hours=24)).timestamp()
+
+
+def test_the_full_period_is_configurable_and_zero_means_every_tick(stack, redis_conn):
+    stack.zoho.seed_sample_data()
+    c = clients(stack, redis_conn)
+    now = datetime.now(UTC)
+    tick = {"trigger": "schedule", "source": "schedule"}
+
+    first = handle_catalog_sync(tick, **c, redis=redis_conn, now=now, full_sync_hours=6, tick_minutes=15)
+    assert first["outcome"] == "synced"  # no full run on record: due at once
+    later = now + timedelta(hours=5)
+    assert handle_catalog_sync(tick, **c, redis=redis_conn, now=later, full_sync_hours=6)["outcome"] == "skipped"
+    later = now + timedelta(hours=6)
+    assert handle_catalog_sync(tick, **c, redis=redis_conn, now=later, full_sync_hours=6)["outcome"] == "synced"
+    # a tick a few seconds early still counts as the period's (half a tick of slack)
+    early = later + timedelta(hours=6, seconds=-30)
+    assert handle_catalog_sync(tick, **c, redis=redis_conn, now=early, full_sync_hours=6,
+                               tick_minutes=15)["outcome"] == "synced"  # fmt: skip
+    for _ in range(2):  # 0: every tick reconciles in full, as before
+        assert handle_catalog_sync(tick, **c, redis=redis_conn, now=early, full_sync_hours=0)["outcome"] == "synced"
+    # an admin run is never "not due"
+    assert handle_catalog_sync({"trigger": "admin"}, **c, redis=redis_conn, now=early,
+                               full_sync_hours=6)["outcome"] == "synced"  # fmt: skip

@@ -1,11 +1,15 @@
 """Workflow 1: the Zoho Billing catalogue (plans and addons) mirrored into Attio ``services``, changes only.
 
-One pass: read every plan and addon from Zoho (all statuses, all pages), read the ``services`` records from Attio
-once, and plan the writes by comparing mapped values (everything but ``last_synced_at``, money as Decimal). Then
-upsert only what differs, on ``external_id``. A plan or addon Zoho no longer returns becomes ``Removed`` (its other
-attributes are left as they were); nothing is deleted, records whose ``external_id`` is not ours are never
-touched, and nothing is written to Zoho. A failure mid-way propagates (the job retries); the re-run reads again and
-writes only what is still missing, so it converges without duplicates.
+The full reconcile (``sync_services``): read every plan and addon from Zoho (all statuses, all pages), read the
+``services`` records from Attio once, and plan the writes by comparing mapped values (everything but
+``last_synced_at``, money as Decimal). Then upsert only what differs, on ``external_id``. A plan or addon Zoho no
+longer returns becomes ``Removed`` (its other attributes are left as they were); nothing is deleted, records whose
+``external_id`` is not ours are never touched, and nothing is written to Zoho. A failure mid-way propagates (the job
+retries); the re-run reads again and writes only what is still missing, so it converges without duplicates.
+
+One item (``sync_item``, for a ``plan_*``/``addon_*``/``product_*`` event): the same comparison over one plan or
+addon re-read from Zoho (one call; the event is only a hint, so delivery order cannot matter), or over one product's
+plans and addons (its list pages). What Zoho no longer has becomes ``Removed``, whatever the event said.
 """
 
 from __future__ import annotations
@@ -38,9 +42,11 @@ __all__ = [
     "WRITERS",
     "ZohoCatalog",
     "billing_interval",
+    "CatalogItem",
     "map_addon",
     "map_plan",
     "plan_changes",
+    "sync_item",
     "sync_services",
 ]
 
@@ -68,11 +74,16 @@ _ATTIO_PLACES = Decimal("0.0001")
 Progress = Callable[[int, int], None]  # (writes done, writes planned)
 
 
+CatalogItem = tuple[Literal["plan", "addon", "product"], str]  # (kind, plan_code | addon_code | product_id)
+
+
 class ZohoCatalog(Protocol):
     """The part of ZohoClient the sync reads."""
 
-    def list_plans(self, status: str = "All") -> list[dict[str, Any]]: ...
-    def list_addons(self, status: str = "All") -> list[dict[str, Any]]: ...
+    def list_plans(self, status: str = "All", product_id: str | None = None) -> list[dict[str, Any]]: ...
+    def list_addons(self, status: str = "All", product_id: str | None = None) -> list[dict[str, Any]]: ...
+    def get_plan(self, code: str) -> dict[str, Any] | None: ...
+    def get_addon(self, code: str) -> dict[str, Any] | None: ...
 
 
 class AttioServices(Protocol):
@@ -320,6 +331,55 @@ def sync_services(
     summary.seconds = time.monotonic() - started
     log.info("catalog sync done: %s", summary.line())
     return summary
+
+
+def sync_item(
+    item: CatalogItem,
+    *,
+    zoho: ZohoCatalog,
+    attio: AttioServices,
+    now: datetime,
+    dry_run: bool = False,
+) -> SyncSummary:
+    """Mirror one plan or addon (one Zoho read), or one product's plans and addons, into Attio ``services``.
+
+    A plan or addon Zoho answers "no such" for becomes ``Removed``. For a product, a record Attio files under it
+    that the product's lists no longer hold is re-read on its own: it may have moved to another product.
+    """
+    started = time.monotonic()
+    kind, code = item
+    wanted: dict[str, dict[str, Any]] = {}
+    if kind == "product":
+        mapped = [map_plan(p) for p in zoho.list_plans(status="All", product_id=code)]
+        mapped += [map_addon(a) for a in zoho.list_addons(status="All", product_id=code)]
+        wanted = {m["external_id"]: m for m in mapped}
+        every = _index(attio.query_records(SERVICES))
+        existing = {k: r for k, r in every.items() if k in wanted or value(r, "zoho_product_id") == code}
+        for external_id in existing.keys() - wanted.keys():
+            if value(existing[external_id], "status") != REMOVED:
+                wanted.update(_read_one(zoho, external_id))
+    else:
+        external_id = (PLAN_PREFIX if kind == "plan" else ADDON_PREFIX) + code
+        wanted = _read_one(zoho, external_id)
+        existing = _index(attio.query_records(SERVICES, {"external_id": external_id}))
+    changes, unchanged = plan_changes(wanted, existing, synced_at=iso(now))
+    counts = Counter(change.action for change in changes)
+    summary = SyncSummary(created=counts["create"], updated=counts["update"], unchanged=unchanged,
+                          removed=counts["remove"], changes=changes, dry_run=dry_run)  # fmt: skip
+    if not dry_run:
+        _write_all(changes, [attio], lambda done, total: None)
+    summary.seconds = time.monotonic() - started
+    log.info("catalog item %s %s: %s", kind, code, summary.line())
+    return summary
+
+
+def _read_one(zoho: ZohoCatalog, external_id: str) -> dict[str, dict[str, Any]]:
+    """The one plan or addon behind ``external_id``, mapped (empty when Zoho has no such item)."""
+    if external_id.startswith(PLAN_PREFIX):
+        plan = zoho.get_plan(external_id.removeprefix(PLAN_PREFIX))
+        return {} if plan is None else {external_id: map_plan(plan)}
+    addon = zoho.get_addon(external_id.removeprefix(ADDON_PREFIX))
+    return {} if addon is None else {external_id: map_addon(addon)}
 
 
 _EXIT = object()  # a writer thread's last message
