@@ -364,10 +364,15 @@ def test_dispute_opened_is_a_tagged_warning(collector: Collector, stack: Stack, 
 
     settings = stack.settings(sentry_dsn=collector.dsn, sentry_environment="test")
     runtime.use_settings(settings)
+    # A real sale with a chargeback in Braintree: the job re-reads the transaction and its disputes.
+    stack.braintree.add_customer("co_dp", email="ap@acme.example")
+    sale = stack.braintree.gateway().transaction.sale(
+        {"amount": "49.00", "customer_id": "co_dp", "options": {"submit_for_settlement": True}})
+    assert sale.is_success
+    notification = stack.braintree.notification("dispute_opened", sale.transaction.id)
     server = LiveServer(create_app(settings))
     try:
-        resp = requests.post(f"{server.url}/webhooks/braintree", data=signed_braintree("dispute_opened", "dp1"),
-                             timeout=10)
+        resp = requests.post(f"{server.url}/webhooks/braintree", data=notification, timeout=10)
         assert resp.status_code == 202, resp.text
     finally:
         server.stop()
