@@ -874,8 +874,12 @@ class BraintreeSimulator(Simulator):
 
     # -- audit test helper (added for the payments audit's tests, integration/audit) ----------------------------
     def backdate_transaction(self, txn_id: str, created_at: datetime) -> dict[str, Any]:
-        """Pretend a transaction was created at ``created_at`` (an aware datetime); returns a copy."""
+        """Pretend a transaction was created at ``created_at`` (an aware datetime); returns a copy. Searches show it
+        once the search lag has passed since then (an old transaction is in the index)."""
         with self._lock:
             txn = self._txn_or_raise(txn_id)
             txn["created_at"] = created_at.astimezone(UTC).replace(microsecond=0)
+            age = (datetime.now(UTC) - created_at).total_seconds()
+            self._indexed_at[txn_id] = min(self._indexed_at.get(txn_id, 0.0),
+                                           time.monotonic() - age + self.search_lag_seconds)
             return copy.deepcopy(txn)

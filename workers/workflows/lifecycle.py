@@ -21,6 +21,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
+import redis
 import sentry_sdk
 
 from integration import runbook
@@ -41,6 +42,7 @@ from ..records import (
     set_subscription,
     upsert_payment,
 )
+from .collection import unbook_sale
 
 __all__ = [
     "DISPUTE_KINDS",
@@ -52,6 +54,8 @@ __all__ = [
     "apply_transaction",
     "apply_transaction_event",
     "mirror_payment",
+    "reopen_invoice",
+    "reopening",
     "sync_subscription",
 ]
 
@@ -282,9 +286,9 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
     """Write a Braintree transaction's status now (``payments.status_of``) to its payment record.
 
     A declined settlement (or a voided sale) means the money never arrived: the result names the sale's invoice as
-    ``reopen_invoice``, and the job then takes the sale's payment off that Zoho invoice (``collection.unbook_sale``,
-    under the invoice's lock, after this one's is released; idempotent, so every delivery that finds the sale
-    Failed may ask), so Zoho never shows an invoice paid by nothing."""
+    ``reopen_invoice`` (``reopening``), and the caller then takes the sale's payment off that Zoho invoice
+    (``reopen_invoice``: under the invoice's lock, after this one's is released; idempotent, so every delivery and
+    sweep that finds the sale Failed may ask), so Zoho never shows an invoice paid by nothing."""
     if str(getattr(txn, "type", "sale")) == "credit":
         return _refund_event(attio, braintree, kind, txn)
     txn_id = str(txn.id)
@@ -293,8 +297,7 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
         log.warning("braintree %s: transaction %s has unmapped status %r: left as is", kind, txn_id,
                     getattr(txn, "status", None))
         return {"outcome": "ignored", "transaction_id": txn_id}
-    order_id = getattr(txn, "order_id", None)
-    reopen = {"reopen_invoice": str(order_id)} if status is PaymentStatus.FAILED and order_id else {}
+    reopen = reopening(txn)
     external_id = f"braintree:{txn_id}"
     record = find_one(attio, "payments", "external_id", external_id)
     if record is None:
@@ -302,6 +305,26 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
     changed = _write(attio, record, external_id, status, txn)
     return {"outcome": "updated" if changed else "unchanged", "transaction_id": txn_id, "status": status.value,
             **reopen}
+
+
+def reopening(txn: Any) -> dict[str, str]:
+    """``{"reopen_invoice": invoice id, "transaction_id": ...}`` when ``txn`` is a sale of ours whose money never
+    arrived (Braintree says Failed: settlement declined, voided), else ``{}``: what ``reopen_invoice`` acts on."""
+    if str(getattr(txn, "type", "sale")) == "credit" or status_of(txn) is not PaymentStatus.FAILED:
+        return {}
+    order_id = getattr(txn, "order_id", None)
+    return {"reopen_invoice": str(order_id), "transaction_id": str(txn.id)} if order_id else {}
+
+
+def reopen_invoice(result: dict[str, Any], *, zoho: Any, connection: redis.Redis) -> dict[str, Any]:
+    """Take a sale whose money never arrived off its Zoho invoice (``collection.unbook_sale``: the invoice's lock,
+    idempotent) when ``result`` names one (``reopening``, ``apply_transaction``); returns ``result`` with
+    ``zoho_payment_deleted``. The one way both the settlement webhook's job and the settlements sweep unbook, taken
+    with no transaction lock held (collection takes the invoice's lock first)."""
+    if result.get("reopen_invoice"):
+        result["zoho_payment_deleted"] = unbook_sale(str(result["reopen_invoice"]), str(result["transaction_id"]),
+                                                     zoho=zoho, connection=connection)
+    return result
 
 
 def _refund_event(attio: AttioLike, braintree: BraintreeReader, kind: str, credit: Any) -> dict[str, Any]:

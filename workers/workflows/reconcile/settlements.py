@@ -4,7 +4,9 @@ Braintree sends ``transaction_settled`` / ``transaction_settlement_declined`` we
 direct debit, never for cards: this sweep is how a card payment becomes ``Settled``, or ``Failed`` when its
 settlement was declined or the sale voided (or Refunded, Disputed: whatever Braintree says now, as
 ``payments.status_of`` reads it). The transactions are looked up together (an id search, not one call each) and
-applied through the settlement event's own code, under the transaction's lock. A payment still
+applied through the settlement event's own code, under the transaction's lock; a sale whose money never arrived is
+first taken off its Zoho invoice as that event's job does (``lifecycle.reopen_invoice``, once however many sweeps
+and late webhooks find it), so the invoices sweep collects the invoice again. A payment still
 ``Submitted`` after ``SETTLEMENT_GIVE_UP_DAYS`` is no longer looked up (one warning).
 """
 
@@ -19,7 +21,7 @@ from integration.locks import hold, transaction_lock
 
 from ...payments import PaymentStatus, status_of
 from ...records import parse_time
-from ..lifecycle import apply_transaction
+from ..lifecycle import apply_transaction, reopen_invoice, reopening
 from .base import SweepContext, SweepReport, walk
 
 __all__ = ["SETTLEMENT_GIVE_UP_DAYS", "sweep_settlements"]
@@ -60,13 +62,18 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
         if status in (None, PaymentStatus.SUBMITTED):
             report.skipped += 1  # submitted_for_settlement, settling, settlement_pending: not decided yet
             return
+        reopen = reopening(txn)
         if ctx.dry_run:
-            report.planned.append(f"payment braintree:{txn_id} → {status}")
+            unbook = f" (its Zoho payment on invoice {reopen['reopen_invoice']} deleted)" if reopen else ""
+            report.planned.append(f"payment braintree:{txn_id} → {status}{unbook}")
             report.repaired += 1
             return
+        # Unbooked before Failed is written: the sweep finds only Submitted payments, so were the order reversed, a
+        # Zoho outage after the write would leave the invoice paid by nothing for good. Redone, it deletes nothing.
+        unbooked = reopen_invoice(reopen, zoho=ctx.zoho, connection=ctx.connection).get("zoho_payment_deleted")
         with hold(ctx.connection, transaction_lock(txn_id), ttl=60.0, wait=15.0):  # as the webhook's job
             outcome = apply_transaction(txn, attio=ctx.attio, braintree=ctx.braintree, kind="settlements sweep")
-        if outcome.get("outcome") in ("updated", "created"):
+        if outcome.get("outcome") in ("updated", "created") or unbooked:
             report.repaired += 1
         else:
             report.skipped += 1
