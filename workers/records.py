@@ -14,15 +14,15 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any
 
 from integration.clients.attio_values import record_id, value
 
 from .payments import can_move
+from .providers import AttioLike
 
 __all__ = [
     "ZOHO_TO_ATTIO_STATUS",
-    "AttioLike",
     "event_instant",
     "find_company_by_zoho_customer",
     "find_one",
@@ -52,15 +52,6 @@ ZOHO_TO_ATTIO_STATUS = {
     "trial_expired": "Expired",
     "creation_failed": "Failed",
 }
-
-
-class AttioLike(Protocol):
-    """The part of AttioClient the workflows use (so handlers can be tested with any implementation)."""
-
-    def get_record(self, object: str, record_id: str) -> dict[str, Any] | None: ...
-    def find_records(self, object: str, attribute: str, value: Any) -> list[dict[str, Any]]: ...
-    def assert_record(self, object: str, matching_attribute: str, values: Mapping[str, Any]) -> dict[str, Any]: ...
-    def update_record(self, object: str, record_id: str, values: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
 def ref(object: str, target_id: str | None) -> list[dict[str, str]]:

@@ -22,10 +22,8 @@ from integration.locks import hold, payment_lock, subscription_lock, transaction
 
 from .. import runtime
 from ..intents import DeclineMarks
-from ..records import AttioLike
+from ..providers import AttioLike, BraintreeReader, ZohoReader
 from ..workflows.lifecycle import (
-    BraintreeReader,
-    ZohoReader,
     apply_dispute_event,
     apply_transaction_event,
     mirror_payment,

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 import sentry_sdk
@@ -28,9 +28,9 @@ from integration import runbook
 from integration.clients.attio_values import record_id, value
 
 from ..payments import DISPUTE_STATUSES, PaymentStatus, can_move, status_of
+from ..providers import AttioLike, BraintreeReader, ZohoBooks, ZohoReader
 from ..records import (
     ZOHO_TO_ATTIO_STATUS,
-    AttioLike,
     event_instant,
     find_company_by_zoho_customer,
     find_one,
@@ -48,8 +48,6 @@ __all__ = [
     "DISPUTE_KINDS",
     "PAYMENT_STATUS",
     "TRANSACTION_KINDS",
-    "BraintreeReader",
-    "ZohoReader",
     "apply_dispute_event",
     "apply_transaction",
     "apply_transaction_event",
@@ -76,20 +74,6 @@ _BRAINTREE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what could be a transact
 # (payments.yml of Zoho's published OpenAPI files, the ``autotransaction`` object of a payment); the top-level keys
 # are kept as a fallback for hand-made or older payloads.
 _DECLINE_KEYS = ("gateway_error_message", "failure_reason", "error_message", "description")
-
-
-class ZohoReader(Protocol):
-    """The Zoho Billing reads this workflow needs (each None when Zoho has no such resource)."""
-
-    def get_subscription(self, subscription_id: str) -> dict[str, Any] | None: ...
-    def get_payment(self, payment_id: str) -> dict[str, Any] | None: ...
-    def get_invoice(self, invoice_id: str) -> dict[str, Any] | None: ...
-
-
-class BraintreeReader(Protocol):
-    """The Braintree read this workflow needs."""
-
-    def find_transaction(self, transaction_id: str) -> Any | None: ...
 
 
 # -- Zoho subscription_* --------------------------------------------------------------------------------------
@@ -316,7 +300,7 @@ def reopening(txn: Any) -> dict[str, str]:
     return {"reopen_invoice": str(order_id), "transaction_id": str(txn.id)} if order_id else {}
 
 
-def reopen_invoice(result: dict[str, Any], *, zoho: Any, connection: redis.Redis) -> dict[str, Any]:
+def reopen_invoice(result: dict[str, Any], *, zoho: ZohoBooks, connection: redis.Redis) -> dict[str, Any]:
     """Take a sale whose money never arrived off its Zoho invoice (``collection.unbook_sale``: the invoice's lock,
     idempotent) when ``result`` names one (``reopening``, ``apply_transaction``); returns ``result`` with
     ``zoho_payment_deleted``. The one way both the settlement webhook's job and the settlements sweep unbook, taken

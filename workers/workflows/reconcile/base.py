@@ -14,8 +14,10 @@ from typing import Any, TypeVar
 
 import redis
 
+from integration.config import Settings
 from integration.sweeps import LAST_RUN_TTL, last_run_key
 
+from ...providers import AttioLike, BraintreeSweeps, ZohoLike
 from ...records import iso, parse_time
 
 __all__ = ["Cursor", "SweepContext", "SweepReport", "count_job", "money", "sort_time", "value_since", "walk"]
@@ -59,9 +61,9 @@ class SweepReport:
 class SweepContext:
     """What a sweep needs: the clients, Redis, the knobs (from the settings), the run's identity."""
 
-    zoho: Any
-    attio: Any
-    braintree: Any
+    zoho: ZohoLike
+    attio: AttioLike
+    braintree: BraintreeSweeps
     connection: redis.Redis
     now: datetime
     run_id: str  # the job id (an RQ retry keeps it: the run resumes) or the CLI's own
@@ -74,9 +76,12 @@ class SweepContext:
     progress: Callable[[int, int], None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any, **kw: Any) -> SweepContext:
-        """A context with the settings' knobs."""
-        return cls(grace=timedelta(minutes=settings.reconcile_grace_minutes),
+    def from_settings(
+        cls, settings: Settings, *, zoho: ZohoLike, attio: AttioLike, braintree: BraintreeSweeps, **kw: Any
+    ) -> SweepContext:
+        """A context with the settings' knobs (the clients named, so mypy checks they are what a sweep needs)."""
+        return cls(zoho=zoho, attio=attio, braintree=braintree,
+                   grace=timedelta(minutes=settings.reconcile_grace_minutes),
                    settlement_after=timedelta(hours=settings.settlement_check_after_hours),
                    dunning_days=settings.dunning_schedule_days, retry_schedule=settings.retry_schedule_seconds, **kw)
 

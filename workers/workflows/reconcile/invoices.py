@@ -21,6 +21,7 @@ from integration.locks import invoice_lock, is_held
 from ...dunning import Dunning
 from ...followups import enqueue_collection, enqueue_dunning_retry
 from ...intents import ChargeIntents
+from ...providers import AttioLike
 from ...records import parse_time
 from ..collection import OPEN_STATUSES, scope
 from .base import SweepContext, SweepReport, count_job, money, sort_time, walk
@@ -113,7 +114,7 @@ def _why_not_collect(
     return None
 
 
-def _mapped_companies(attio: Any) -> dict[str, dict[str, Any]]:
+def _mapped_companies(attio: AttioLike) -> dict[str, dict[str, Any]]:
     """Every Attio company mapped to a Zoho customer, by Zoho customer id (one paged query)."""
     rows = attio.query_records("companies", {"zoho_customer_id": {"$not_empty": True}})
     return {str(value(c, "zoho_customer_id")): c for c in rows if value(c, "zoho_customer_id")}
