@@ -18,7 +18,6 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import redis
@@ -31,6 +30,7 @@ from ..payments import DISPUTE_STATUSES, PaymentStatus, can_move, status_of
 from ..providers import AttioLike, BraintreeReader, ZohoBooks, ZohoReader
 from ..records import (
     ZOHO_TO_ATTIO_STATUS,
+    amount,
     event_instant,
     find_company_by_zoho_customer,
     find_one,
@@ -39,6 +39,7 @@ from ..records import (
     iso,
     parse_time,
     ref,
+    sale_key,
     set_subscription,
     upsert_payment,
 )
@@ -68,7 +69,6 @@ DISPUTE_KINDS = ("dispute_opened", "dispute_won", "dispute_lost")
 
 _HEALTHY = ("Active", "Trial")  # statuses after which an earlier "why it is Past due" no longer applies
 _SUPERSEDE_DECLINES = ("Cancelled", "Expired")  # Zoho's word that ends a subscription outranks a standing decline
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _BRAINTREE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what could be a transaction id; anything else is not ours
 # A declined payment's reason: Zoho's payment object carries it in ``autotransaction.gateway_error_message``
 # (payments.yml of Zoho's published OpenAPI files, the ``autotransaction`` object of a payment); the top-level keys
@@ -94,9 +94,10 @@ def sync_subscription(
     if current is None:
         log.warning("zoho subscription %s not found (deleted since the event?)", sub_id)
         return {"outcome": "not_in_zoho", "zoho_subscription_id": sub_id}
-    # Our activation sets reference_id to the Attio record id; a subscription made in Zoho may carry any text there.
+    # Our activation sets reference_id to the Attio record id; a subscription made in Zoho may carry any text there
+    # (``records.subscription_by_reference`` looks up only a record id).
     reference_id = str(current.get("reference_id") or hint.get("reference_id") or "")
-    record = find_subscription_by_zoho_id(attio, str(sub_id), reference_id if _UUID.match(reference_id) else None)
+    record = find_subscription_by_zoho_id(attio, str(sub_id), reference_id or None)
     if record is None:
         log.info("zoho subscription %s has no Attio subscription (created in Zoho directly): skipped", sub_id)
         return {"outcome": "not_in_attio", "zoho_subscription_id": sub_id}
@@ -153,7 +154,7 @@ def mirror_payment(
     if reference and _made_by_service(reference, attio=attio, braintree=braintree):
         if status == "Refunded":
             # Finance refunded our payment in Zoho: the sale's own record says so (it is the one the CRM sees).
-            upsert_payment(attio, f"braintree:{reference}", {"status": "Refunded"})
+            upsert_payment(attio, sale_key(reference), {"status": "Refunded"})
             log.info("zoho payment %s of Braintree transaction %s refunded: marked Refunded", payment_id, reference)
             return {"outcome": "own_payment_refunded", "transaction_id": reference, "status": "Refunded"}
         log.info("zoho payment %s records Braintree transaction %s (ours): not mirrored", payment_id, reference)
@@ -183,11 +184,11 @@ def mirror_payment(
             "status": status,
             "failure_reason": reason,
         }
-        amount = _money(item.get("amount_applied"))
-        if amount is None and len(invoices) == 1:
-            amount = _money(payment.get("amount"))
-        if amount is not None:
-            fields["amount"] = str(amount)
+        paid = amount(item.get("amount_applied"))
+        if paid is None and len(invoices) == 1:
+            paid = amount(payment.get("amount"))
+        if paid is not None:
+            fields["amount"] = str(paid)
         if occurred is not None:
             fields["occurred_at"] = iso(occurred)
         external_id = f"zoho-invoice:{invoice_id}:{payment_id}"
@@ -200,7 +201,7 @@ def _made_by_service(reference: str, *, attio: AttioLike, braintree: BraintreeRe
     """Whether a Zoho payment's reference is a Braintree transaction of ours (so workflow 3 owns its record)."""
     if not _BRAINTREE_ID.match(reference):
         return False
-    if find_one(attio, "payments", "external_id", f"braintree:{reference}") is not None:
+    if find_one(attio, "payments", "external_id", sale_key(reference)) is not None:
         return True
     # No record yet (the collection job may be between its Zoho and Attio writes): ask Braintree.
     return braintree.find_transaction(reference) is not None
@@ -233,16 +234,6 @@ def _payment_time(payment: Mapping[str, Any], event: Mapping[str, Any]) -> datet
         if moment is not None:
             return moment
     return event_instant(event)
-
-
-def _money(raw: Any) -> Decimal | None:
-    if raw is None or isinstance(raw, bool) or raw == "":
-        return None
-    try:
-        amount = Decimal(str(raw))  # via str(): Zoho sends JSON numbers, and a float's binary error is not money
-    except InvalidOperation:
-        return None
-    return amount if amount.is_finite() else None
 
 
 # -- Braintree transaction_* and dispute_* --------------------------------------------------------------------
@@ -282,7 +273,7 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
                     getattr(txn, "status", None))
         return {"outcome": "ignored", "transaction_id": txn_id}
     reopen = reopening(txn)
-    external_id = f"braintree:{txn_id}"
+    external_id = sale_key(txn_id)
     record = find_one(attio, "payments", "external_id", external_id)
     if record is None:
         return {**_unrecorded(attio, kind, txn, status, external_id), **reopen}
@@ -316,7 +307,7 @@ def _refund_event(attio: AttioLike, braintree: BraintreeReader, kind: str, credi
     Its notification re-reads the refunded sale, whose record then shows the sale's status now (Refunded)."""
     credit_id, refunded = str(credit.id), getattr(credit, "refunded_transaction_id", None)
     sale = braintree.find_transaction(str(refunded)) if refunded else None
-    record = find_one(attio, "payments", "external_id", f"braintree:{refunded}") if sale is not None else None
+    record = find_one(attio, "payments", "external_id", sale_key(str(refunded))) if sale is not None else None
     if sale is None or record is None:
         log.info("braintree %s for credit %s: the refunded sale %s has no Attio payment: nothing to change", kind,
                  credit_id, refunded)
@@ -324,7 +315,7 @@ def _refund_event(attio: AttioLike, braintree: BraintreeReader, kind: str, credi
     status = status_of(sale)
     if status is None:
         return {"outcome": "refund_ignored", "transaction_id": credit_id}
-    changed = _write(attio, record, f"braintree:{refunded}", status, sale)
+    changed = _write(attio, record, sale_key(str(refunded)), status, sale)
     return {"outcome": "refunded" if changed else "unchanged", "transaction_id": str(refunded), "status": status.value}
 
 
@@ -343,9 +334,9 @@ def _unrecorded(attio: AttioLike, kind: str, txn: Any, status: PaymentStatus, ex
         log.info("braintree %s for unknown transaction %s: nothing to update", kind, txn_id)
         return {"outcome": "unknown_transaction", "transaction_id": txn_id}
     fields: dict[str, Any] = {"status": status.value, "zoho_invoice_id": str(order_id)}
-    amount = _money(getattr(txn, "amount", None))
-    if amount is not None:
-        fields["amount"] = str(amount)
+    sold = amount(getattr(txn, "amount", None))
+    if sold is not None:
+        fields["amount"] = str(sold)
     if status is PaymentStatus.FAILED:
         fields["failure_reason"] = _settlement_reason(txn)
     upsert_payment(attio, external_id, fields)
@@ -369,7 +360,7 @@ def apply_dispute_event(event: Mapping[str, Any], *, attio: AttioLike, braintree
         log.warning("braintree %s: transaction %s not found in Braintree (or unmapped): nothing to update", kind,
                     txn_id)
         return {"outcome": "unknown_transaction", "transaction_id": str(txn_id)}
-    external_id = f"braintree:{txn_id}"
+    external_id = sale_key(txn_id)
     record = find_one(attio, "payments", "external_id", external_id)
     current = value(record, "status") if record is not None else None
     if kind == "dispute_opened" and current not in DISPUTE_STATUSES:

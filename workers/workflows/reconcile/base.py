@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import redis
@@ -18,9 +18,9 @@ from integration.config import Settings
 from integration.sweeps import LAST_RUN_TTL, last_run_key
 
 from ...providers import AttioLike, BraintreeSweeps, ZohoLike
-from ...records import iso, parse_time
+from ...records import amount, iso, parse_time
 
-__all__ = ["Cursor", "SweepContext", "SweepReport", "count_job", "money", "sort_time", "value_since", "walk"]
+__all__ = ["Cursor", "SweepContext", "SweepReport", "follow_up", "money", "sort_time", "value_since", "walk"]
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +135,17 @@ def walk(ctx: SweepContext, sweep: str, items: Iterable[tuple[str, T]], act: Cal
     return cursor
 
 
-def count_job(report: SweepReport, job_id: str | None) -> None:
-    """Count a follow-up job: queued, or skipped when the same one is queued already."""
+def follow_up(ctx: SweepContext, report: SweepReport, what: str, enqueue: Callable[[], str | None]) -> None:
+    """Queue the follow-up job ``what`` names (``enqueue`` returns its id, None when the same one is queued
+    already: counted as skipped); a dry run only plans it."""
+    if ctx.dry_run:
+        report.planned.append(what)
+        report.enqueued += 1
+        return
+    job_id = enqueue()
+    log.info("%s sweep: %s: %s", report.sweep, what, job_id or "already queued")
     if job_id is None:
-        report.skipped += 1  # the same follow-up is queued already
+        report.skipped += 1
     else:
         report.enqueued += 1
         report.jobs.append(job_id)
@@ -159,8 +166,5 @@ def sort_time(raw: Any) -> str:
 
 
 def money(raw: Any) -> Decimal:
-    """An amount as Decimal (0 when unreadable)."""
-    try:
-        return Decimal(str(raw if raw is not None else 0))
-    except InvalidOperation:
-        return Decimal(0)
+    """An amount as Decimal (0 when absent or unreadable)."""
+    return amount(raw) or Decimal(0)

@@ -20,7 +20,7 @@ from integration.clients.attio_values import value
 from integration.locks import hold, transaction_lock
 
 from ...payments import PaymentStatus, status_of
-from ...records import parse_time
+from ...records import parse_time, sale_of
 from ..lifecycle import apply_transaction, reopen_invoice, reopening
 from .base import SweepContext, SweepReport, walk
 
@@ -40,8 +40,9 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
     for record in records:
         report.looked_at += 1
         external_id = str(value(record, "external_id") or "")
+        txn_id = sale_of(external_id)
         since = parse_time(value(record, "occurred_at")) or parse_time(str(record.get("created_at") or ""))
-        if not external_id.startswith("braintree:") or since is None or since > cutoff:
+        if txn_id is None or since is None or since > cutoff:
             report.skipped += 1
         elif since < give_up:
             log.warning("payment %s is still Submitted %s days after %s: no longer looked up in Braintree",
@@ -49,10 +50,10 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
             report.skipped += 1
         else:
             candidates.append((external_id, record))
-    found = {str(t.id): t for t in ctx.braintree.find_transactions([e.split(":", 1)[1] for e, _ in candidates])}
+    found = {str(t.id): t for t in ctx.braintree.find_transactions([str(sale_of(e)) for e, _ in candidates])}
 
     def settle(record: dict[str, Any]) -> None:
-        txn_id = str(value(record, "external_id")).split(":", 1)[1]
+        txn_id = str(sale_of(str(value(record, "external_id"))))
         txn = found.get(txn_id)
         if txn is None:
             log.warning("payment braintree:%s is Submitted but Braintree has no such transaction", txn_id)
