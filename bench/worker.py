@@ -1,12 +1,14 @@
 """``python -m bench.worker``: job throughput of real workers, and what the queue costs per job (issue 9).
 
 The workflow is the lifecycle mirror of Braintree ``transaction_settled`` (``workers.jobs.lifecycle``): each job
-finds the transaction's Attio ``payments`` record and moves it from Submitted to Settled (three Attio calls: two
-record queries and one assert). Jobs are enqueued exactly as intake enqueues them (``enqueue_events``, payloads
-from SDK-signed, SDK-parsed, schema-validated notifications), each for its own seeded record, so every job does
-the full work. The Attio simulator runs in a process of its own (so neither the in-process measurements nor a
-forked work horse share a GIL or threads with it); its latency is injected on every route
-(``faults.add("*", "*", delay=…, times=None)``). Redis: ``BENCH_REDIS_URL`` (flushed).
+re-reads the transaction from Braintree (one ``find``), finds its Attio ``payments`` record and moves it from
+Submitted to Settled (three Attio calls: two record queries and one assert). Jobs are enqueued exactly as intake
+enqueues them (``enqueue_events``, payloads from SDK-signed, SDK-parsed, schema-validated notifications), each for
+its own seeded sale (settled in the Braintree simulator) and record, so every job does the full work. The Attio
+and Braintree simulators run in processes of their own (so neither the in-process measurements nor a forked work
+horse share a GIL or threads with them); the latency is injected on every route of both
+(``faults.add("*", "*", delay=…, times=None)``), so a job waits for four provider calls. Redis:
+``BENCH_REDIS_URL`` (flushed).
 
 1. Throughput: ``--jobs`` jobs through 1 and through 2 real ``python -m workers`` processes (forking, as
    deployed), with 0 ms and 50 ms of provider latency; jobs/s from the enqueue to the last job finished, and
@@ -48,6 +50,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from integration.clients.attio import build_attio_client
+from integration.clients.braintree import build_braintree_client
 from integration.config import Settings
 from integration.queueing import EventEnvelope, enqueue_events, make_queues, make_redis
 from integration.routing import route_for
@@ -77,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# -- the simulator's process ------------------------------------------------------------------------------------
+# -- the simulators' processes ----------------------------------------------------------------------------------
 def _serve_attio(conn: Connection) -> None:
     """Run the Attio simulator and obey (command, argument) messages until ``stop``."""
     from simulators.attio import AttioSimulator
@@ -107,6 +110,35 @@ def _serve_attio(conn: Connection) -> None:
             return
 
 
+BENCH_CUSTOMER = "bench-customer"
+
+
+def _serve_braintree(conn: Connection) -> None:
+    """Run the Braintree simulator (the service's merchant and keys) and obey (command, argument) messages."""
+    from simulators.braintree import BraintreeSimulator
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    sim = BraintreeSimulator(SERVICE_ENV["BRAINTREE_MERCHANT_ID"], SERVICE_ENV["BRAINTREE_PUBLIC_KEY"],
+                             SERVICE_ENV["BRAINTREE_PRIVATE_KEY"]).start()
+    conn.send((sim.url, None))
+    while True:
+        command, arg = conn.recv()
+        if command == "seed":  # fresh state with N settled sales; their ids; no latency
+            sim.reset()
+            sim.add_customer(BENCH_CUSTOMER)
+            conn.send([sim.add_sale(BENCH_CUSTOMER, 49.0, order_id=f"bench-{i}", settle=True)["id"]
+                       for i in range(arg)])
+        elif command == "delay":
+            sim.faults.clear()
+            if arg:
+                sim.faults.add("*", "*", delay=arg, times=None)
+            conn.send(None)
+        elif command == "stop":
+            sim.stop()
+            conn.send(None)
+            return
+
+
 def _status(record: dict[str, Any]) -> str | None:
     from integration.clients.attio_values import value
 
@@ -114,13 +146,13 @@ def _status(record: dict[str, Any]) -> str | None:
     return str(found) if found is not None else None
 
 
-class _AttioProcess:
-    """The Attio simulator in a spawned process, driven through a pipe."""
+class _SimProcess:
+    """A simulator in a spawned process (``serve``: ``_serve_attio`` or ``_serve_braintree``), driven by a pipe."""
 
-    def __init__(self) -> None:
+    def __init__(self, serve: Any = _serve_attio) -> None:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve_attio, args=(child,), daemon=True)
+        self._proc = ctx.Process(target=serve, args=(child,), daemon=True)
         self._proc.start()
         self.url, self.api_key = self._conn.recv()
 
@@ -154,25 +186,42 @@ class _PreimportingWorker(WorkerProcess):
 
 
 # -- jobs -------------------------------------------------------------------------------------------------------
-def _payloads(prefix: str, n: int) -> list[tuple[str, dict[str, Any]]]:
-    """(dedupe id, validated event) of N settled notifications, signed and parsed by the Braintree SDK."""
+def _payloads(txn_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """(dedupe id, validated event) of a settled notification per transaction, signed and parsed by the SDK."""
     gateway = braintree.BraintreeGateway(braintree.Configuration(
         braintree.Environment.Sandbox, SERVICE_ENV["BRAINTREE_MERCHANT_ID"], SERVICE_ENV["BRAINTREE_PUBLIC_KEY"],
         SERVICE_ENV["BRAINTREE_PRIVATE_KEY"]))
     out = []
-    for i in range(n):
-        sample = gateway.webhook_testing.sample_notification(KIND, f"{prefix}{i:05d}")
+    for txn_id in txn_ids:
+        sample = gateway.webhook_testing.sample_notification(KIND, txn_id)
         notification = gateway.webhook_notification.parse(sample["bt_signature"], sample["bt_payload"])
         event = _SCHEMA.load(notification_to_dict(notification))
         out.append((hashlib.sha256(str(sample["bt_payload"]).encode()).hexdigest(), event))
     return out
 
 
-def _seed(sim: _AttioProcess, prefix: str, n: int, delay_ms: float = 0.0) -> list[tuple[str, dict[str, Any]]]:
-    """Fresh records for N transactions, the latency set; their events."""
-    events = _payloads(prefix, n)
-    sim.ask("seed", [f"braintree:{e['transaction']['id']}" for _, e in events])
-    sim.ask("delay", delay_ms / 1000.0)
+class _Sims:
+    """The two simulators the jobs call."""
+
+    def __init__(self) -> None:
+        self.attio, self.braintree = _SimProcess(_serve_attio), _SimProcess(_serve_braintree)
+
+    def ask(self, command: str, arg: Any = None) -> Any:
+        """``settled``: the Attio payments now Settled."""
+        return self.attio.ask(command, arg)
+
+    def stop(self) -> None:
+        """Stop both."""
+        self.attio.stop()
+        self.braintree.stop()
+
+
+def _seed(sims: _Sims, n: int, delay_ms: float = 0.0) -> list[tuple[str, dict[str, Any]]]:
+    """N fresh settled sales in Braintree, a Submitted Attio payment for each, the latency set; their events."""
+    events = _payloads(sims.braintree.ask("seed", n))
+    sims.attio.ask("seed", [f"braintree:{e['transaction']['id']}" for _, e in events])
+    for sim in (sims.attio, sims.braintree):
+        sim.ask("delay", delay_ms / 1000.0)
     return events
 
 
@@ -184,12 +233,13 @@ def _enqueue(connection: redis.Redis, events: list[tuple[str, dict[str, Any]]], 
     enqueue_events(connection, make_queues(connection), envelopes, retry_schedule=settings.retry_schedule_seconds)
 
 
-def _settings(sim: _AttioProcess) -> Settings:
-    """The service's settings: Attio is the simulator, budgets out of the way, nothing else reachable."""
+def _settings(sims: _Sims) -> Settings:
+    """The service's settings: Attio and Braintree are the simulators, budgets out of the way, Zoho unreachable
+    (a settled sale reopens no invoice)."""
     env = dict(SERVICE_ENV)
-    env.update(REDIS_URL=BENCH_REDIS_URL, ATTIO_API_URL=sim.url, ATTIO_API_KEY=sim.api_key,
+    env.update(REDIS_URL=BENCH_REDIS_URL, ATTIO_API_URL=sims.attio.url, ATTIO_API_KEY=sims.attio.api_key,
                ATTIO_WRITES_PER_SECOND="100000", ATTIO_READS_PER_SECOND="100000",
-               ZOHO_ACCOUNTS_URL="http://127.0.0.1:9", BRAINTREE_ENVIRONMENT="http://127.0.0.1:9",
+               ZOHO_ACCOUNTS_URL="http://127.0.0.1:9", BRAINTREE_ENVIRONMENT=sims.braintree.url,
                CATALOG_SYNC_INTERVAL_MINUTES="0", RECONCILE_INTERVAL_MINUTES="0", RETRY_SCHEDULE_SECONDS="2,5,10",
                LOG_LEVEL="INFO")
     return Settings.from_env(env)
@@ -212,12 +262,12 @@ def _done(connection: redis.Redis) -> tuple[int, int]:
 
 
 # -- part 1: throughput -----------------------------------------------------------------------------------------
-def _throughput(sim: _AttioProcess, settings: Settings, connection: redis.Redis, *, workers: int, delay_ms: float,
+def _throughput(sim: _Sims, settings: Settings, connection: redis.Redis, *, workers: int, delay_ms: float,
                 jobs: int, timeout: float, log_dir: Path, preimport: bool = False) -> dict[str, Any]:
     """Jobs per second through ``workers`` real worker processes."""
     connection.flushdb()
     tag = f"{workers}d{int(delay_ms)}{'p' if preimport else ''}"
-    events = _seed(sim, f"tp{tag}x", jobs, delay_ms)
+    events = _seed(sim, jobs, delay_ms)
     kind = _PreimportingWorker if preimport else WorkerProcess
     procs = [kind(settings, log_dir, name=f"w{tag}-{i}") for i in range(workers)]
     try:
@@ -252,10 +302,10 @@ def _one_mode(mode: str, events: list[tuple[str, dict[str, Any]]], settings: Set
     n = len(events)
     payloads = [{"source": "braintree", "event_type": KIND, "event_id": d, "event": e} for d, e in events]
     if mode == "handler":
-        client = build_attio_client(settings, connection)
+        client, gateway = build_attio_client(settings, connection), build_braintree_client(settings, connection)
         started = time.perf_counter()
         for payload in payloads:
-            handle_transaction_event(payload, attio=client)
+            handle_transaction_event(payload, attio=client, braintree=gateway)
         return (time.perf_counter() - started) / n
     if mode == "entrypoint":
         started = time.perf_counter()
@@ -272,15 +322,15 @@ def _one_mode(mode: str, events: list[tuple[str, dict[str, Any]]], settings: Set
     return (time.perf_counter() - started) / n
 
 
-def _overhead(sim: _AttioProcess, settings: Settings, connection: redis.Redis, n: int, rounds: int) -> dict[str, Any]:
+def _overhead(sim: _Sims, settings: Settings, connection: redis.Redis, n: int, rounds: int) -> dict[str, Any]:
     """Best per-job seconds of each mode over interleaved rounds, in this process, at 0 ms; and the jobs' effect."""
     runtime.use_settings(settings)
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     settled = dict.fromkeys(MODES, 0)
     try:
-        for r in range(rounds):
+        for _ in range(rounds):
             for mode in MODES:
-                events = _seed(sim, f"oh{r}{mode[0]}x", n)
+                events = _seed(sim, n)
                 times[mode].append(_one_mode(mode, events, settings, connection))
                 settled[mode] += sim.ask("settled")
     finally:
@@ -293,7 +343,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     delays = [float(d) for d in args.delays.split(",") if d.strip()]
     counts = [int(c) for c in args.workers.split(",") if c.strip()]
     preimported = [float(d) for d in args.preimported.split(",") if d.strip()]
-    sim = _AttioProcess()
+    sim = _Sims()
     connection = make_redis(BENCH_REDIS_URL, socket_timeout=30.0)
     rounds = []
     try:
@@ -331,7 +381,8 @@ def report(result: dict[str, Any]) -> str:
         rows.append((label, f"{1000 * o[mode]:10.2f} {1000 * (o[mode] - handler):15.2f} {settled[mode]:9d}"))
     rows.append(("fork's own share", f"{1000 * (o['worker'] - o['simple_worker']):10.2f} ms/job "
                                      "(Worker − SimpleWorker)"))
-    head = (f"bench.worker: lifecycle {KIND} mirror (3 Attio calls per job), Attio simulator in its own process; "
+    head = (f"bench.worker: lifecycle {KIND} mirror (1 Braintree find + 3 Attio calls per job), each simulator in "
+            "its own process; "
             f"{result['rounds'][0]['jobs'] if result['rounds'] else 0} jobs per throughput round")
     return head + "\n" + table(rows)
 

@@ -301,6 +301,18 @@ class BraintreeSimulator(Simulator):
             if t["type"] == "sale" and t["order_id"] == order_id and (not successful_only or t["status"] in CHARGED)
         ]
 
+    def add_sale(self, customer_id: str, amount: Any, *, order_id: str | None = None, settle: bool = False
+                 ) -> dict[str, Any]:
+        """A sale of ``amount`` on the customer's default card, submitted for settlement, made in-process exactly as
+        a ``POST /transactions`` makes it (the sandbox amounts decide its outcome); ``settle``: the nightly batch has
+        run since. For seeding many transactions without a round trip each; returns a copy."""
+        with self._lock:
+            txn = self._new_transaction({"type": "sale", "amount": str(amount), "order_id": order_id,
+                                         "customer_id": customer_id, "options": {"submit_for_settlement": True}})
+            if settle and txn["status"] == "submitted_for_settlement":
+                self.settle(txn["id"])
+            return copy.deepcopy(txn)
+
     def settle(self, txn_id: str) -> dict[str, Any]:
         """Move a submitted transaction to ``settled``, as the nightly batch would."""
         return self._settlement(txn_id, "settled", "4000", "Settled")
@@ -874,8 +886,12 @@ class BraintreeSimulator(Simulator):
 
     # -- audit test helper (added for the payments audit's tests, integration/audit) ----------------------------
     def backdate_transaction(self, txn_id: str, created_at: datetime) -> dict[str, Any]:
-        """Pretend a transaction was created at ``created_at`` (an aware datetime); returns a copy."""
+        """Pretend a transaction was created at ``created_at`` (an aware datetime); returns a copy. Searches show it
+        once the search lag has passed since then (an old transaction is in the index)."""
         with self._lock:
             txn = self._txn_or_raise(txn_id)
             txn["created_at"] = created_at.astimezone(UTC).replace(microsecond=0)
+            age = (datetime.now(UTC) - created_at).total_seconds()
+            self._indexed_at[txn_id] = min(self._indexed_at.get(txn_id, 0.0),
+                                           time.monotonic() - age + self.search_lag_seconds)
             return copy.deepcopy(txn)

@@ -13,24 +13,28 @@ import logging
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any, Protocol
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from integration.clients.attio_values import record_id, value
 
 from .payments import can_move
+from .providers import AttioLike
 
 __all__ = [
     "ZOHO_TO_ATTIO_STATUS",
-    "AttioLike",
+    "amount",
     "event_instant",
     "find_company_by_zoho_customer",
     "find_one",
     "find_subscription_by_zoho_id",
     "is_stale",
+    "is_uuid",
     "iso",
     "parse_time",
     "ref",
+    "sale_key",
+    "sale_of",
     "set_subscription",
     "subscription_by_reference",
     "upsert_payment",
@@ -52,15 +56,6 @@ ZOHO_TO_ATTIO_STATUS = {
     "trial_expired": "Expired",
     "creation_failed": "Failed",
 }
-
-
-class AttioLike(Protocol):
-    """The part of AttioClient the workflows use (so handlers can be tested with any implementation)."""
-
-    def get_record(self, object: str, record_id: str) -> dict[str, Any] | None: ...
-    def find_records(self, object: str, attribute: str, value: Any) -> list[dict[str, Any]]: ...
-    def assert_record(self, object: str, matching_attribute: str, values: Mapping[str, Any]) -> dict[str, Any]: ...
-    def update_record(self, object: str, record_id: str, values: Mapping[str, Any]) -> dict[str, Any]: ...
 
 
 def ref(object: str, target_id: str | None) -> list[dict[str, str]]:
@@ -138,7 +133,7 @@ def find_subscription_by_zoho_id(
 def subscription_by_reference(attio: AttioLike, zoho_subscription_id: str, reference_id: str) -> dict[str, Any] | None:
     """The Attio subscription a Zoho subscription's ``reference_id`` names (our activation sets it to the record id),
     if it is not linked to another Zoho subscription; None for a reference typed in Zoho by hand."""
-    if not _is_uuid(reference_id):
+    if not is_uuid(reference_id):
         return None
     candidate = attio.get_record("subscriptions", reference_id)
     if candidate is not None and value(candidate, "zoho_subscription_id") in (None, zoho_subscription_id):
@@ -146,12 +141,38 @@ def subscription_by_reference(attio: AttioLike, zoho_subscription_id: str, refer
     return None
 
 
-def _is_uuid(text: str) -> bool:
+def is_uuid(text: str) -> bool:
+    """Whether ``text`` is a UUID as Attio writes record ids (canonical, hyphenated); anything else typed in a
+    reference field is not one of our ids."""
     try:
-        uuid.UUID(text)
+        return str(uuid.UUID(text)) == text.lower()
     except ValueError:
         return False
-    return True
+
+
+SALE_PREFIX = "braintree:"  # a payment's external_id for a Braintree transaction: braintree:<transaction id>
+
+
+def sale_key(transaction_id: str) -> str:
+    """The ``external_id`` of the payment that records a Braintree transaction."""
+    return f"{SALE_PREFIX}{transaction_id}"
+
+
+def sale_of(external_id: str) -> str | None:
+    """The Braintree transaction id a payment's ``external_id`` names (None: not a Braintree transaction's)."""
+    return (external_id[len(SALE_PREFIX):] or None) if external_id.startswith(SALE_PREFIX) else None
+
+
+def amount(raw: Any) -> Decimal | None:
+    """A provider's amount as Decimal (via ``str``: Zoho sends JSON numbers, and a float's binary error is not
+    money); None when absent, a bool, unreadable or not finite."""
+    if raw is None or isinstance(raw, bool) or raw == "":
+        return None
+    try:
+        found = raw if isinstance(raw, Decimal) else Decimal(str(raw))
+    except (InvalidOperation, ValueError):
+        return None
+    return found if found.is_finite() else None
 
 
 def is_stale(record: Mapping[str, Any], event_time: datetime | None) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -170,14 +171,23 @@ def test_a_refunded_sale_is_not_booked_again_on_a_reopened_invoice(stack, mercha
 
 def test_a_new_attempt_after_an_unnotified_settlement_decline_charges_anew(stack, keys_merchant, web, redis_conn,
                                                                            queues):
-    """(A no-keys merchant holds: the same generation sends no key, so the new sale runs.)"""
+    """(A no-keys merchant holds: the same generation sends no key, so the new sale runs.) Nobody deletes the Zoho
+    payment by hand: the settlements sweep finds the declined card settlement and takes it off the invoice."""
+    from workers import runtime
+
+    from .test_reconcile import sweep
+
     books = Books(stack)
     invoice_id = books.invoice(41.0)
     deliver(web.url, invoice_id, "ev-h6")
     drain(redis_conn)
     [sale] = stack.braintree.sales_for_order(invoice_id)
     stack.braintree.decline_settlement(sale["id"])  # cards get no settlement webhook (spec: only ACH / SEPA do)
-    finance_deletes_the_payment(stack, redis_conn, invoice_id)  # finance sees it in the Braintree report
+    stack.braintree.backdate_transaction(sale["id"], datetime.now(UTC) - timedelta(days=1))  # the sweep runs later
+    runtime.use_settings(stack.settings(sale_search_lag_seconds=int(LONG_LAG) * 10, settlement_check_after_hours=0,
+                                        braintree_duplicate_window_seconds=WINDOW))
+    assert sweep(redis_conn, "settlements")["repaired"] == 1
+    assert stack.zoho.payments_for_invoice(invoice_id) == []  # the invoice reopened, as the webhook's job does it
     deliver(web.url, invoice_id, "ev-h6-again")
     drain(redis_conn)
     [again] = stack.braintree.sales_for_order(invoice_id)  # fails: the old key replayed the old sale

@@ -326,6 +326,8 @@ def test_a_card_payment_is_settled_by_the_sweep_and_a_voided_sale_fails(stack, m
     assert status == {settled: "Settled", voided: "Failed", pending: "Submitted"}
     rid = payment_record(stack, voided)["id"]["record_id"]
     assert "Voided" in stack.attio.value("payments", rid, "failure_reason")
+    voided_invoice = str(stack.braintree.transaction(voided)["order_id"])
+    assert stack.zoho.payments_for_invoice(voided_invoice) == []  # no money came: the invoice is open again
     assert sweep(redis_conn, "settlements")["repaired"] == 0  # nothing twice
     writes = len(stack.attio.calls_to("P[AU]*", "/v2/objects/payments/records*"))  # PUT (assert), PATCH
     for txn in (settled, voided):  # an ACH-style webhook turning up late after all: nothing more
@@ -335,6 +337,47 @@ def test_a_card_payment_is_settled_by_the_sweep_and_a_voided_sale_fails(stack, m
     drain(redis_conn)
     assert len(stack.attio.calls_to("P[AU]*", "/v2/objects/payments/records*")) == writes
     assert stack.attio.value("payments", payment_record(stack, settled)["id"]["record_id"], "status") == "Settled"
+    assert len(zoho_deletes(stack)) == 1  # the voided sale's payment, by the sweep; the late webhook found none
+
+
+def zoho_deletes(stack: Stack) -> list[Any]:
+    return [c for c in stack.zoho.calls if c.method == "DELETE" and "/payments/" in c.path]
+
+
+def test_a_declined_card_settlement_is_unbooked_by_the_sweep_once_even_when_attio_fails(stack, merchant, web,
+                                                                                        redis_conn, queues):
+    """Braintree sends no webhook for a card: the sweep is what takes the sale's payment off the Zoho invoice (as the
+    webhook's job would), before it writes Failed, so an Attio outage in between loses no unbooking; the sweep run
+    again and a late webhook delete nothing more, and the invoices sweep collects the invoice again."""
+    configure(stack)
+    books = Books(stack)
+    txn = _collected(stack, web, redis_conn, books, 19.0)
+    invoice_id = str(stack.braintree.transaction(txn)["order_id"])
+    stack.braintree.decline_settlement(txn)
+    time.sleep(SEARCH_LAG)
+    stack.attio.faults.add("PATCH", "/v2/objects/payments/records/*", status=503, times=None)
+    stack.attio.faults.add("PUT", "/v2/objects/payments/records*", status=503, times=None)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the Attio client raises once its retries are spent
+        run_sweep("settlements", context(redis_conn))
+    stack.attio.faults.clear()
+    record = payment_record(stack, txn)["id"]["record_id"]
+    assert stack.attio.value("payments", record, "status") == "Submitted"
+    assert stack.zoho.payments_for_invoice(invoice_id) == [] and len(zoho_deletes(stack)) == 1
+
+    result = sweep(redis_conn, "settlements")
+    assert (result["looked_at"], result["repaired"]) == (1, 1)
+    assert stack.attio.value("payments", record, "status") == "Failed"
+    notification = stack.braintree.notification("transaction_settlement_declined", txn)
+    assert requests.post(f"{web.url}/webhooks/braintree", data=notification, timeout=10).status_code == 202
+    drain(redis_conn)
+    assert len(zoho_deletes(stack)) == 1
+    assert stack.zoho.invoice(invoice_id)["status"] == "sent"
+
+    assert sweep(redis_conn, "invoices")["enqueued"] == 1
+    [again] = stack.braintree.sales_for_order(invoice_id)
+    assert again["id"] != txn
+    assert [p["reference_number"] for p in stack.zoho.payments_for_invoice(invoice_id)] == [again["id"]]
+    assert queues["webhooks"].failed_job_registry.count == 0
 
 
 def test_settlement_waits_for_the_threshold(stack, merchant, web, redis_conn):

@@ -20,6 +20,7 @@ from integration.paylinks import PaymentLinks
 from .. import runtime
 from ..dunning import Dunning
 from ..followups import enqueue_collection
+from ..providers import AttioLike, BraintreeVault, ZohoAccounts
 from ..workflows.activation import activate
 from ._entry import entrypoint
 
@@ -48,7 +49,7 @@ CONSUMED_NONCE = "93107"  # Braintree: "Cannot use a payment_method_nonce more t
 
 
 def handle_payment_method_submitted(
-    payload: dict[str, Any], *, braintree: Any, retry_schedule: Sequence[int] = (), **deps: Any
+    payload: dict[str, Any], *, braintree: BraintreeVault, retry_schedule: Sequence[int] = (), **deps: Any
 ) -> dict[str, Any]:
     """Vault the nonce from the payment page as the customer's default method, resume the activation, and retry
     the customer's invoices in dunning."""
@@ -86,10 +87,14 @@ def handle_payment_method_submitted(
 def _deps() -> dict[str, Any]:
     settings = runtime.settings()
     connection: redis.Redis = runtime.redis_connection()
+    # Typed here: the real clients must be what ``activate`` needs (the dict below is ``Any`` to mypy).
+    attio: AttioLike = runtime.attio_client()
+    zoho: ZohoAccounts = runtime.zoho_client()
+    braintree: BraintreeVault = runtime.braintree_client()
     return {
-        "attio": runtime.attio_client(),
-        "zoho": runtime.zoho_client(),
-        "braintree": runtime.braintree_client(),
+        "attio": attio,
+        "zoho": zoho,
+        "braintree": braintree,
         "connection": connection,
         "links": PaymentLinks(settings.link_secret, ttl_days=settings.payment_link_ttl_days, connection=connection),
         "public_base_url": settings.public_base_url,

@@ -17,6 +17,7 @@ from integration.errors import PayloadInvalid
 
 from .. import runtime
 from ..followups import enqueue_dunning_retry
+from ..providers import AttioLike, BraintreeCharger, ZohoBooks
 from ..records import event_instant
 from ..workflows.collection import DEFAULT_POLICY, Policy, collect_invoice
 from ._entry import entrypoint
@@ -25,7 +26,7 @@ __all__ = ["handle_invoice_created", "run_invoice_created", "schedule_retry"]
 
 
 def handle_invoice_created(
-    payload: dict[str, Any], *, zoho: Any, braintree: Any, attio: Any, connection: redis.Redis,
+    payload: dict[str, Any], *, zoho: ZohoBooks, braintree: BraintreeCharger, attio: AttioLike, connection: redis.Redis,
     policy: Policy = DEFAULT_POLICY, retry_schedule: Sequence[int] = (),
 ) -> dict[str, Any]:
     """Collect the invoice the event names (re-read from Zoho: the event itself is never trusted for money).

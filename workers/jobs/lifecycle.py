@@ -22,14 +22,12 @@ from integration.locks import hold, payment_lock, subscription_lock, transaction
 
 from .. import runtime
 from ..intents import DeclineMarks
-from ..records import AttioLike
-from ..workflows.collection import unbook_sale
+from ..providers import AttioLike, BraintreeReader, ZohoReader
 from ..workflows.lifecycle import (
-    BraintreeReader,
-    ZohoReader,
     apply_dispute_event,
     apply_transaction_event,
     mirror_payment,
+    reopen_invoice,
     sync_subscription,
 )
 from ._entry import entrypoint
@@ -67,14 +65,6 @@ def handle_transaction_event(
 ) -> dict[str, Any]:
     """Write the notified transaction's status, re-read from Braintree, to its Attio payment."""
     return apply_transaction_event(payload["event"], attio=attio, braintree=braintree)
-
-
-def reopen_invoice(result: dict[str, Any], *, zoho: Any, connection: redis.Redis) -> dict[str, Any]:
-    """After a declined settlement of one of our sales: take its payment off the Zoho invoice (idempotent)."""
-    if result.get("reopen_invoice"):
-        result["zoho_payment_deleted"] = unbook_sale(result["reopen_invoice"], str(result["transaction_id"]),
-                                                     zoho=zoho, connection=connection)
-    return result
 
 
 def handle_dispute_event(payload: dict[str, Any], *, attio: AttioLike, braintree: BraintreeReader) -> dict[str, Any]:

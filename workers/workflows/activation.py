@@ -27,7 +27,8 @@ from integration.errors import ServiceRejected
 from integration.locks import activation_lock, company_lock, hold
 from integration.paylinks import PaymentLink, PaymentLinks
 
-from ..records import ZOHO_TO_ATTIO_STATUS, AttioLike
+from ..providers import AttioLike, BraintreeVault, ZohoAccounts
+from ..records import ZOHO_TO_ATTIO_STATUS
 
 __all__ = ["ACTIONABLE", "Activation", "activate"]
 
@@ -60,12 +61,12 @@ def activate(
     subscription_id: str,
     *,
     attio: AttioLike,
-    zoho: Any,
-    braintree: Any,
+    zoho: ZohoAccounts,
+    braintree: BraintreeVault,
     connection: redis.Redis,
     links: PaymentLinks,
     public_base_url: str,
-    customer_id_for_company: Any,
+    customer_id_for_company: Callable[[str], str],
     resume: bool = False,
 ) -> Activation:
     """Activate one subscription if it asks for it; idempotent, safe to retry after a crash at any step."""
@@ -168,7 +169,7 @@ def _validate(attio: AttioLike, sub: dict[str, Any]) -> tuple[dict[str, Any], di
 
 
 def _ensure_zoho_customer(
-    zoho: Any, company: dict[str, Any], *, email: str, name: str, before_create: Callable[[], None]
+    zoho: ZohoAccounts, company: dict[str, Any], *, email: str, name: str, before_create: Callable[[], None]
 ) -> str:
     stored = value(company, "zoho_customer_id")
     if stored and zoho.get_customer(str(stored)) is not None:

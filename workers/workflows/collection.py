@@ -59,8 +59,8 @@ from integration.locks import Held, hold, invoice_lock, subscription_lock, trans
 
 from ..dunning import Dunning, DunningEntry
 from ..intents import DUPLICATE_WINDOW_SECONDS, ChargeIntent, ChargeIntents, DeclineMarks
+from ..providers import AttioLike, BraintreeCharger, ZohoBooks
 from ..records import (
-    AttioLike,
     find_company_by_zoho_customer,
     find_one,
     is_stale,
@@ -181,8 +181,8 @@ class _Context:
 def collect_invoice(
     invoice_id: str,
     *,
-    zoho: Any,
-    braintree: Any,
+    zoho: ZohoBooks,
+    braintree: BraintreeCharger,
     attio: AttioLike,
     connection: redis.Redis,
     event_time: datetime | None = None,
@@ -271,7 +271,7 @@ def collect_invoice(
 
 
 def _invoice_gone(
-    braintree: Any, attio: AttioLike, invoice_id: str, intent: ChargeIntent | None, intents: ChargeIntents,
+    braintree: BraintreeCharger, attio: AttioLike, invoice_id: str, intent: ChargeIntent | None, intents: ChargeIntents,
     policy: Policy, connection: redis.Redis, *, now: datetime,
 ) -> Collection:
     """Zoho has no such invoice (deleted). If the service charged for it, the money must not vanish with it."""
@@ -292,7 +292,7 @@ def _invoice_gone(
 
 
 # -- finding what was charged -------------------------------------------------------------------------------------
-def _our_sale(braintree: Any, ctx: _Context, intent: ChargeIntent | None) -> tuple[Any | None, Any | None]:
+def _our_sale(braintree: BraintreeCharger, ctx: _Context, intent: ChargeIntent | None) -> tuple[Any | None, Any | None]:
     """(the successful sale of this invoice, the intent's own transaction whatever its status).
 
     The sale is looked for by the intent's transaction id, by the invoice's card payments' reference numbers (both
@@ -365,7 +365,7 @@ def _wait_while_unknown(
 
 # -- selling ------------------------------------------------------------------------------------------------------
 def _sell(
-    zoho: Any, braintree: Any, attio: AttioLike, ctx: _Context, lock: Held, intents: ChargeIntents,
+    zoho: ZohoBooks, braintree: BraintreeCharger, attio: AttioLike, ctx: _Context, lock: Held, intents: ChargeIntents,
     intent: ChargeIntent, *, policy: Policy, now: Callable[[], datetime], fresh: bool,
 ) -> Collection:
     """Send the attempt's sale (``fresh``: this run began it; else a replay of an attempt whose outcome is unknown,
@@ -415,7 +415,7 @@ def _result_of(txn: Any) -> Any:
 
 
 def _outcome(
-    zoho: Any, braintree: Any, attio: AttioLike, ctx: _Context, lock: Held, intents: ChargeIntents,
+    zoho: ZohoBooks, braintree: BraintreeCharger, attio: AttioLike, ctx: _Context, lock: Held, intents: ChargeIntents,
     intent: ChargeIntent, result: Any, *, policy: Policy, now: Callable[[], datetime],
 ) -> Collection:
     """Act on what the attempt's sale did."""
@@ -480,7 +480,7 @@ class _SaleView:
 _OVER_APPLIED = "24016"  # Zoho: the amount applied exceeds the invoice's balance (it changed since it was read)
 
 
-def _book(zoho: Any, attio: AttioLike, ctx: _Context, lock: Held, sale: Any, outcome: str, *, now: datetime
+def _book(zoho: ZohoBooks, attio: AttioLike, ctx: _Context, lock: Held, sale: Any, outcome: str, *, now: datetime
           ) -> Collection:
     """Record a sale that took the money: the Zoho payment unless the invoice lists it, then Attio."""
     txn_id, amount = str(sale.id), Decimal(str(sale.amount))
@@ -576,7 +576,7 @@ def _apply_outcome(attio: AttioLike, ctx: _Context, *, success: bool, detail: st
 
 # -- scope ----------------------------------------------------------------------------------------------------
 def scope(
-    zoho: Any, attio: AttioLike, invoice: dict[str, Any], company: dict[str, Any] | None
+    zoho: ZohoBooks, attio: AttioLike, invoice: dict[str, Any], company: dict[str, Any] | None
 ) -> tuple[bool, dict[str, Any] | None, str | None]:
     """(managed, the Attio subscription, the Zoho subscription id) of an invoice.
 
@@ -602,7 +602,7 @@ def scope(
 
 
 # -- a sale that never settled ----------------------------------------------------------------------------------
-def unbook_sale(invoice_id: str, transaction_id: str, *, zoho: Any, connection: redis.Redis) -> bool:
+def unbook_sale(invoice_id: str, transaction_id: str, *, zoho: ZohoBooks, connection: redis.Redis) -> bool:
     """Take a sale whose settlement was declined off its Zoho invoice: the payment that recorded it is deleted (the
     invoice reopens, so it is collected again) and the charge intent is closed (the next attempt is a new
     generation, with a new request key). Under the invoice's lock; idempotent. Returns whether a payment went."""

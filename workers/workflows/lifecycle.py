@@ -18,18 +18,19 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 
+import redis
 import sentry_sdk
 
 from integration import runbook
 from integration.clients.attio_values import record_id, value
 
 from ..payments import DISPUTE_STATUSES, PaymentStatus, can_move, status_of
+from ..providers import AttioLike, BraintreeReader, ZohoBooks, ZohoReader
 from ..records import (
     ZOHO_TO_ATTIO_STATUS,
-    AttioLike,
+    amount,
     event_instant,
     find_company_by_zoho_customer,
     find_one,
@@ -38,20 +39,22 @@ from ..records import (
     iso,
     parse_time,
     ref,
+    sale_key,
     set_subscription,
     upsert_payment,
 )
+from .collection import unbook_sale
 
 __all__ = [
     "DISPUTE_KINDS",
     "PAYMENT_STATUS",
     "TRANSACTION_KINDS",
-    "BraintreeReader",
-    "ZohoReader",
     "apply_dispute_event",
     "apply_transaction",
     "apply_transaction_event",
     "mirror_payment",
+    "reopen_invoice",
+    "reopening",
     "sync_subscription",
 ]
 
@@ -66,26 +69,11 @@ DISPUTE_KINDS = ("dispute_opened", "dispute_won", "dispute_lost")
 
 _HEALTHY = ("Active", "Trial")  # statuses after which an earlier "why it is Past due" no longer applies
 _SUPERSEDE_DECLINES = ("Cancelled", "Expired")  # Zoho's word that ends a subscription outranks a standing decline
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _BRAINTREE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what could be a transaction id; anything else is not ours
 # A declined payment's reason: Zoho's payment object carries it in ``autotransaction.gateway_error_message``
 # (payments.yml of Zoho's published OpenAPI files, the ``autotransaction`` object of a payment); the top-level keys
 # are kept as a fallback for hand-made or older payloads.
 _DECLINE_KEYS = ("gateway_error_message", "failure_reason", "error_message", "description")
-
-
-class ZohoReader(Protocol):
-    """The Zoho Billing reads this workflow needs (each None when Zoho has no such resource)."""
-
-    def get_subscription(self, subscription_id: str) -> dict[str, Any] | None: ...
-    def get_payment(self, payment_id: str) -> dict[str, Any] | None: ...
-    def get_invoice(self, invoice_id: str) -> dict[str, Any] | None: ...
-
-
-class BraintreeReader(Protocol):
-    """The Braintree read this workflow needs."""
-
-    def find_transaction(self, transaction_id: str) -> Any | None: ...
 
 
 # -- Zoho subscription_* --------------------------------------------------------------------------------------
@@ -106,9 +94,10 @@ def sync_subscription(
     if current is None:
         log.warning("zoho subscription %s not found (deleted since the event?)", sub_id)
         return {"outcome": "not_in_zoho", "zoho_subscription_id": sub_id}
-    # Our activation sets reference_id to the Attio record id; a subscription made in Zoho may carry any text there.
+    # Our activation sets reference_id to the Attio record id; a subscription made in Zoho may carry any text there
+    # (``records.subscription_by_reference`` looks up only a record id).
     reference_id = str(current.get("reference_id") or hint.get("reference_id") or "")
-    record = find_subscription_by_zoho_id(attio, str(sub_id), reference_id if _UUID.match(reference_id) else None)
+    record = find_subscription_by_zoho_id(attio, str(sub_id), reference_id or None)
     if record is None:
         log.info("zoho subscription %s has no Attio subscription (created in Zoho directly): skipped", sub_id)
         return {"outcome": "not_in_attio", "zoho_subscription_id": sub_id}
@@ -165,7 +154,7 @@ def mirror_payment(
     if reference and _made_by_service(reference, attio=attio, braintree=braintree):
         if status == "Refunded":
             # Finance refunded our payment in Zoho: the sale's own record says so (it is the one the CRM sees).
-            upsert_payment(attio, f"braintree:{reference}", {"status": "Refunded"})
+            upsert_payment(attio, sale_key(reference), {"status": "Refunded"})
             log.info("zoho payment %s of Braintree transaction %s refunded: marked Refunded", payment_id, reference)
             return {"outcome": "own_payment_refunded", "transaction_id": reference, "status": "Refunded"}
         log.info("zoho payment %s records Braintree transaction %s (ours): not mirrored", payment_id, reference)
@@ -195,11 +184,11 @@ def mirror_payment(
             "status": status,
             "failure_reason": reason,
         }
-        amount = _money(item.get("amount_applied"))
-        if amount is None and len(invoices) == 1:
-            amount = _money(payment.get("amount"))
-        if amount is not None:
-            fields["amount"] = str(amount)
+        paid = amount(item.get("amount_applied"))
+        if paid is None and len(invoices) == 1:
+            paid = amount(payment.get("amount"))
+        if paid is not None:
+            fields["amount"] = str(paid)
         if occurred is not None:
             fields["occurred_at"] = iso(occurred)
         external_id = f"zoho-invoice:{invoice_id}:{payment_id}"
@@ -212,7 +201,7 @@ def _made_by_service(reference: str, *, attio: AttioLike, braintree: BraintreeRe
     """Whether a Zoho payment's reference is a Braintree transaction of ours (so workflow 3 owns its record)."""
     if not _BRAINTREE_ID.match(reference):
         return False
-    if find_one(attio, "payments", "external_id", f"braintree:{reference}") is not None:
+    if find_one(attio, "payments", "external_id", sale_key(reference)) is not None:
         return True
     # No record yet (the collection job may be between its Zoho and Attio writes): ask Braintree.
     return braintree.find_transaction(reference) is not None
@@ -247,16 +236,6 @@ def _payment_time(payment: Mapping[str, Any], event: Mapping[str, Any]) -> datet
     return event_instant(event)
 
 
-def _money(raw: Any) -> Decimal | None:
-    if raw is None or isinstance(raw, bool) or raw == "":
-        return None
-    try:
-        amount = Decimal(str(raw))  # via str(): Zoho sends JSON numbers, and a float's binary error is not money
-    except InvalidOperation:
-        return None
-    return amount if amount.is_finite() else None
-
-
 # -- Braintree transaction_* and dispute_* --------------------------------------------------------------------
 def apply_transaction_event(
     event: Mapping[str, Any], *, attio: AttioLike, braintree: BraintreeReader
@@ -282,9 +261,9 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
     """Write a Braintree transaction's status now (``payments.status_of``) to its payment record.
 
     A declined settlement (or a voided sale) means the money never arrived: the result names the sale's invoice as
-    ``reopen_invoice``, and the job then takes the sale's payment off that Zoho invoice (``collection.unbook_sale``,
-    under the invoice's lock, after this one's is released; idempotent, so every delivery that finds the sale
-    Failed may ask), so Zoho never shows an invoice paid by nothing."""
+    ``reopen_invoice`` (``reopening``), and the caller then takes the sale's payment off that Zoho invoice
+    (``reopen_invoice``: under the invoice's lock, after this one's is released; idempotent, so every delivery and
+    sweep that finds the sale Failed may ask), so Zoho never shows an invoice paid by nothing."""
     if str(getattr(txn, "type", "sale")) == "credit":
         return _refund_event(attio, braintree, kind, txn)
     txn_id = str(txn.id)
@@ -293,9 +272,8 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
         log.warning("braintree %s: transaction %s has unmapped status %r: left as is", kind, txn_id,
                     getattr(txn, "status", None))
         return {"outcome": "ignored", "transaction_id": txn_id}
-    order_id = getattr(txn, "order_id", None)
-    reopen = {"reopen_invoice": str(order_id)} if status is PaymentStatus.FAILED and order_id else {}
-    external_id = f"braintree:{txn_id}"
+    reopen = reopening(txn)
+    external_id = sale_key(txn_id)
     record = find_one(attio, "payments", "external_id", external_id)
     if record is None:
         return {**_unrecorded(attio, kind, txn, status, external_id), **reopen}
@@ -304,12 +282,32 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
             **reopen}
 
 
+def reopening(txn: Any) -> dict[str, str]:
+    """``{"reopen_invoice": invoice id, "transaction_id": ...}`` when ``txn`` is a sale of ours whose money never
+    arrived (Braintree says Failed: settlement declined, voided), else ``{}``: what ``reopen_invoice`` acts on."""
+    if str(getattr(txn, "type", "sale")) == "credit" or status_of(txn) is not PaymentStatus.FAILED:
+        return {}
+    order_id = getattr(txn, "order_id", None)
+    return {"reopen_invoice": str(order_id), "transaction_id": str(txn.id)} if order_id else {}
+
+
+def reopen_invoice(result: dict[str, Any], *, zoho: ZohoBooks, connection: redis.Redis) -> dict[str, Any]:
+    """Take a sale whose money never arrived off its Zoho invoice (``collection.unbook_sale``: the invoice's lock,
+    idempotent) when ``result`` names one (``reopening``, ``apply_transaction``); returns ``result`` with
+    ``zoho_payment_deleted``. The one way both the settlement webhook's job and the settlements sweep unbook, taken
+    with no transaction lock held (collection takes the invoice's lock first)."""
+    if result.get("reopen_invoice"):
+        result["zoho_payment_deleted"] = unbook_sale(str(result["reopen_invoice"]), str(result["transaction_id"]),
+                                                     zoho=zoho, connection=connection)
+    return result
+
+
 def _refund_event(attio: AttioLike, braintree: BraintreeReader, kind: str, credit: Any) -> dict[str, Any]:
     """A credit (a refund) carries its sale's ``order_id`` but is money going out: it is never recorded as a payment.
     Its notification re-reads the refunded sale, whose record then shows the sale's status now (Refunded)."""
     credit_id, refunded = str(credit.id), getattr(credit, "refunded_transaction_id", None)
     sale = braintree.find_transaction(str(refunded)) if refunded else None
-    record = find_one(attio, "payments", "external_id", f"braintree:{refunded}") if sale is not None else None
+    record = find_one(attio, "payments", "external_id", sale_key(str(refunded))) if sale is not None else None
     if sale is None or record is None:
         log.info("braintree %s for credit %s: the refunded sale %s has no Attio payment: nothing to change", kind,
                  credit_id, refunded)
@@ -317,7 +315,7 @@ def _refund_event(attio: AttioLike, braintree: BraintreeReader, kind: str, credi
     status = status_of(sale)
     if status is None:
         return {"outcome": "refund_ignored", "transaction_id": credit_id}
-    changed = _write(attio, record, f"braintree:{refunded}", status, sale)
+    changed = _write(attio, record, sale_key(str(refunded)), status, sale)
     return {"outcome": "refunded" if changed else "unchanged", "transaction_id": str(refunded), "status": status.value}
 
 
@@ -336,9 +334,9 @@ def _unrecorded(attio: AttioLike, kind: str, txn: Any, status: PaymentStatus, ex
         log.info("braintree %s for unknown transaction %s: nothing to update", kind, txn_id)
         return {"outcome": "unknown_transaction", "transaction_id": txn_id}
     fields: dict[str, Any] = {"status": status.value, "zoho_invoice_id": str(order_id)}
-    amount = _money(getattr(txn, "amount", None))
-    if amount is not None:
-        fields["amount"] = str(amount)
+    sold = amount(getattr(txn, "amount", None))
+    if sold is not None:
+        fields["amount"] = str(sold)
     if status is PaymentStatus.FAILED:
         fields["failure_reason"] = _settlement_reason(txn)
     upsert_payment(attio, external_id, fields)
@@ -362,7 +360,7 @@ def apply_dispute_event(event: Mapping[str, Any], *, attio: AttioLike, braintree
         log.warning("braintree %s: transaction %s not found in Braintree (or unmapped): nothing to update", kind,
                     txn_id)
         return {"outcome": "unknown_transaction", "transaction_id": str(txn_id)}
-    external_id = f"braintree:{txn_id}"
+    external_id = sale_key(txn_id)
     record = find_one(attio, "payments", "external_id", external_id)
     current = value(record, "status") if record is not None else None
     if kind == "dispute_opened" and current not in DISPUTE_STATUSES:

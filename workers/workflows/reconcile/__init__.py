@@ -15,8 +15,9 @@ through the very code a webhook would have run, so a sweep and a late webhook ne
   the activation job of an Attio record event;
 - ``settlements``: Attio payments ``Submitted`` for ``SETTLEMENT_CHECK_AFTER_HOURS`` → their Braintree
   transactions, looked up together → ``Settled`` or ``Failed`` (settlement declined, voided) through the Braintree
-  settlement event's own code; Braintree sends those webhooks only for ACH and SEPA, so this is how a card payment
-  becomes Settled. After ``SETTLEMENT_GIVE_UP_DAYS`` a payment is no longer looked at (one warning);
+  settlement event's own code (a Failed sale's Zoho payment deleted first, as that event's job does); Braintree
+  sends those webhooks only for ACH and SEPA, so this is how a card payment becomes Settled. After
+  ``SETTLEMENT_GIVE_UP_DAYS`` a payment is no longer looked at (one warning);
 - ``subscriptions``: each managed subscription's Zoho status and next billing date against Attio → a drift is
   repaired by ``lifecycle.sync_subscription`` under the subscription's lock (a standing decline keeps Past due).
 

@@ -11,7 +11,7 @@ from integration.clients.attio_values import record_id, value
 from integration.locks import activation_lock, is_held
 
 from ...followups import enqueue_activation
-from .base import SweepContext, SweepReport, count_job, value_since, walk
+from .base import SweepContext, SweepReport, follow_up, value_since, walk
 
 __all__ = ["sweep_activations"]
 
@@ -34,14 +34,9 @@ def sweep_activations(ctx: SweepContext) -> SweepReport:
         if is_held(ctx.connection, activation_lock(rid)):
             report.skipped += 1
             return
-        if ctx.dry_run:
-            report.planned.append(f"activate subscription {rid}")
-            report.enqueued += 1
-            return
-        job_id = enqueue_activation(ctx.connection, rid, tag=ctx.tag, source="reconcile",
-                                    retry_schedule=ctx.retry_schedule)
-        log.info("activations sweep: subscription %s Requested since %s: %s", rid, since, job_id or "already queued")
-        count_job(report, job_id)
+        follow_up(ctx, report, f"activate subscription {rid} (Requested since {since:%Y-%m-%d %H:%M})",
+                  lambda: enqueue_activation(ctx.connection, rid, tag=ctx.tag, source="reconcile",
+                                             retry_schedule=ctx.retry_schedule))
 
     walk(ctx, "activations", [(record_id(r), r) for r in records], look).finish(report)
     return report

@@ -9,16 +9,18 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import redis
 
+from integration.config import Settings
 from integration.sweeps import LAST_RUN_TTL, last_run_key
 
-from ...records import iso, parse_time
+from ...providers import AttioLike, BraintreeSweeps, ZohoLike
+from ...records import amount, iso, parse_time
 
-__all__ = ["Cursor", "SweepContext", "SweepReport", "count_job", "money", "sort_time", "value_since", "walk"]
+__all__ = ["Cursor", "SweepContext", "SweepReport", "follow_up", "money", "sort_time", "value_since", "walk"]
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +61,9 @@ class SweepReport:
 class SweepContext:
     """What a sweep needs: the clients, Redis, the knobs (from the settings), the run's identity."""
 
-    zoho: Any
-    attio: Any
-    braintree: Any
+    zoho: ZohoLike
+    attio: AttioLike
+    braintree: BraintreeSweeps
     connection: redis.Redis
     now: datetime
     run_id: str  # the job id (an RQ retry keeps it: the run resumes) or the CLI's own
@@ -74,9 +76,12 @@ class SweepContext:
     progress: Callable[[int, int], None] | None = None
 
     @classmethod
-    def from_settings(cls, settings: Any, **kw: Any) -> SweepContext:
-        """A context with the settings' knobs."""
-        return cls(grace=timedelta(minutes=settings.reconcile_grace_minutes),
+    def from_settings(
+        cls, settings: Settings, *, zoho: ZohoLike, attio: AttioLike, braintree: BraintreeSweeps, **kw: Any
+    ) -> SweepContext:
+        """A context with the settings' knobs (the clients named, so mypy checks they are what a sweep needs)."""
+        return cls(zoho=zoho, attio=attio, braintree=braintree,
+                   grace=timedelta(minutes=settings.reconcile_grace_minutes),
                    settlement_after=timedelta(hours=settings.settlement_check_after_hours),
                    dunning_days=settings.dunning_schedule_days, retry_schedule=settings.retry_schedule_seconds, **kw)
 
@@ -130,10 +135,17 @@ def walk(ctx: SweepContext, sweep: str, items: Iterable[tuple[str, T]], act: Cal
     return cursor
 
 
-def count_job(report: SweepReport, job_id: str | None) -> None:
-    """Count a follow-up job: queued, or skipped when the same one is queued already."""
+def follow_up(ctx: SweepContext, report: SweepReport, what: str, enqueue: Callable[[], str | None]) -> None:
+    """Queue the follow-up job ``what`` names (``enqueue`` returns its id, None when the same one is queued
+    already: counted as skipped); a dry run only plans it."""
+    if ctx.dry_run:
+        report.planned.append(what)
+        report.enqueued += 1
+        return
+    job_id = enqueue()
+    log.info("%s sweep: %s: %s", report.sweep, what, job_id or "already queued")
     if job_id is None:
-        report.skipped += 1  # the same follow-up is queued already
+        report.skipped += 1
     else:
         report.enqueued += 1
         report.jobs.append(job_id)
@@ -154,8 +166,5 @@ def sort_time(raw: Any) -> str:
 
 
 def money(raw: Any) -> Decimal:
-    """An amount as Decimal (0 when unreadable)."""
-    try:
-        return Decimal(str(raw if raw is not None else 0))
-    except InvalidOperation:
-        return Decimal(0)
+    """An amount as Decimal (0 when absent or unreadable)."""
+    return amount(raw) or Decimal(0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from integration.clients.attio_values import value
@@ -21,9 +22,10 @@ from integration.locks import invoice_lock, is_held
 from ...dunning import Dunning
 from ...followups import enqueue_collection, enqueue_dunning_retry
 from ...intents import ChargeIntents
+from ...providers import AttioLike
 from ...records import parse_time
 from ..collection import OPEN_STATUSES, scope
-from .base import SweepContext, SweepReport, count_job, money, sort_time, walk
+from .base import SweepContext, SweepReport, follow_up, money, sort_time, walk
 
 __all__ = ["UNMANAGED_TTL", "sweep_invoices"]
 
@@ -38,14 +40,9 @@ def sweep_invoices(ctx: SweepContext) -> SweepReport:
     intents, dunning = ChargeIntents(ctx.connection), Dunning(ctx.connection, ctx.dunning_days)
     for entry in dunning.due(ctx.now.timestamp()):
         report.looked_at += 1
-        if ctx.dry_run:
-            label = entry.invoice_number or entry.invoice_id
-            report.planned.append(f"retry invoice {label} (decline {entry.declines})")
-            report.enqueued += 1
-            continue
-        job_id = enqueue_dunning_retry(ctx.connection, entry.invoice_id, entry.declines,
-                                       retry_schedule=ctx.retry_schedule)
-        count_job(report, job_id)
+        follow_up(ctx, report, f"retry invoice {entry.invoice_number or entry.invoice_id} (decline {entry.declines})",
+                  partial(enqueue_dunning_retry, ctx.connection, entry.invoice_id, entry.declines,
+                          retry_schedule=ctx.retry_schedule))
 
     cutoff = ctx.now - ctx.grace
     rows = ctx.zoho.list_invoices(status="Unpaid")  # Zoho's Unpaid: every open status, one paged list
@@ -72,15 +69,9 @@ def sweep_invoices(ctx: SweepContext) -> SweepReport:
             log.debug("invoices sweep: %s skipped (%s)", invoice_id, reason)
             report.skipped += 1
             return
-        if ctx.dry_run:
-            report.planned.append(f"collect invoice {row.get('number') or invoice_id} ({invoice_id})")
-            report.enqueued += 1
-            return
-        job_id = enqueue_collection(ctx.connection, invoice_id, tag=ctx.tag, source="reconcile",
-                                    retry_schedule=ctx.retry_schedule, event_time=row.get("created_time"))
-        log.info("invoices sweep: invoice %s (%s) had no collection: %s", row.get("number"), invoice_id,
-                 job_id or "already queued")
-        count_job(report, job_id)
+        follow_up(ctx, report, f"collect invoice {row.get('number') or invoice_id} ({invoice_id})",
+                  lambda: enqueue_collection(ctx.connection, invoice_id, tag=ctx.tag, source="reconcile",
+                                             retry_schedule=ctx.retry_schedule, event_time=row.get("created_time")))
 
     keyed = [(f"{sort_time(r.get('created_time'))}|{r.get('invoice_id')}", r) for r in rows]
     walk(ctx, "invoices", keyed, look).finish(report)
@@ -113,7 +104,7 @@ def _why_not_collect(
     return None
 
 
-def _mapped_companies(attio: Any) -> dict[str, dict[str, Any]]:
+def _mapped_companies(attio: AttioLike) -> dict[str, dict[str, Any]]:
     """Every Attio company mapped to a Zoho customer, by Zoho customer id (one paged query)."""
     rows = attio.query_records("companies", {"zoho_customer_id": {"$not_empty": True}})
     return {str(value(c, "zoho_customer_id")): c for c in rows if value(c, "zoho_customer_id")}

@@ -4,7 +4,9 @@ Braintree sends ``transaction_settled`` / ``transaction_settlement_declined`` we
 direct debit, never for cards: this sweep is how a card payment becomes ``Settled``, or ``Failed`` when its
 settlement was declined or the sale voided (or Refunded, Disputed: whatever Braintree says now, as
 ``payments.status_of`` reads it). The transactions are looked up together (an id search, not one call each) and
-applied through the settlement event's own code, under the transaction's lock. A payment still
+applied through the settlement event's own code, under the transaction's lock; a sale whose money never arrived is
+first taken off its Zoho invoice as that event's job does (``lifecycle.reopen_invoice``, once however many sweeps
+and late webhooks find it), so the invoices sweep collects the invoice again. A payment still
 ``Submitted`` after ``SETTLEMENT_GIVE_UP_DAYS`` is no longer looked up (one warning).
 """
 
@@ -18,8 +20,8 @@ from integration.clients.attio_values import value
 from integration.locks import hold, transaction_lock
 
 from ...payments import PaymentStatus, status_of
-from ...records import parse_time
-from ..lifecycle import apply_transaction
+from ...records import parse_time, sale_of
+from ..lifecycle import apply_transaction, reopen_invoice, reopening
 from .base import SweepContext, SweepReport, walk
 
 __all__ = ["SETTLEMENT_GIVE_UP_DAYS", "sweep_settlements"]
@@ -38,8 +40,9 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
     for record in records:
         report.looked_at += 1
         external_id = str(value(record, "external_id") or "")
+        txn_id = sale_of(external_id)
         since = parse_time(value(record, "occurred_at")) or parse_time(str(record.get("created_at") or ""))
-        if not external_id.startswith("braintree:") or since is None or since > cutoff:
+        if txn_id is None or since is None or since > cutoff:
             report.skipped += 1
         elif since < give_up:
             log.warning("payment %s is still Submitted %s days after %s: no longer looked up in Braintree",
@@ -47,10 +50,10 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
             report.skipped += 1
         else:
             candidates.append((external_id, record))
-    found = {str(t.id): t for t in ctx.braintree.find_transactions([e.split(":", 1)[1] for e, _ in candidates])}
+    found = {str(t.id): t for t in ctx.braintree.find_transactions([str(sale_of(e)) for e, _ in candidates])}
 
     def settle(record: dict[str, Any]) -> None:
-        txn_id = str(value(record, "external_id")).split(":", 1)[1]
+        txn_id = str(sale_of(str(value(record, "external_id"))))
         txn = found.get(txn_id)
         if txn is None:
             log.warning("payment braintree:%s is Submitted but Braintree has no such transaction", txn_id)
@@ -60,13 +63,18 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
         if status in (None, PaymentStatus.SUBMITTED):
             report.skipped += 1  # submitted_for_settlement, settling, settlement_pending: not decided yet
             return
+        reopen = reopening(txn)
         if ctx.dry_run:
-            report.planned.append(f"payment braintree:{txn_id} → {status}")
+            unbook = f" (its Zoho payment on invoice {reopen['reopen_invoice']} deleted)" if reopen else ""
+            report.planned.append(f"payment braintree:{txn_id} → {status}{unbook}")
             report.repaired += 1
             return
+        # Unbooked before Failed is written: the sweep finds only Submitted payments, so were the order reversed, a
+        # Zoho outage after the write would leave the invoice paid by nothing for good. Redone, it deletes nothing.
+        unbooked = reopen_invoice(reopen, zoho=ctx.zoho, connection=ctx.connection).get("zoho_payment_deleted")
         with hold(ctx.connection, transaction_lock(txn_id), ttl=60.0, wait=15.0):  # as the webhook's job
             outcome = apply_transaction(txn, attio=ctx.attio, braintree=ctx.braintree, kind="settlements sweep")
-        if outcome.get("outcome") in ("updated", "created"):
+        if outcome.get("outcome") in ("updated", "created") or unbooked:
             report.repaired += 1
         else:
             report.skipped += 1
