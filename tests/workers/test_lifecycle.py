@@ -430,6 +430,20 @@ def test_dispute_lost_from_the_sdk(sims: Stack, live_server: LiveServer, redis_c
     assert sims.attio.value("payments", record, "status") == "Dispute lost"
 
 
+@pytest.mark.parametrize("kind", ["dispute_accepted", "dispute_auto_accepted", "dispute_expired"])
+def test_an_accepted_or_expired_dispute_ends_lost(sims: Stack, live_server: LiveServer, redis_conn: redis.Redis,
+                                                   kind: str) -> None:
+    """Braintree's other closing kinds are routed too: without them the payment would stay Disputed."""
+    txn = _bt_charge(sims)
+    sims.braintree.settle(txn)
+    sims.braintree.notification("dispute_opened", txn)
+    record = _payment_record(sims, f"braintree:{txn}", "Disputed")
+    assert _post_braintree(live_server, sims.braintree.notification(kind, txn)).status_code == 202
+    [result] = _drain(redis_conn, sims)
+    assert result["outcome"] == "updated"
+    assert sims.attio.value("payments", record, "status") == "Dispute lost"
+
+
 @pytest.mark.parametrize("order", [("dispute_opened", "dispute_won"), ("dispute_won", "dispute_opened")])
 def test_dispute_notifications_in_either_order_end_where_braintree_is(
     sims: Stack, live_server: LiveServer, redis_conn: redis.Redis, sentry_events: list[dict[str, Any]],

@@ -62,7 +62,8 @@ log = logging.getLogger(__name__)
 PAYMENT_STATUS = {"payment_thankyou": "Settled", "payment_declined": "Declined", "payment_refunded": "Refunded"}
 # Braintree's settlement and dispute notifications: each only names the transaction whose status is re-read.
 TRANSACTION_KINDS = ("transaction_settled", "transaction_settlement_declined")
-DISPUTE_KINDS = ("dispute_opened", "dispute_won", "dispute_lost")
+DISPUTE_KINDS = ("dispute_opened", "dispute_won", "dispute_lost", "dispute_accepted", "dispute_auto_accepted",
+                 "dispute_expired")
 
 _HEALTHY = ("Active", "Trial")  # statuses after which an earlier "why it is Past due" no longer applies
 _SUPERSEDE_DECLINES = ("Cancelled", "Expired")  # Zoho's word that ends a subscription outranks a standing decline
