@@ -70,6 +70,10 @@ _TABLE: dict[tuple[str, str], Route] = {
     ("braintree", "dispute_opened"): _BRAINTREE_DISPUTE,
     ("braintree", "dispute_won"): _BRAINTREE_DISPUTE,
     ("braintree", "dispute_lost"): _BRAINTREE_DISPUTE,
+    # An accepted (by us or automatically) or expired dispute is lost: the money went back to the card holder.
+    ("braintree", "dispute_accepted"): _BRAINTREE_DISPUTE,
+    ("braintree", "dispute_auto_accepted"): _BRAINTREE_DISPUTE,
+    ("braintree", "dispute_expired"): _BRAINTREE_DISPUTE,
 }
 
 # Zoho sends no catalogue events by default; a Zoho workflow can (workflows.md §1).

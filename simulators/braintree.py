@@ -94,6 +94,8 @@ CHARGED = {"authorizing", "authorized", "submitted_for_settlement", "settlement_
            "settlement_confirmed"}
 DUPLICATE_BASIS = CHARGED | {"voided"}
 UNSUCCESSFUL = {"processor_declined", "gateway_rejected", "failed"}
+# A refund (credit) in one of these gave nothing back.
+REFUND_GAVE_NOTHING = UNSUCCESSFUL | {"voided", "settlement_declined", "settlement_failed"}
 TRANSACTION_KINDS = {"transaction_settled", "transaction_settlement_declined"}
 DISPUTE_KINDS = {
     "dispute_opened": "open", "dispute_won": "won", "dispute_lost": "lost", "dispute_accepted": "accepted",
@@ -155,6 +157,10 @@ class BraintreeSimulator(Simulator):
         # Braintree's search index lags behind a new transaction (not documented as instant; seconds to minutes in
         # incidents): a transaction younger than this is not found by a search, only by ``find`` with its id.
         self.search_lag_seconds = 0.0
+        # Unkind, and undocumented either way: the index may lag behind a transaction's changes too (a settlement
+        # declined, a void, a refund): for this long after a change, searches still match and answer the
+        # transaction as it was before it (``find`` answers it as it is).
+        self.search_status_lag_seconds = 0.0
         self._lock = threading.RLock()
         self._rng = random.Random()
         self.reset_state()
@@ -171,6 +177,8 @@ class BraintreeSimulator(Simulator):
             self._disputes: dict[str, dict[str, Any]] = {}
             self._indexed_at: dict[str, float] = {}  # when each transaction becomes visible to searches
             self._made_at: dict[str, float] = {}  # monotonic creation times (created_at has whole seconds)
+            # (monotonic time, the lagging fields then) per transaction, for an index that lags behind changes
+            self._snapshots: dict[str, list[tuple[float, dict[str, Any]]]] = {}
             # GET /merchant_accounts: what the SDK's MerchantAccountGateway.all() reads (braintree_python 4.48.0,
             # merchant_account_gateway.py: a paginated <merchant-accounts> collection of <merchant-account> items).
             self.merchant_accounts: list[dict[str, Any]] = [
@@ -352,10 +360,11 @@ class BraintreeSimulator(Simulator):
     MERCHANT_KINDS = ("keys", "no-keys")
 
     def configure_merchant(self, kind: str, *, search_lag_seconds: float = 0.0,
-                           duplicate_window_seconds: float = 30.0) -> None:
+                           duplicate_window_seconds: float = 30.0, status_lag_seconds: float = 0.0) -> None:
         """``keys``: the merchant has ``api_request_key`` (Braintree enables it per merchant) and duplicate checking
         off; ``no-keys``: keys refused with 915231 and the 30 s duplicate check on, as most merchants run. Both with
-        a search index that lags ``search_lag_seconds`` behind a new transaction."""
+        a search index that lags ``search_lag_seconds`` behind a new transaction and ``status_lag_seconds`` behind
+        a change of one (its status, its refunds)."""
         if kind not in self.MERCHANT_KINDS:
             raise ValueError(f"merchant kind is one of {self.MERCHANT_KINDS}, not {kind!r}")
         with self._lock:
@@ -363,6 +372,7 @@ class BraintreeSimulator(Simulator):
             self.duplicate_checking = kind == "no-keys"
             self.duplicate_window = timedelta(seconds=duplicate_window_seconds)
             self.search_lag_seconds = search_lag_seconds
+            self.search_status_lag_seconds = status_lag_seconds
 
     def void(self, txn_id: str) -> dict[str, Any]:
         """Void a sale in-process (as a person in the Control Panel would); returns a copy."""
@@ -559,6 +569,7 @@ class BraintreeSimulator(Simulator):
             "status_history": [{"status": s, "timestamp": now, "amount": str(amount)} for s in history],
         }
         self._txns[txn["id"]] = txn
+        self._touch(txn)
         self._indexed_at[txn["id"]] = time.monotonic() + self.search_lag_seconds
         self._made_at[txn["id"]] = time.monotonic()
         nonce = params.get("payment_method_nonce")
@@ -682,7 +693,9 @@ class BraintreeSimulator(Simulator):
                 raise _err("91505", "base", "Cannot refund a credit.")
             if original["status"] not in ("settled", "settling"):
                 raise _err("91506", "base", "Cannot refund a transaction unless it is settled.")
-            left = Decimal(original["amount"]) - sum(Decimal(self._txns[r]["amount"]) for r in original["refund_ids"])
+            # A voided or declined refund gave nothing back: its amount may be refunded again (its id stays listed).
+            left = Decimal(original["amount"]) - sum(Decimal(self._txns[r]["amount"]) for r in original["refund_ids"]
+                                                     if self._txns[r]["status"] not in REFUND_GAVE_NOTHING)
             if left <= 0:
                 raise _err("91512", "base", "Transaction has already been fully refunded.")
             amount = self._amount(params) if params.get("amount") is not None else left
@@ -695,6 +708,7 @@ class BraintreeSimulator(Simulator):
             credit["refunded_transaction_id"] = original["id"]
             original["refund_ids"].append(credit["id"])
             original["updated_at"] = _now()
+            self._touch(original)
             return credit
 
         return self._idempotent(params, f"/transactions/{txn_id}/refund", refund)
@@ -703,12 +717,14 @@ class BraintreeSimulator(Simulator):
         criteria = self._body("search")  # newest first, as the gateway lists them
         now = time.monotonic()
         return _xml(search_results([t["id"] for t in reversed(self._txns.values())
-                                    if self._indexed_at.get(t["id"], 0.0) <= now and self._txn_matches(t, criteria)]))
+                                    if self._indexed_at.get(t["id"], 0.0) <= now
+                                    and self._txn_matches(self._indexed(t, now), criteria)]))
 
     def _transaction_search_page(self) -> Response:
         # The SDK does not filter a page itself: answer exactly the requested ids that still match.
         criteria = self._body("search")
-        found = [self._txns[i] for i in criteria.get("ids") or [] if i in self._txns]
+        now = time.monotonic()
+        found = [self._indexed(self._txns[i], now) for i in criteria.get("ids") or [] if i in self._txns]
         items = "".join(element("transaction", self._txn_fields(t)) for t in found if self._txn_matches(t, criteria))
         return _xml(collection("credit_card_transactions", items, items.count("<transaction>")))
 
@@ -748,6 +764,27 @@ class BraintreeSimulator(Simulator):
         now = _now()
         txn["status"], txn["updated_at"] = status, now
         txn["status_history"].append({"status": status, "timestamp": now, "amount": txn["amount"]})
+        self._touch(txn)
+
+    # The fields a lagging index shows as they were (``search_status_lag_seconds``).
+    _LAGGING = ("status", "status_history", "refund_ids", "updated_at", "processor_settlement_response_code",
+                "processor_settlement_response_text", "settlement_batch_id")
+
+    def _touch(self, txn: dict[str, Any]) -> None:
+        """Remember the transaction's lagging fields as they are now (the index catches up with them later)."""
+        fields = {k: copy.deepcopy(txn[k]) for k in self._LAGGING if k in txn}
+        self._snapshots.setdefault(txn["id"], []).append((time.monotonic(), fields))
+
+    def _indexed(self, txn: dict[str, Any], now: float) -> dict[str, Any]:
+        """The transaction as the search index has it at ``now``: its latest change older than the lag (its first
+        state if every change is younger)."""
+        snapshots = self._snapshots.get(txn["id"]) or []
+        if self.search_status_lag_seconds <= 0 or not snapshots:
+            return txn
+        cutoff = now - self.search_status_lag_seconds
+        seen = [fields for at, fields in snapshots if at <= cutoff] or [snapshots[0][1]]
+        view = {k: v for k, v in txn.items() if k not in self._LAGGING}
+        return {**view, **copy.deepcopy(seen[-1])}
 
     def _settlement(self, txn_id: str, status: str, code: str, text: str, *, after_settled: bool = False
                     ) -> dict[str, Any]:
@@ -759,6 +796,7 @@ class BraintreeSimulator(Simulator):
             self._set_status(txn, status)
             txn["processor_settlement_response_code"], txn["processor_settlement_response_text"] = code, text
             txn["settlement_batch_id"] = _now().strftime("%Y-%m-%d_") + self.merchant_id
+            self._touch(txn)
             return copy.deepcopy(txn)
 
     def _txn_or_raise(self, txn_id: str) -> dict[str, Any]:

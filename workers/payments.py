@@ -7,22 +7,37 @@ Braintree has now, so the order in which Braintree delivers them cannot matter (
 a settlement decline may follow ``transaction_settled``). The table refuses only moves that cannot happen, which is
 what a late write from an older read looks like: the collection's ``Submitted`` landing after a settlement, Zoho's
 ``payment_thankyou`` delivered after its ``payment_refunded``, a settled sale after its settlement was declined.
+
+A refund is a transaction of its own (a ``credit``) with its own status: it may be voided, or its settlement
+declined (ACH), and the sale keeps its id in ``refund_ids`` all the same. So a sale counts as refunded, and no
+longer as the charge of its invoice, only when refunds that really moved money cover its whole amount, each read
+by id (``refunds_of``; no call for a sale without refunds). A partially refunded sale still took money for its
+invoice: it stays charged, and keeps its own status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
 __all__ = [
+    "CHARGED",
     "DISPUTE_STATUSES",
+    "Finder",
     "TRANSITIONS",
     "PaymentStatus",
     "can_move",
     "dispute_status",
+    "fully_refunded",
+    "is_charged",
+    "refunded_amount",
+    "refunds_of",
     "status_of",
 ]
+
+Finder = Callable[[str], Any]  # a transaction by id, or None (``BraintreeClient.find_transaction``)
 
 
 class PaymentStatus(StrEnum):
@@ -53,8 +68,10 @@ TRANSITIONS: Mapping[PaymentStatus, frozenset[PaymentStatus]] = {
     # Final: a refused sale never moves money; a declined settlement or a voided sale is never settled or disputed.
     _S.DECLINED: frozenset(),
     _S.FAILED: frozenset(),
-    # A customer may dispute a sale that was refunded (the chargeback then decides, not the refund).
-    _S.REFUNDED: frozenset(_DISPUTE_OUTCOMES),
+    # A customer may dispute a sale that was refunded (the chargeback then decides, not the refund). A refund may
+    # be voided or its settlement declined after it was written (the sale is Settled again), and an ACH sale may be
+    # returned by the bank after its refund (Failed: its money never arrived).
+    _S.REFUNDED: frozenset({_S.SETTLED, _S.FAILED, *_DISPUTE_OUTCOMES}),
     _S.DISPUTED: frozenset({_S.DISPUTE_WON, _S.DISPUTE_LOST}),
     # A won dispute may be followed by another one on the same sale (pre-arbitration, a second chargeback).
     _S.DISPUTE_WON: frozenset({_S.DISPUTED, _S.DISPUTE_LOST}),
@@ -81,6 +98,10 @@ _BY_TRANSACTION_STATUS: Mapping[str, PaymentStatus] = {
     **dict.fromkeys(_SUBMITTED, _S.SUBMITTED), **dict.fromkeys(_SETTLED, _S.SETTLED),
     **dict.fromkeys(_FAILED, _S.FAILED), **dict.fromkeys(_DECLINED, _S.DECLINED),
 }
+# A sale in one of these took (or is taking) the money: it is its invoice's charge unless refunded in full.
+CHARGED = frozenset(_SUBMITTED + _SETTLED)
+# A refund (credit) in one of these never moved money back: it does not count.
+_NO_REFUND = frozenset({*_FAILED, *_DECLINED})
 # Braintree ``Dispute.Status`` → our status. An accepted or expired dispute is lost (the money went back).
 _BY_DISPUTE_STATUS: Mapping[str, PaymentStatus] = {
     "open": _S.DISPUTED, "under_review": _S.DISPUTED, "disputed": _S.DISPUTED,
@@ -95,16 +116,53 @@ def dispute_status(dispute: Any) -> PaymentStatus:
     return _BY_DISPUTE_STATUS.get(str(raw or ""), _S.DISPUTED)
 
 
-def status_of(txn: Any) -> PaymentStatus | None:
-    """The status a Braintree sale (as ``transaction.find`` or a search returns it) has now: its newest dispute's,
-    else Refunded when it has refunds, else its own status's; None for a status this table does not map."""
+def status_of(txn: Any, find: Finder | None = None) -> PaymentStatus | None:
+    """The status a Braintree sale (as ``transaction.find`` returns it) has now: its newest dispute's, else
+    Refunded when it took the money and refunds cover it in full (``fully_refunded``: ``find`` reads them), else
+    its own status's; None for a status this table does not map. A sale whose settlement was declined or that was
+    voided is Failed whatever its refunds: its money never arrived (its Zoho payment must go)."""
     disputes = list(getattr(txn, "disputes", None) or [])
     if disputes:
         newest = max(enumerate(disputes), key=lambda d: (str(_when(d[1])), d[0]))[1]
         return dispute_status(newest)
-    if list(getattr(txn, "refund_ids", None) or []):
+    own = _BY_TRANSACTION_STATUS.get(str(getattr(txn, "status", "")))
+    if own in (_S.SUBMITTED, _S.SETTLED) and fully_refunded(txn, find):
         return _S.REFUNDED
-    return _BY_TRANSACTION_STATUS.get(str(getattr(txn, "status", "")))
+    return own
+
+
+def is_charged(txn: Any, find: Finder | None = None) -> bool:
+    """Whether a sale took its invoice's money and keeps it: a charged status, not refunded in full."""
+    return str(getattr(txn, "status", "")) in CHARGED and not fully_refunded(txn, find)
+
+
+def refunds_of(txn: Any, find: Finder | None) -> list[Any]:
+    """The sale's refunds as Braintree has them now, each read by id; no call for a sale without refunds. A refund
+    id Braintree does not know is left out."""
+    ids = [str(i) for i in getattr(txn, "refund_ids", None) or []]
+    if not ids:
+        return []
+    if find is None:
+        raise ValueError(f"transaction {getattr(txn, 'id', '?')} has refunds: its status needs them read (find)")
+    return [r for r in map(find, ids) if r is not None]
+
+
+def refunded_amount(refunds: Sequence[Any]) -> Decimal:
+    """The money the refunds moved back: those not voided, failed or declined (at the processor or settlement)."""
+    return sum((_money(r) for r in refunds if str(getattr(r, "status", "")) not in _NO_REFUND), Decimal(0))
+
+
+def fully_refunded(txn: Any, find: Finder | None) -> bool:
+    """Whether refunds that really moved money cover the sale's whole amount (a partial refund does not)."""
+    back = refunded_amount(refunds_of(txn, find))
+    return back > 0 and back >= _money(txn)
+
+
+def _money(txn: Any) -> Decimal:
+    try:
+        return Decimal(str(getattr(txn, "amount", None) or 0))
+    except InvalidOperation:
+        return Decimal(0)
 
 
 def _when(dispute: Any) -> Any:

@@ -10,7 +10,7 @@ methods; the real clients (``integration.clients``) satisfy them structurally, w
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -91,7 +91,7 @@ class BraintreeCharger(BraintreeReader, Protocol):
     """What a collection does in Braintree: find the card, find an earlier sale, sell."""
 
     def default_payment_method(self, customer_id: str) -> str | None: ...
-    def find_successful_sale(self, order_id: str) -> Any | None: ...
+    def find_successful_sale(self, order_id: str, *, keeps: Callable[[Any], bool] | None = None) -> Any | None: ...
     def sale(
         self, *, order_id: str, amount: Decimal, customer_id: str, payment_method_token: str | None = None,
         api_request_key: str | None, merchant_account_id: str | None = None, resend_without_key: bool = True,

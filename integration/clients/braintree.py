@@ -213,15 +213,25 @@ class BraintreeClient:
         return self._call(generate)
 
     # -- transactions -----------------------------------------------------------------------------------------
-    def find_successful_sale(self, order_id: str) -> Transaction | None:
-        """The oldest sale for this order that charged (authorizing … settled) and was not refunded, or None."""
-        found = self._call(lambda: list(self._gateway.transaction.search(
+    def find_successful_sale(
+        self, order_id: str, *, keeps: Callable[[Transaction], bool] | None = None
+    ) -> Transaction | None:
+        """The oldest sale for this order that charged (authorizing … settled) as Braintree has it now, and that
+        ``keeps`` keeps (the collection's: not refunded in full), or None.
+
+        A search hit is only a candidate: Braintree's search index may lag behind a status change (a settlement
+        declined, a sale voided or refunded since) as it lags behind a new sale, so each hit is read again by id
+        (``find`` is immediate) before its status is trusted: one more call per hit, none when nothing matches."""
+        hits = self._call(lambda: list(self._gateway.transaction.search(
             [TS.order_id == order_id, TS.type == Transaction.Type.Sale, TS.status.in_list(list(CHARGED_STATUSES))]
         ).items))
-        # A refunded sale's money went back: it no longer pays the order (its status stays settled).
-        found = [t for t in found if not list(getattr(t, "refund_ids", None) or [])]
-        # Sorted, not first: several charged sales would be a bug, but every retry must then pick the same one.
-        return min(found, key=lambda t: (t.created_at, t.id), default=None)
+        # Oldest first, not the first hit: several charged sales would be a bug, but every retry must then pick the
+        # same one.
+        for hit in sorted(hits, key=lambda t: (t.created_at, t.id)):
+            txn = self.find_transaction(str(hit.id))
+            if txn is not None and str(txn.status) in CHARGED_STATUSES and (keeps is None or keeps(txn)):
+                return txn
+        return None
 
     def sale(
         self,

@@ -14,7 +14,8 @@ counts every call this service sends, in every process, in one Redis hash per or
 Zoho answering "daily cap reached" (code 44, or any rate-limit answer once we have used ``LATE_SHARE`` of the
 day's quota, or a ``Retry-After`` over an hour) closes the day for every process (``quota:zoho:<org>:capped:<day>``):
 money work is deferred until the reset, never failed. The day is the organization's (its ``time_zone`` from
-``GET /organizations``, stored by the client when seen), UTC until it is known.
+``GET /organizations``, stored by the client when seen), UTC until it is known. The client asks for it by itself
+at most once a day across processes (``time_zone_due``; an hour after an ask that failed), as bulk work.
 
 ``CallMeter`` counts Attio's and Braintree's calls per operation the same way (their budgets are per second and
 already shared: nothing to keep per day), and ``count_operation`` counts finished jobs per operation, so
@@ -54,6 +55,9 @@ LATE_SHARE = 0.9  # a rate-limit answer once this share of the day's quota is us
 LONG_RETRY_AFTER = 3600.0  # seconds: a Retry-After this long is the day's cap, not the minute's
 KEEP_SECONDS = 3 * 86400  # a day's counters outlive it, for yesterday's figures
 _TZ_KEY = "quota:zoho:{org}:tz"
+_TZ_ASKED_KEY = "quota:zoho:{org}:tz:asked"  # present while the stored zone is fresh (or an ask is recent)
+TZ_FRESH_SECONDS = 86400  # the stored time zone is asked again after a day (an organization may change it)
+TZ_RETRY_SECONDS = 3600  # after an ask that failed (or is in flight), the next one waits this long
 
 # KEYS[1] = the day's hash, KEYS[2] = the day's capped flag; ARGV = cap for this lane, operation, ttl seconds.
 # Returns -1 when Zoho said the day is over, 1 when the lane's share is used up, 0 when counted.
@@ -111,6 +115,17 @@ class ZohoLedger:
         """Store the organization's time zone (from ``GET /organizations``) so every process counts its day."""
         if name and (name in ("UTC", "Etc/UTC") or _zone(name) is not UTC):
             self.connection.set(_TZ_KEY.format(org=self.organization_id), str(name))
+            self.connection.set(_TZ_ASKED_KEY.format(org=self.organization_id), "1", ex=TZ_FRESH_SECONDS)
+
+    def time_zone_due(self) -> bool:
+        """Whether this process should ask Zoho for the organization's time zone now: it is not known, or was
+        stored more than a day ago, and no other process asked within the hour. Claims the ask (so only one
+        process makes it); a Redis error says no (the day stays as it was)."""
+        try:
+            return bool(self.connection.set(_TZ_ASKED_KEY.format(org=self.organization_id), "1", nx=True,
+                                            ex=TZ_RETRY_SECONDS))
+        except redis.RedisError:
+            return False
 
     def time_zone(self) -> str:
         """The organization's time zone name, ``UTC`` until it is known."""

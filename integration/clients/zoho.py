@@ -23,7 +23,8 @@ import redis
 import requests
 
 from ..config import Settings
-from ..errors import CircuitOpen, RateLimited, ServiceRejected, ServiceUnavailable
+from ..errors import CircuitOpen, RateLimited, ServiceError, ServiceRejected, ServiceUnavailable
+from ..worklane import BULK, lane, operation
 from ._http import HttpCaller, Limiter
 from .breaker import make_breaker
 from .budget import MONEY_RESERVE, ConcurrencySlots, RateBudget
@@ -393,6 +394,19 @@ class ZohoClient:
             self.ledger.remember_time_zone(ours.get("time_zone"))  # Zoho counts the day in the org's zone
         return rows
 
+    def _learn_time_zone(self) -> None:
+        """Ask for the organization's time zone when the ledger wants it (at most once a day across processes), so
+        the daily quota counts Zoho's day, not UTC's. Bulk work: it never takes the money reserve, and its failure
+        (a deferral included) never stops the call that asked (the next ask waits an hour)."""
+        if self.ledger is None or not self.ledger.time_zone_due():
+            return
+        try:
+            with lane(BULK), operation("other"):
+                self.list_organizations()
+        except ServiceError as exc:
+            log.warning("zoho: the organization's time zone could not be read (%s); the day stays %s for now", exc,
+                        self.ledger.time_zone())
+
     def recent_events(self) -> list[dict[str, Any]]:
         """The first page of the event log (``GET /events``, newest first; scope webhooks.READ)."""
         envelope = self._request("GET", "/events", params={"page": 1, "per_page": 25})
@@ -433,6 +447,8 @@ class ZohoClient:
     def _request(self, method: str, path: str, *, params: Any = None, body: Any = None) -> dict[str, Any]:
         """The parsed envelope of a successful call; on 401 / code 57 one fresh token and one retry."""
         self._refuse_if_open()  # before the token: no mint while the circuit is open
+        if path != "/organizations":
+            self._learn_time_zone()
         token, api_domain = self.tokens.token()
         try:
             return self._send(token, api_domain, method, path, params, body)

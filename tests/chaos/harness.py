@@ -1071,7 +1071,8 @@ class ChaosRun:
                        if d.source == "braintree" and d.subject == txn and self._finished(check, d)]
             if not applied:
                 continue
-            expected = status_of(self.stack.braintree.gateway().transaction.find(txn))
+            finder = self.stack.braintree.gateway().transaction.find
+            expected = status_of(finder(txn), finder)
             status = value(records.get(f"braintree:{txn}") or {}, "status")
             if status != expected:
                 check.violations.append(f"not applied: transaction {txn} ({story}; applied {applied}) is "

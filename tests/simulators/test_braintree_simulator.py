@@ -285,6 +285,42 @@ def test_settle_void_and_refund(gw: braintree.BraintreeGateway, sim: BraintreeSi
     assert not gw.transaction.void(other.transaction.id).is_success
 
 
+def test_a_refund_is_a_transaction_that_can_be_voided_or_declined(gw: braintree.BraintreeGateway,
+                                                                   sim: BraintreeSimulator) -> None:
+    """A refund has its own status; one that gave nothing back stays listed on the sale, and its amount may be
+    refunded again."""
+    sim.add_customer("payer")
+    sold = sale(gw, "20.00", customer_id="payer", order_id="inv-r").transaction
+    sim.settle(sold.id)
+    first = gw.transaction.refund(sold.id).transaction
+    assert (first.status, first.order_id) == ("submitted_for_settlement", "inv-r")
+    assert [e.code for e in gw.transaction.refund(sold.id, "1.00").errors.deep_errors] == ["91512"]  # all refunded
+    assert gw.transaction.void(first.id).transaction.status == "voided"
+    second = gw.transaction.refund(sold.id).transaction  # the voided refund gave nothing back
+    assert sim.decline_settlement(second.id)["status"] == "settlement_declined"  # an ACH refund the bank refused
+    third = gw.transaction.refund(sold.id, "5.00").transaction
+    assert gw.transaction.find(sold.id).refund_ids == [first.id, second.id, third.id]
+    assert [gw.transaction.find(r).status for r in (first.id, second.id, third.id)] == [
+        "voided", "settlement_declined", "submitted_for_settlement"]
+
+
+def test_the_search_index_may_lag_behind_a_status_change(gw: braintree.BraintreeGateway,
+                                                         sim: BraintreeSimulator) -> None:
+    sim.add_customer("payer")
+    sim.configure_merchant("keys", status_lag_seconds=0.6)
+    sold = sale(gw, "20.00", customer_id="payer", order_id="inv-lag").transaction
+    sim.settle(sold.id)
+    refund = gw.transaction.refund(sold.id).transaction
+    [hit] = gw.transaction.search([TS.order_id == "inv-lag", TS.type == "sale"]).items
+    assert (hit.status, hit.refund_ids) == ("submitted_for_settlement", [])  # as it was when it was made
+    assert gw.transaction.search([TS.order_id == "inv-lag", TS.status == "settled"]).ids == []
+    found = gw.transaction.find(sold.id)
+    assert (found.status, found.refund_ids) == ("settled", [refund.id])  # find is immediate
+    time.sleep(0.7)
+    [hit] = gw.transaction.search([TS.order_id == "inv-lag", TS.type == "sale"]).items
+    assert (hit.status, hit.refund_ids) == ("settled", [refund.id])
+
+
 # -- search -----------------------------------------------------------------------------------------------------
 
 

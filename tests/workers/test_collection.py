@@ -25,6 +25,7 @@ from workers.intents import ChargeIntents
 from ..conftest import SECRETS, Stack, run_until_idle, run_worker
 
 SEARCH_LAG = 1.0  # the simulator's search index lags this far behind a new sale
+STATUS_LAG = 60.0  # ... and behind a sale's changes (settled, declined, refunded): for the whole test
 WINDOW = 2  # Braintree's duplicate window, shortened (BRAINTREE_DUPLICATE_WINDOW_SECONDS)
 BOUND = 3  # SALE_SEARCH_LAG_SECONDS: how long an unknown outcome blocks a new sale
 
@@ -34,7 +35,8 @@ def merchant(request: Any, stack: Stack, redis_conn: Any) -> str:
     """The merchant kind, configured in the simulator, with the service's bounds to match."""
     from workers import runtime
 
-    stack.braintree.configure_merchant(request.param, search_lag_seconds=SEARCH_LAG, duplicate_window_seconds=WINDOW)
+    stack.braintree.configure_merchant(request.param, search_lag_seconds=SEARCH_LAG, duplicate_window_seconds=WINDOW,
+                                       status_lag_seconds=STATUS_LAG)
     # As a service that has charged before: it knows whether this merchant takes request keys.
     ChargeIntents(redis_conn).learn_request_keys(request.param == "keys")
     runtime.use_settings(stack.settings(sale_search_lag_seconds=BOUND, braintree_duplicate_window_seconds=WINDOW))

@@ -430,6 +430,20 @@ def test_dispute_lost_from_the_sdk(sims: Stack, live_server: LiveServer, redis_c
     assert sims.attio.value("payments", record, "status") == "Dispute lost"
 
 
+@pytest.mark.parametrize("kind", ["dispute_accepted", "dispute_auto_accepted", "dispute_expired"])
+def test_an_accepted_or_expired_dispute_ends_lost(sims: Stack, live_server: LiveServer, redis_conn: redis.Redis,
+                                                   kind: str) -> None:
+    """Braintree's other closing kinds are routed too: without them the payment would stay Disputed."""
+    txn = _bt_charge(sims)
+    sims.braintree.settle(txn)
+    sims.braintree.notification("dispute_opened", txn)
+    record = _payment_record(sims, f"braintree:{txn}", "Disputed")
+    assert _post_braintree(live_server, sims.braintree.notification(kind, txn)).status_code == 202
+    [result] = _drain(redis_conn, sims)
+    assert result["outcome"] == "updated"
+    assert sims.attio.value("payments", record, "status") == "Dispute lost"
+
+
 @pytest.mark.parametrize("order", [("dispute_opened", "dispute_won"), ("dispute_won", "dispute_opened")])
 def test_dispute_notifications_in_either_order_end_where_braintree_is(
     sims: Stack, live_server: LiveServer, redis_conn: redis.Redis, sentry_events: list[dict[str, Any]],
@@ -486,4 +500,25 @@ def test_a_braintree_credit_is_never_recorded_as_income(
     [result] = _drain(redis_conn, sims)
     assert result["outcome"] == "refunded"
     assert sims.attio.value("payments", record, "status") == "Refunded"
+    assert sims.attio.find("payments", "external_id", f"braintree:{credit.id}") == []
+
+
+def test_a_refund_the_bank_declined_puts_the_sale_back_to_settled(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis
+) -> None:
+    """Braintree sends ``transaction_settlement_declined`` for an ACH refund too: the refund moved nothing, the
+    sale's money stayed with us, so its record leaves Refunded."""
+    bt = sims.braintree
+    bt.add_customer("co_bt", email="ap@acme.example")
+    sale = bt.gateway().transaction.sale({"amount": "49.00", "customer_id": "co_bt", "order_id": "903000000043",
+                                         "options": {"submit_for_settlement": True}}).transaction
+    bt.settle(sale.id)
+    credit = bt.gateway().transaction.refund(sale.id).transaction
+    record = _payment_record(sims, f"braintree:{sale.id}", "Refunded")  # as the refund's Zoho event wrote it
+    bt.decline_settlement(credit.id)
+    resp = _post_braintree(live_server, bt.notification("transaction_settlement_declined", credit.id))
+    assert resp.status_code == 202, resp.text
+    [result] = _drain(redis_conn, sims)
+    assert (result["outcome"], result["status"]) == ("refunded", "Settled")
+    assert sims.attio.value("payments", record, "status") == "Settled"
     assert sims.attio.find("payments", "external_id", f"braintree:{credit.id}") == []

@@ -123,7 +123,8 @@ def run_transaction_event(payload: dict[str, Any]) -> dict[str, Any]:
 
 @entrypoint("lifecycle.dispute_event")
 def run_dispute_event(payload: dict[str, Any]) -> dict[str, Any]:
-    """RQ entrypoint for Braintree ``dispute_opened`` / ``dispute_won`` / ``dispute_lost``."""
+    """RQ entrypoint for Braintree ``dispute_opened`` / ``dispute_won`` / ``dispute_lost`` / ``dispute_accepted`` /
+    ``dispute_auto_accepted`` / ``dispute_expired``."""
     txn_id = ((_event(payload).get("dispute") or {}).get("transaction") or {}).get("id")
     with _one_job_per_record(transaction_lock(str(txn_id)) if txn_id else None):  # the settlement's record too
         return handle_dispute_event(payload, attio=runtime.attio_client(), braintree=runtime.braintree_client())

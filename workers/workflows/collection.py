@@ -59,6 +59,7 @@ from integration.locks import Held, hold, invoice_lock, subscription_lock, trans
 
 from ..dunning import Dunning, DunningEntry
 from ..intents import DUPLICATE_WINDOW_SECONDS, ChargeIntent, ChargeIntents, DeclineMarks
+from ..payments import CHARGED, is_charged
 from ..providers import AttioLike, BraintreeCharger, ZohoBooks
 from ..records import (
     find_company_by_zoho_customer,
@@ -76,8 +77,6 @@ __all__ = ["CHARGED", "OPEN_STATUSES", "Collection", "Policy", "collect_invoice"
 log = logging.getLogger(__name__)
 
 OPEN_STATUSES = ("sent", "overdue", "partially_paid", "unpaid")
-CHARGED = {"authorizing", "authorized", "submitted_for_settlement", "settlement_pending", "settling", "settled",
-           "settlement_confirmed"}
 _DESCRIPTION = "Braintree transaction "
 LOCK_TTL = 60.0  # seconds; a heartbeat extends it while the job runs, so only a dead holder lets it lapse
 LOCK_WAIT = 15.0  # seconds to wait for another collection of the same invoice before retrying later
@@ -296,8 +295,10 @@ def _our_sale(braintree: BraintreeCharger, ctx: _Context, intent: ChargeIntent |
     """(the successful sale of this invoice, the intent's own transaction whatever its status).
 
     The sale is looked for by the intent's transaction id, by the invoice's card payments' reference numbers (both
-    found at once), else by an ``order_id`` search (which lags behind a new sale). A refunded sale does not count:
-    its money went back."""
+    found at once), else by an ``order_id`` search (which lags behind a new sale; its hits are read again by id). A
+    sale refunded in full does not count: its money went back (``payments.is_charged``: a voided or declined refund
+    moved nothing, and a partial refund leaves the sale the invoice's charge)."""
+    charged = _charged_sale_of(braintree, ctx.invoice_id)
     candidates = []
     if intent is not None and intent.transaction_id:
         candidates.append(intent.transaction_id)
@@ -310,15 +311,20 @@ def _our_sale(braintree: BraintreeCharger, ctx: _Context, intent: ChargeIntent |
         txn = braintree.find_transaction(txn_id)
         if intent is not None and txn_id == intent.transaction_id:
             attempt = txn
-        if txn is not None and _is_charged_sale_of(txn, ctx.invoice_id):
+        if txn is not None and charged(txn):
             return txn, attempt
-    found = braintree.find_successful_sale(ctx.invoice_id)
-    return (found if found is not None and _is_charged_sale_of(found, ctx.invoice_id) else None), attempt
+    found = braintree.find_successful_sale(ctx.invoice_id, keeps=charged)
+    return found, attempt
 
 
-def _is_charged_sale_of(txn: Any, invoice_id: str) -> bool:
-    return (str(getattr(txn, "type", "sale")) == "sale" and str(getattr(txn, "order_id", "")) == invoice_id
-            and str(getattr(txn, "status", "")) in CHARGED and not list(getattr(txn, "refund_ids", None) or []))
+def _charged_sale_of(braintree: Any, invoice_id: str) -> Callable[[Any], bool]:
+    """Whether a transaction is a sale of this invoice that took its money and keeps it (its refunds read by id)."""
+
+    def charged(txn: Any) -> bool:
+        return (str(getattr(txn, "type", "sale")) == "sale" and str(getattr(txn, "order_id", "")) == invoice_id
+                and is_charged(txn, braintree.find_transaction))
+
+    return charged
 
 
 def _note_sale(
@@ -425,7 +431,7 @@ def _outcome(
     if result.outcome == "rejected" and (result.rejection_reason or "") == "duplicate":
         # An earlier sale of this order took the money within the duplicate window: find it, never a decline.
         intent = intents.update(lock, intent, transaction_id=None, duplicate_at=intents.now())
-        earlier = braintree.find_successful_sale(ctx.invoice_id)
+        earlier = braintree.find_successful_sale(ctx.invoice_id, keeps=_charged_sale_of(braintree, ctx.invoice_id))
         if earlier is None:
             raise SaleOutcomeUnknown(
                 "braintree", f"invoice {ctx.invoice_id}: sale refused as a duplicate; the earlier sale is not "

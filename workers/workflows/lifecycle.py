@@ -65,7 +65,8 @@ log = logging.getLogger(__name__)
 PAYMENT_STATUS = {"payment_thankyou": "Settled", "payment_declined": "Declined", "payment_refunded": "Refunded"}
 # Braintree's settlement and dispute notifications: each only names the transaction whose status is re-read.
 TRANSACTION_KINDS = ("transaction_settled", "transaction_settlement_declined")
-DISPUTE_KINDS = ("dispute_opened", "dispute_won", "dispute_lost")
+DISPUTE_KINDS = ("dispute_opened", "dispute_won", "dispute_lost", "dispute_accepted", "dispute_auto_accepted",
+                 "dispute_expired")
 
 _HEALTHY = ("Active", "Trial")  # statuses after which an earlier "why it is Past due" no longer applies
 _SUPERSEDE_DECLINES = ("Cancelled", "Expired")  # Zoho's word that ends a subscription outranks a standing decline
@@ -150,6 +151,12 @@ def mirror_payment(
         log.info("zoho payment %s not found; using the event's own fields", payment_id)
         payment = dict(hint)
 
+    paid, refunded = amount(payment.get("amount")), amount(payment.get("amount_refunded"))
+    if status == "Settled" and paid and refunded is not None and refunded >= paid:
+        # A thank-you delivered after the payment's refund (Zoho does not order its deliveries): the payment, read
+        # now, is refunded. (A refunded payment may become Settled again, when Braintree says its refund gave
+        # nothing back: a late event must not look like that.)
+        status = "Refunded"
     reference = str(payment.get("reference_number") or "").strip()
     if reference and _made_by_service(reference, attio=attio, braintree=braintree):
         if status == "Refunded":
@@ -267,7 +274,7 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
     if str(getattr(txn, "type", "sale")) == "credit":
         return _refund_event(attio, braintree, kind, txn)
     txn_id = str(txn.id)
-    status = status_of(txn)
+    status = status_of(txn, braintree.find_transaction)
     if status is None:
         log.warning("braintree %s: transaction %s has unmapped status %r: left as is", kind, txn_id,
                     getattr(txn, "status", None))
@@ -312,7 +319,7 @@ def _refund_event(attio: AttioLike, braintree: BraintreeReader, kind: str, credi
         log.info("braintree %s for credit %s: the refunded sale %s has no Attio payment: nothing to change", kind,
                  credit_id, refunded)
         return {"outcome": "refund_ignored", "transaction_id": credit_id}
-    status = status_of(sale)
+    status = status_of(sale, braintree.find_transaction)
     if status is None:
         return {"outcome": "refund_ignored", "transaction_id": credit_id}
     changed = _write(attio, record, sale_key(str(refunded)), status, sale)
@@ -355,7 +362,7 @@ def apply_dispute_event(event: Mapping[str, Any], *, attio: AttioLike, braintree
         log.warning("braintree %s: not a dispute event this workflow applies", kind)
         return {"outcome": "ignored"}
     txn = braintree.find_transaction(str(txn_id))
-    status = status_of(txn) if txn is not None else None
+    status = status_of(txn, braintree.find_transaction) if txn is not None else None
     if txn is None or status is None:
         log.warning("braintree %s: transaction %s not found in Braintree (or unmapped): nothing to update", kind,
                     txn_id)

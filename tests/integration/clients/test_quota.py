@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import redis
@@ -148,3 +149,59 @@ def test_a_call_given_back_after_midnight_is_given_back_to_the_day_that_counted_
     assert book.used("2025-07-01") == 0
     assert book.used("2025-07-02") == 0
     assert redis_conn.ttl("quota:zoho:org1:2025-07-02") in (-2, *range(1, 3 * 86400 + 1))  # none, or one that expires
+
+
+ORG_ZONE_KEYS = ("quota:zoho:10234695:tz", "quota:zoho:10234695:tz:asked")  # make_settings()'s organization
+ORGANIZATIONS = "/billing/v1/organizations"
+
+
+def test_the_client_learns_the_organizations_time_zone_by_itself_once_a_day(server: ZohoSimulator,
+                                                                            redis_conn: redis.Redis) -> None:
+    """Until it is known the ledger counts UTC days, up to ~17 h off Zoho's reset: the first call of the day (any
+    process) asks ``GET /organizations`` first, as bulk work; the other calls do not."""
+    server.reset()
+    server.tz = ZoneInfo("America/Los_Angeles")
+    try:
+        redis_conn.delete(*ORG_ZONE_KEYS)
+        zoho = client(server, redis_conn)
+        other_process = client(server, redis_conn)
+        with lane(MONEY), operation("collection"):
+            assert zoho.get_invoice("a") is None
+            assert other_process.get_invoice("b") is None
+        assert zoho.ledger is not None
+        assert zoho.ledger.time_zone() == "America/Los_Angeles"
+        assert zoho.ledger.day() == datetime.now(ZoneInfo("America/Los_Angeles")).date().isoformat()
+        assert len(server.calls_to("GET", ORGANIZATIONS)) == 1
+        assert 86000 < redis_conn.ttl(ORG_ZONE_KEYS[1]) <= 86400  # asked again in a day
+        redis_conn.delete(ORG_ZONE_KEYS[1])  # a day later
+        zoho.get_invoice("c")
+        assert len(server.calls_to("GET", ORGANIZATIONS)) == 2
+    finally:
+        server.tz = UTC
+
+
+@pytest.mark.parametrize("why", ["bulk share used", "zoho fails"])
+def test_an_ask_for_the_time_zone_that_cannot_be_made_never_stops_money_work(server: ZohoSimulator,
+                                                                             redis_conn: redis.Redis,
+                                                                             why: str) -> None:
+    server.reset()
+    server.tz = ZoneInfo("America/Los_Angeles")
+    try:
+        zoho = client(server, redis_conn, zoho_requests_per_day=4, zoho_daily_reserve_percent=50)
+        if why == "bulk share used":
+            with lane(BULK), operation("catalog"):
+                zoho.list_plans()
+                zoho.list_addons()  # the bulk half of the day is used: only the money reserve is left
+        else:
+            server.faults.add("GET", ORGANIZATIONS, status=500, times=None)
+        redis_conn.delete(*ORG_ZONE_KEYS)
+        with lane(MONEY), operation("collection"):
+            assert zoho.get_invoice("a") is None  # answered
+            assert zoho.get_invoice("b") is None
+        assert zoho.ledger is not None and zoho.ledger.time_zone() == "UTC"  # still unknown
+        assert len(server.calls_to("GET", ORGANIZATIONS)) == (0 if why == "bulk share used" else 1)
+        assert 0 < redis_conn.ttl(ORG_ZONE_KEYS[1]) <= 3600  # asked again within the hour, not on every call
+        assert zoho.ledger.today()["by_operation"].get("collection") == 2  # the ask is bulk work, counted apart
+    finally:
+        server.tz = UTC
+        server.faults.clear()

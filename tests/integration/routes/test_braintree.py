@@ -25,6 +25,9 @@ def post(client, fields):
         ("dispute_opened", "workers.jobs.lifecycle.run_dispute_event"),
         ("dispute_won", "workers.jobs.lifecycle.run_dispute_event"),
         ("dispute_lost", "workers.jobs.lifecycle.run_dispute_event"),
+        ("dispute_accepted", "workers.jobs.lifecycle.run_dispute_event"),
+        ("dispute_auto_accepted", "workers.jobs.lifecycle.run_dispute_event"),
+        ("dispute_expired", "workers.jobs.lifecycle.run_dispute_event"),
     ],
 )
 def test_sdk_sample_notifications_are_accepted(client, queues, kind, job):

@@ -59,7 +59,7 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
             log.warning("payment braintree:%s is Submitted but Braintree has no such transaction", txn_id)
             report.unrepaired += 1
             return
-        status = status_of(txn)
+        status = status_of(txn, ctx.braintree.find_transaction)
         if status in (None, PaymentStatus.SUBMITTED):
             report.skipped += 1  # submitted_for_settlement, settling, settlement_pending: not decided yet
             return
