@@ -10,7 +10,7 @@ methods; the real clients (``integration.clients``) satisfy them structurally, w
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -20,7 +20,6 @@ __all__ = [
     "AttioLike",
     "BraintreeCharger",
     "BraintreeReader",
-    "BraintreeSweeps",
     "BraintreeVault",
     "ZohoAccounts",
     "ZohoBooks",
@@ -105,8 +104,3 @@ class BraintreeVault(Protocol):
     def default_payment_method(self, customer_id: str) -> str | None: ...
     def add_payment_method(self, customer_id: str, nonce: str) -> str: ...
 
-
-class BraintreeSweeps(BraintreeReader, Protocol):
-    """What the settlements sweep needs: many transactions by id at once (and one, as the events do)."""
-
-    def find_transactions(self, transaction_ids: Sequence[str]) -> list[Any]: ...

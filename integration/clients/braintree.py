@@ -15,7 +15,7 @@ from ``sale`` means the outcome is unknown: the charge may have happened (``find
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -43,7 +43,6 @@ __all__ = ["CHARGED_STATUSES", "PROVIDER", "BraintreeClient", "SaleResult", "bui
 
 PROVIDER = "braintree"
 T = TypeVar("T")
-SEARCH_IDS_CHUNK = 100  # ids per search request when looking transactions up in bulk (a search page is 50)
 
 # Statuses that mean the money was (or is being) taken: a sale in one of these must never be repeated.
 CHARGED_STATUSES = (
@@ -297,16 +296,6 @@ class BraintreeClient:
         """Every transaction (sales and credits, any status) with this ``order_id``, oldest first."""
         found = self._call(lambda: list(self._gateway.transaction.search([TS.order_id == order_id]).items))
         return sorted(found, key=lambda t: (t.created_at, t.id))
-
-    def find_transactions(self, transaction_ids: Sequence[str]) -> list[Transaction]:
-        """The transactions with these ids (one search per ``SEARCH_IDS_CHUNK`` ids, not one call each); ids
-        Braintree does not know are simply absent."""
-        ids = list(dict.fromkeys(transaction_ids))
-        found: list[Transaction] = []
-        for start in range(0, len(ids), SEARCH_IDS_CHUNK):
-            chunk = ids[start:start + SEARCH_IDS_CHUNK]
-            found += self._call(lambda chunk=chunk: list(self._gateway.transaction.search(TS.ids.in_list(chunk)).items))
-        return found
 
     def search_sales(
         self, *, since: datetime, order_id_prefix: str | None = None, until: datetime | None = None

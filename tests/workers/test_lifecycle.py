@@ -419,6 +419,20 @@ def test_dispute_lifecycle_warns_on_call_once(
     assert len(sentry_events) == 1
 
 
+def test_a_settled_notification_for_a_refunded_sale_writes_refunded(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis
+) -> None:
+    """A late ``transaction_settled`` about a sale refunded since: the job reads the refunds (it must, to tell
+    Refunded from Settled) and ends where Braintree is, without failing."""
+    txn = _bt_charge(sims, "30.00")
+    sims.braintree.settle(txn)
+    record = _payment_record(sims, f"braintree:{txn}", "Submitted", 30.0)
+    assert sims.braintree.gateway().transaction.refund(txn).is_success
+    assert _post_braintree(live_server, sims.braintree.notification("transaction_settled", txn)).status_code == 202
+    _drain(redis_conn, sims)
+    assert sims.attio.value("payments", record, "status") == "Refunded"
+
+
 def test_dispute_lost_from_the_sdk(sims: Stack, live_server: LiveServer, redis_conn: redis.Redis) -> None:
     txn = _bt_charge(sims)
     sims.braintree.settle(txn)

@@ -315,13 +315,13 @@ def test_a_card_payment_is_settled_by_the_sweep_and_a_voided_sale_fails(stack, m
     settled, voided, pending = (_collected(stack, web, redis_conn, books, a) for a in (10.0, 11.0, 12.0))
     stack.braintree.settle(settled)  # cards: Braintree sends no webhook for this
     stack.braintree.void(voided)
-    time.sleep(SEARCH_LAG)  # a day later in real life: Braintree's search shows them all
-    stack.braintree.search_status_lag_seconds = 0.0  # ... as they are now (its index caught up with their changes)
+    time.sleep(SEARCH_LAG)  # a day later in real life; Braintree's search index may still show them submitted
     stack.braintree.calls.clear()
     result = sweep(redis_conn, "settlements")
     assert (result["looked_at"], result["repaired"], result["skipped"]) == (3, 2, 1)
-    assert len(stack.braintree.calls_to("POST", "/merchants/*/transactions/advanced_search*")) <= 2  # not one each
-    assert len(stack.braintree.calls_to("GET", "/merchants/*/transactions/*")) == 0
+    # each read by id (the search's statuses lag), the decided ones read again under the transaction's lock
+    assert len(stack.braintree.calls_to("POST", "/merchants/*/transactions/advanced_search*")) == 0
+    assert len(stack.braintree.calls_to("GET", "/merchants/*/transactions/*")) == 3 + 2
     status = {t: stack.attio.value("payments", payment_record(stack, t)["id"]["record_id"], "status")
               for t in (settled, voided, pending)}
     assert status == {settled: "Settled", voided: "Failed", pending: "Submitted"}
@@ -633,3 +633,27 @@ def test_an_invoice_left_unpaid_for_want_of_a_card_is_charged_once_a_card_is_sav
     assert_booked_once(stack, invoice_id)
     assert stack.attio.value("subscriptions", books.subscription, "status") == "Active"
     assert queues["webhooks"].failed_job_registry.count == 0
+
+
+def test_the_settlements_sweep_writes_what_braintree_has_once_it_holds_the_transactions_lock(
+        stack, merchant, web, redis_conn):
+    """The sweep reads the sale, then waits for the transaction's lock (a webhook's job holds it): what it writes is
+    Braintree's status read again under the lock, never the one it read before waiting (here: refunded meanwhile)."""
+    import threading
+
+    from integration.locks import hold, transaction_lock
+
+    configure(stack)
+    books = Books(stack)
+    txn = _collected(stack, web, redis_conn, books, 10.0)
+    stack.braintree.settle(txn)
+    time.sleep(SEARCH_LAG)
+    results: list[Any] = []
+    with hold(redis_conn, transaction_lock(txn), ttl=30.0, wait=1.0):
+        sweeper = threading.Thread(target=lambda: results.append(run_sweep("settlements", context(redis_conn))))
+        sweeper.start()
+        time.sleep(1.5)  # the sweep has read "settled" and waits for the lock
+        assert stack.braintree.gateway().transaction.refund(txn).is_success
+    sweeper.join(timeout=30)
+    assert results, "the sweep did not finish"
+    assert stack.attio.value("payments", payment_record(stack, txn)["id"]["record_id"], "status") == "Refunded"

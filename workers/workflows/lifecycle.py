@@ -279,7 +279,7 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
         log.warning("braintree %s: transaction %s has unmapped status %r: left as is", kind, txn_id,
                     getattr(txn, "status", None))
         return {"outcome": "ignored", "transaction_id": txn_id}
-    reopen = reopening(txn)
+    reopen = reopening(txn, braintree.find_transaction)
     external_id = sale_key(txn_id)
     record = find_one(attio, "payments", "external_id", external_id)
     if record is None:
@@ -289,10 +289,10 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
             **reopen}
 
 
-def reopening(txn: Any) -> dict[str, str]:
+def reopening(txn: Any, find: Callable[[str], Any]) -> dict[str, str]:
     """``{"reopen_invoice": invoice id, "transaction_id": ...}`` when ``txn`` is a sale of ours whose money never
     arrived (Braintree says Failed: settlement declined, voided), else ``{}``: what ``reopen_invoice`` acts on."""
-    if str(getattr(txn, "type", "sale")) == "credit" or status_of(txn) is not PaymentStatus.FAILED:
+    if str(getattr(txn, "type", "sale")) == "credit" or status_of(txn, find) is not PaymentStatus.FAILED:
         return {}
     order_id = getattr(txn, "order_id", None)
     return {"reopen_invoice": str(order_id), "transaction_id": str(txn.id)} if order_id else {}

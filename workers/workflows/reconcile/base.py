@@ -17,7 +17,7 @@ import redis
 from integration.config import Settings
 from integration.sweeps import LAST_RUN_TTL, last_run_key
 
-from ...providers import AttioLike, BraintreeSweeps, ZohoLike
+from ...providers import AttioLike, BraintreeReader, ZohoLike
 from ...records import amount, iso, parse_time
 
 __all__ = ["Cursor", "SweepContext", "SweepReport", "follow_up", "money", "sort_time", "value_since", "walk"]
@@ -63,7 +63,7 @@ class SweepContext:
 
     zoho: ZohoLike
     attio: AttioLike
-    braintree: BraintreeSweeps
+    braintree: BraintreeReader
     connection: redis.Redis
     now: datetime
     run_id: str  # the job id (an RQ retry keeps it: the run resumes) or the CLI's own
@@ -77,7 +77,7 @@ class SweepContext:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, zoho: ZohoLike, attio: AttioLike, braintree: BraintreeSweeps, **kw: Any
+        cls, settings: Settings, *, zoho: ZohoLike, attio: AttioLike, braintree: BraintreeReader, **kw: Any
     ) -> SweepContext:
         """A context with the settings' knobs (the clients named, so mypy checks they are what a sweep needs)."""
         return cls(zoho=zoho, attio=attio, braintree=braintree,

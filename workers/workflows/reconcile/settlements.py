@@ -3,8 +3,9 @@
 Braintree sends ``transaction_settled`` / ``transaction_settlement_declined`` webhooks only for ACH and SEPA
 direct debit, never for cards: this sweep is how a card payment becomes ``Settled``, or ``Failed`` when its
 settlement was declined or the sale voided (or Refunded, Disputed: whatever Braintree says now, as
-``payments.status_of`` reads it). The transactions are looked up together (an id search, not one call each) and
-applied through the settlement event's own code, under the transaction's lock; a sale whose money never arrived is
+``payments.status_of`` reads it). Each transaction is read by id (Braintree's search index may show a status as it
+was a while ago), and read again under the transaction's lock before it is applied through the settlement event's
+own code (a webhook's job may have written a newer status meanwhile); a sale whose money never arrived is
 first taken off its Zoho invoice as that event's job does (``lifecycle.reopen_invoice``, once however many sweeps
 and late webhooks find it), so the invoices sweep collects the invoice again. A payment still
 ``Submitted`` after ``SETTLEMENT_GIVE_UP_DAYS`` is no longer looked up (one warning).
@@ -50,11 +51,10 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
             report.skipped += 1
         else:
             candidates.append((external_id, record))
-    found = {str(t.id): t for t in ctx.braintree.find_transactions([str(sale_of(e)) for e, _ in candidates])}
 
     def settle(record: dict[str, Any]) -> None:
         txn_id = str(sale_of(str(value(record, "external_id"))))
-        txn = found.get(txn_id)
+        txn = ctx.braintree.find_transaction(txn_id)  # by id: a search hit's status may lag Braintree's own
         if txn is None:
             log.warning("payment braintree:%s is Submitted but Braintree has no such transaction", txn_id)
             report.unrepaired += 1
@@ -63,7 +63,7 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
         if status in (None, PaymentStatus.SUBMITTED):
             report.skipped += 1  # submitted_for_settlement, settling, settlement_pending: not decided yet
             return
-        reopen = reopening(txn)
+        reopen = reopening(txn, ctx.braintree.find_transaction)
         if ctx.dry_run:
             unbook = f" (its Zoho payment on invoice {reopen['reopen_invoice']} deleted)" if reopen else ""
             report.planned.append(f"payment braintree:{txn_id} → {status}{unbook}")
@@ -73,6 +73,7 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
         # Zoho outage after the write would leave the invoice paid by nothing for good. Redone, it deletes nothing.
         unbooked = reopen_invoice(reopen, zoho=ctx.zoho, connection=ctx.connection).get("zoho_payment_deleted")
         with hold(ctx.connection, transaction_lock(txn_id), ttl=60.0, wait=15.0):  # as the webhook's job
+            txn = ctx.braintree.find_transaction(txn_id) or txn  # what a job that held the lock may have written
             outcome = apply_transaction(txn, attio=ctx.attio, braintree=ctx.braintree, kind="settlements sweep")
         if outcome.get("outcome") in ("updated", "created") or unbooked:
             report.repaired += 1
