@@ -165,7 +165,6 @@ def _carried_state(
 
     - no ``status``, ``next_billing_at`` or ``created_time`` (only ``event_time``, a date: every event of a day ties);
     - the instant ties with ``last_event_at``: two events of one second cannot be ordered by it;
-    - ``subscription_deleted``: the subscription is gone, whatever state the event carries;
     - Zoho's ``unpaid``/``dunning``: Zoho does not collect these subscriptions, so its word may predate a payment
       the service has made since (the collection's ``Active`` writes no ``last_event_at``);
     - no ``marks`` (no Redis): nothing says whether a Zoho read was copied after the event was raised.
@@ -174,11 +173,12 @@ def _carried_state(
     activation wrote the state Zoho answered at creation, and every event is raised at or after it. An event
     delivered late whose newer successors were lost leaves Attio behind until the subscriptions sweep repairs it,
     as a lost event always did."""
-    if decline_marks is None or str(event.get("event_type")) == "subscription_deleted":
+    if decline_marks is None:
         return False
-    if not hint.get("status") or "next_billing_at" not in hint:
+    status, next_billing = hint.get("status"), hint.get("next_billing_at")
+    if not isinstance(status, str) or not status or not isinstance(next_billing, str):  # "" clears: still carried
         return False
-    if ZOHO_TO_ATTIO_STATUS.get(str(hint.get("status"))) == "Past due":
+    if ZOHO_TO_ATTIO_STATUS.get(status) == "Past due":
         return False
     instant = parse_time(event.get("created_time"))
     if instant is None:
