@@ -14,7 +14,10 @@ same attempt keeps it), the key, the amount and payment method, and when it was 
 **Decline marks** (``subscription-marks:<attio subscription id>``) remember which invoices of a subscription were
 declined and the time of the newest collection outcome applied to it, so a decline's ``Past due`` stays until a
 successful payment or a Zoho event that supersedes it (cancelled, expired), and an older invoice's outcome never
-overwrites a newer one's. Both are kept well beyond any retry or dunning horizon.
+overwrites a newer one's. Beside them (``subscription-read:<attio subscription id>``), when the subscription's
+Attio state was last copied from a Zoho read (a lifecycle re-read, the subscriptions sweep): a lifecycle event
+raised before then carries an older state than Attio's and must not be applied from its own payload. All are kept
+well beyond any retry or dunning horizon.
 """
 
 from __future__ import annotations
@@ -127,6 +130,7 @@ class DeclineMarks:
     def __init__(self, connection: redis.Redis, subscription_record_id: str) -> None:
         self._redis = connection
         self._key = f"subscription-marks:{subscription_record_id}"
+        self._read_key = f"subscription-read:{subscription_record_id}"
 
     def read(self) -> tuple[set[str], datetime | None]:
         """(declined invoice ids, newest outcome time)."""
@@ -150,3 +154,16 @@ class DeclineMarks:
         """Forget the declines (the subscription was cancelled or expired: Zoho's word supersedes them)."""
         _, at = self.read()
         self.write(set(), at)
+
+    def read_at(self) -> datetime | None:
+        """When the subscription's Attio state was last copied from a Zoho read (our clock); None if never."""
+        raw = self._redis.get(self._read_key)
+        if raw is None:
+            return None
+        return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
+
+    def note_read(self, at: datetime) -> None:
+        """Remember that Attio now holds Zoho's state as read at ``at`` (callers hold the subscription's lock)."""
+        before = self.read_at()
+        if before is None or at > before:
+            self._redis.set(self._read_key, at.isoformat(), ex=MARKS_TTL_SECONDS)

@@ -6,7 +6,9 @@ As Zoho delivers them (a real captured event: PipedreamHQ/pipedream,
 with ``event_time_formatted`` (``"02 Aug 2023"``) and ``event_source`` (``"user"``) beside them: jobs order
 events by ``created_time`` when present (``workers.records.event_instant``).
 
-Only the ids the jobs need are kept: every job re-reads the resource from Zoho before acting. Third-party
+Only what the jobs use is kept: the ids, which the jobs re-read from Zoho before acting, and a subscription's
+``status`` and ``next_billing_at``, which the lifecycle job writes as they are when the event is newer than what
+Attio holds (``workers.workflows.lifecycle.sync_subscription``). Third-party
 handlers report the resource sometimes at the top level instead of under ``data``, and payments as
 ``customerpayment``: both are folded into ``data``.
 """
@@ -30,10 +32,22 @@ class _InvoiceRef(Inbound):
     customer_id = Identifier(load_default=None, allow_none=True)
 
 
+class _Carried(fields.Field[str | None]):
+    """A short text the job may use as it is; anything else (a number, a list, a long text) loads as None, which
+    the job treats as absent: it re-reads, and the event is never refused for a field it can do without."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        return value if isinstance(value, str) and len(value) <= 64 else None
+
+
 class _SubscriptionRef(Inbound):
     subscription_id = Identifier(required=True)
     customer_id = Identifier(load_default=None, allow_none=True)
-    reference_id = fields.String(load_default=None, allow_none=True)
+    # No load_default: an event without these keys is told from one that carries them empty (the job re-reads
+    # Zoho only when they are absent; ``lifecycle.sync_subscription``).
+    reference_id = fields.String(allow_none=True)
+    status = _Carried(allow_none=True)
+    next_billing_at = _Carried(allow_none=True)
 
 
 class _PaymentInvoice(Inbound):

@@ -20,6 +20,7 @@ from integration import Settings
 from simulators.zoho import BASE, ORG_HEADER, ZohoSimulator
 from tests.conftest import SECRETS, LiveServer, Stack, run_worker
 from tests.helpers import signed_braintree, signed_zoho
+from workers.intents import DeclineMarks
 
 SUBSCRIPTION_EVENTS = {
     "subscription_created", "subscription_activation", "subscription_unpaid", "subscription_cancelled",
@@ -233,6 +234,130 @@ def test_subscription_created_in_zoho_directly_is_skipped(
     [result] = _drain(redis_conn, sims)
     assert result["outcome"] == "not_in_attio"
     assert sims.attio.records("subscriptions") == []
+
+
+# -- Zoho subscription_*: the subscription the event carries, or a re-read ----------------------------------------
+def _zoho_reads(zoho: ZohoSimulator) -> int:
+    return len(zoho.calls_to("GET", f"{BASE}/subscriptions/*"))
+
+
+def _known_subscription(sims: Stack, redis_conn: redis.Redis) -> tuple[str, str]:
+    """A Zoho subscription Attio knows, its subscription_created applied: (Zoho id, Attio record id)."""
+    customer = sims.zoho.add_customer("Acme", "billing@acme.example")
+    sub = _zoho_subscription(sims.zoho, customer)
+    record = sims.attio.add_record("subscriptions", {"name": "Acme", "zoho_subscription_id": sub["subscription_id"]})
+    [created] = _drain(redis_conn, sims)
+    assert (created["outcome"], created["source"]) == ("updated", "event")  # newer than nothing: no read
+    return str(sub["subscription_id"]), record
+
+
+def _post_event(server: LiveServer, zoho: ZohoSimulator, event: dict[str, Any]) -> None:
+    body = json.dumps(event).encode()
+    headers = {"Content-Type": "application/json",
+               "X-Zoho-Webhook-Signature": zoho.sign(body, SECRETS["zoho_webhook_secret"])}  # fmt: skip
+    assert requests.post(f"{server.url}/webhooks/zoho", data=body, headers=headers, timeout=10).status_code == 202
+
+
+def test_events_in_order_are_applied_from_the_subscription_they_carry(sims: Stack, redis_conn: redis.Redis) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    reads = _zoho_reads(zoho)
+    sub_id, record = _known_subscription(sims, redis_conn)
+    zoho.advance_clock(60)
+    zoho.set_subscription_status(sub_id, "non_renewing", next_billing_at="2031-02-01")
+    [first] = _drain(redis_conn, sims)
+    zoho.advance_clock(60)
+    zoho.set_subscription_status(sub_id, "cancelled", next_billing_at="")
+    [second] = _drain(redis_conn, sims)
+    assert [(r["outcome"], r["source"]) for r in (first, second)] == [("updated", "event")] * 2
+    assert _values(sims, "subscriptions", record, "status", "next_billing_date") == ("Cancelled", None)
+    assert _zoho_reads(zoho) == reads  # three events, no Zoho call
+
+
+def test_events_in_reverse_order_skip_the_older_with_no_zoho_read(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis
+) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    sub_id, record = _known_subscription(sims, redis_conn)
+    sims.zoho.webhook_events = set()  # delivered below, newest first
+    zoho.advance_clock(60)
+    zoho.set_subscription_status(sub_id, "non_renewing")
+    zoho.advance_clock(60)
+    zoho.set_subscription_status(sub_id, "cancelled")
+    older, newer = (json.loads(e["payload"]) for e in zoho.events[-2:])
+    reads = _zoho_reads(zoho)
+    _post_event(live_server, zoho, newer)
+    [applied] = _drain(redis_conn, sims)
+    _post_event(live_server, zoho, older)
+    [skipped] = _drain(redis_conn, sims)
+    assert (applied["outcome"], applied["source"], skipped["outcome"]) == ("updated", "event", "stale")
+    assert attio.value("subscriptions", record, "status") == "Cancelled"
+    assert _zoho_reads(zoho) == reads
+
+
+@pytest.mark.parametrize("case", ["no_status", "no_next_billing", "not_text", "date_only", "unpaid"])
+def test_an_event_that_cannot_be_trusted_alone_re_reads_zoho(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis, case: str
+) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    sub_id, record = _known_subscription(sims, redis_conn)
+    sims.zoho.webhook_events = set()
+    zoho.set_subscription_status(sub_id, "non_renewing")  # Zoho's state now; the events below say otherwise
+    carried = {"subscription_id": sub_id, "status": "cancelled", "next_billing_at": ""}
+    event_type = "subscription_cancelled"
+    if case == "no_status":
+        del carried["status"]
+    elif case == "no_next_billing":
+        del carried["next_billing_at"]
+    elif case == "unpaid":  # Zoho does not collect these: its unpaid may predate a payment of ours
+        event_type, carried["status"] = "subscription_unpaid", "unpaid"
+    elif case == "not_text":  # loaded as absent, not refused
+        carried["next_billing_at"] = ["2031-06-01"]  # type: ignore[assignment]
+    event: dict[str, Any] = {"created_time": "2031-05-06T15:28:59-0400", "event_id": f"evt-{case}",
+                             "event_type": event_type, "data": {"subscription": carried}, "event_time": "2031-05-06"}
+    if case == "date_only":
+        del event["created_time"]  # only a date: events of one day cannot be ordered by it
+    reads = _zoho_reads(zoho)
+    _post_event(live_server, zoho, event)
+    [result] = _drain(redis_conn, sims)
+    assert _zoho_reads(zoho) == reads + 1
+    assert result["source"] == "zoho"
+    assert attio.value("subscriptions", record, "status") == "Non-renewing"  # what Zoho says, not the event
+
+
+def test_an_event_tied_with_the_last_applied_one_re_reads_zoho(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis
+) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    sub_id, record = _known_subscription(sims, redis_conn)
+    applied = json.loads(next(e for e in reversed(zoho.events) if e["event_type"] == "subscription_created")["payload"])
+    sims.zoho.webhook_events = set()
+    tie = {**applied, "event_id": "evt-tie", "event_type": "subscription_cancelled",
+           "data": {"subscription": {**applied["data"]["subscription"], "status": "cancelled"}}}
+    reads = _zoho_reads(zoho)
+    _post_event(live_server, zoho, tie)  # the same second as the applied event: which came first is unknown
+    [result] = _drain(redis_conn, sims)
+    assert (result["source"], _zoho_reads(zoho)) == ("zoho", reads + 1)
+    assert attio.value("subscriptions", record, "status") == "Active"  # Zoho says live
+
+
+def test_a_standing_decline_keeps_past_due_against_a_carried_live(sims: Stack, redis_conn: redis.Redis) -> None:
+    attio, zoho = sims.attio, sims.zoho
+    sub_id, record = _known_subscription(sims, redis_conn)
+    DeclineMarks(redis_conn, record).write({"inv-declined"}, None)
+    attio.set_values("subscriptions", record, {"status": "Past due", "status_detail": "The card was declined."})
+    reads = _zoho_reads(zoho)
+    zoho.advance_clock(60)
+    zoho.set_subscription_status(sub_id, "live", next_billing_at="2031-03-01", event_type="subscription_activation")
+    [kept] = _drain(redis_conn, sims)
+    assert kept["source"] == "event"
+    assert _values(sims, "subscriptions", record, "status", "status_detail", "next_billing_date") == (
+        "Past due", "The card was declined.", "2031-03-01")
+    zoho.advance_clock(60)
+    zoho.set_subscription_status(sub_id, "cancelled")  # Zoho's end of the subscription supersedes the decline
+    _drain(redis_conn, sims)
+    assert attio.value("subscriptions", record, "status") == "Cancelled"
+    assert DeclineMarks(redis_conn, record).declined() == set()
+    assert _zoho_reads(zoho) == reads
 
 
 # -- Zoho payment_* ---------------------------------------------------------------------------------------------

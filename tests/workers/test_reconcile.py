@@ -424,6 +424,42 @@ def test_a_lost_status_change_is_repaired_as_the_lifecycle_event_would(stack, we
     assert len(stack.attio.calls_to("PATCH", "/v2/objects/subscriptions/records/*")) <= writes + 1  # last_event_at
 
 
+def test_a_lost_later_event_is_healed_by_the_sweep_and_an_older_one_late_then_re_reads(stack, web, redis_conn):
+    configure(stack)
+    books = Books(stack)
+    sub_id = _zoho_subscription(stack, books)
+    zoho = stack.zoho
+
+    def change(status: str, event_type: str) -> bytes:  # Zoho's event of one change, not delivered by itself
+        zoho.advance_clock(1)  # one-second event times: each strictly newer
+        zoho.set_subscription_status(sub_id, status, event_type=event_type)
+        return next(e for e in reversed(zoho.events) if e["event_type"] == event_type)["payload"].encode()
+
+    def post(body: bytes) -> None:
+        headers = {"Content-Type": "application/json",
+                   "X-Zoho-Webhook-Signature": zoho.sign(body, SECRETS["zoho_webhook_secret"])}  # fmt: skip
+        assert requests.post(f"{web.url}/webhooks/zoho", data=body, headers=headers, timeout=10).status_code == 202
+        drain(redis_conn)
+
+    def reads() -> int:
+        return len(zoho.calls_to("GET", "/billing/v1/subscriptions/*"))
+
+    applied = change("non_renewing", "subscription_cancellation_scheduled")
+    late = change("live", "subscription_reactivated")  # delivered only after the sweep
+    change("cancelled", "subscription_cancelled")  # lost
+    before = reads()
+    post(applied)
+    assert stack.attio.value("subscriptions", books.subscription, "status") == "Non-renewing"
+    assert reads() == before  # applied from the subscription it carries
+    assert sweep(redis_conn, "subscriptions")["repaired"] == 1  # the lost cancellation
+    assert stack.attio.value("subscriptions", books.subscription, "status") == "Cancelled"
+    before = reads()
+    # Newer than the last event applied, older than the sweep's read: what it carries is older than Attio's state.
+    post(late)
+    assert reads() == before + 1
+    assert stack.attio.value("subscriptions", books.subscription, "status") == "Cancelled"
+
+
 def test_a_standing_decline_keeps_past_due_against_zohos_live(stack, web, redis_conn):
     configure(stack)
     books = Books(stack, card="declining")

@@ -4,7 +4,8 @@ Each handler re-reads the resource its event names (the Zoho subscription or pay
 its disputes), then writes through ``workers.records``, so a duplicate is harmless and an older event never undoes a
 newer one:
 
-- ``subscriptions`` carry ``last_event_at`` (``set_subscription``);
+- ``subscriptions`` carry ``last_event_at`` (``set_subscription``); a Zoho subscription event is applied from the
+  subscription it carries, with no re-read, only when it is newer than every state Attio holds (``_carried_state``);
 - a Braintree notification writes the status the transaction has now (``payments.status_of``), whatever the order
   of the deliveries; every ``payments`` write moves only as ``payments.TRANSITIONS`` allows (``upsert_payment``).
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
@@ -70,6 +71,8 @@ DISPUTE_KINDS = ("dispute_opened", "dispute_won", "dispute_lost", "dispute_accep
 
 _HEALTHY = ("Active", "Trial")  # statuses after which an earlier "why it is Past due" no longer applies
 _SUPERSEDE_DECLINES = ("Cancelled", "Expired")  # Zoho's word that ends a subscription outranks a standing decline
+# How far our clock (a Zoho read's time) may be from Zoho's (an event's created_time) when the two are compared.
+_CLOCK_MARGIN = timedelta(minutes=5)
 _BRAINTREE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what could be a transaction id; anything else is not ours
 # A declined payment's reason: Zoho's payment object carries it in ``autotransaction.gateway_error_message``
 # (payments.yml of Zoho's published OpenAPI files, the ``autotransaction`` object of a payment); the top-level keys
@@ -81,30 +84,48 @@ _DECLINE_KEYS = ("gateway_error_message", "failure_reason", "error_message", "de
 def sync_subscription(
     event: Mapping[str, Any], *, zoho: ZohoReader, attio: AttioLike, marks: Callable[[str], Any] | None = None
 ) -> dict[str, Any]:
-    """Set the Attio subscription's status and next billing date from the re-read Zoho subscription.
+    """Set the Attio subscription's status and next billing date from the Zoho subscription: the one the event
+    carries when it is newer than what Attio holds (``_carried_state``), else the one re-read from Zoho.
 
-    ``marks(record_id)`` gives the subscription's ``DeclineMarks``: while a declined invoice of ours stands, Zoho's
-    ``live`` (Zoho does not collect these subscriptions, so it never learns of the decline) leaves ``Past due`` as it
-    is; a cancellation or expiry supersedes the decline."""
+    An event older than the subscription's ``last_event_at`` is skipped before any Zoho call. ``marks(record_id)``
+    gives the subscription's ``DeclineMarks``: while a declined invoice of ours stands, Zoho's ``live`` (Zoho does
+    not collect these subscriptions, so it never learns of the decline) leaves ``Past due`` as it is; a
+    cancellation or expiry supersedes the decline. Without ``marks`` every event re-reads."""
     hint = (event.get("data") or {}).get("subscription") or {}
     sub_id = hint.get("subscription_id")
     if not sub_id:
         log.warning("zoho %s without a subscription id", event.get("event_type"))
         return {"outcome": "no_subscription"}
-    current = zoho.get_subscription(str(sub_id))
-    if current is None:
-        log.warning("zoho subscription %s not found (deleted since the event?)", sub_id)
-        return {"outcome": "not_in_zoho", "zoho_subscription_id": sub_id}
-    # Our activation sets reference_id to the Attio record id; a subscription made in Zoho may carry any text there
-    # (``records.subscription_by_reference`` looks up only a record id).
-    reference_id = str(current.get("reference_id") or hint.get("reference_id") or "")
-    record = find_subscription_by_zoho_id(attio, str(sub_id), reference_id or None)
+    sub_id = str(sub_id)
+    # Our activation sets reference_id to the Attio record id when it creates the subscription, so every event of
+    # ours carries it; a subscription made in Zoho may carry any text there (``records.subscription_by_reference``
+    # looks up only a record id). Only an event without the key needs Zoho to say which record it is for.
+    current: Mapping[str, Any] | None = None
+    record = find_subscription_by_zoho_id(attio, sub_id, str(hint.get("reference_id") or "") or None)
+    if record is None and "reference_id" not in hint:
+        current = zoho.get_subscription(sub_id)
+        if current is None:
+            return _not_in_zoho(sub_id)
+        record = find_subscription_by_zoho_id(attio, sub_id, str(current.get("reference_id") or "") or None)
     if record is None:
         log.info("zoho subscription %s has no Attio subscription (created in Zoho directly): skipped", sub_id)
         return {"outcome": "not_in_attio", "zoho_subscription_id": sub_id}
+    event_time = event_instant(event)
+    if is_stale(record, event_time):  # before any Zoho call: an older event costs nothing
+        log.info("zoho %s for %s is older than the last applied event: skipped", event.get("event_type"), sub_id)
+        return {"outcome": "stale", "record_id": record_id(record)}
+    decline_marks = marks(record_id(record)) if marks is not None else None
+    read_at: datetime | None = None
+    if current is None and not _carried_state(event, hint, record, decline_marks):
+        current = zoho.get_subscription(sub_id)
+        if current is None:
+            return _not_in_zoho(sub_id)
+    if current is not None:
+        read_at = datetime.now(UTC)
+    state = current if current is not None else hint
 
     changes: dict[str, Any] = {}
-    zoho_status = str(current.get("status") or "")
+    zoho_status = str(state.get("status") or "")
     status = ZOHO_TO_ATTIO_STATUS.get(zoho_status)
     if status is None:
         log.warning("zoho subscription %s has unmapped status %r: status left as is", sub_id, zoho_status)
@@ -112,17 +133,12 @@ def sync_subscription(
         changes["status"] = status
         if status in _HEALTHY:
             changes["status_detail"] = ""
-    next_billing = current.get("next_billing_at")
+    next_billing = state.get("next_billing_at")
     changes["next_billing_date"] = str(next_billing) if next_billing else []  # [] clears (cancelled, expired)
     if value(record, "zoho_subscription_id") is None:  # found through reference_id, before activation wrote it
-        changes["zoho_subscription_id"] = str(sub_id)
+        changes["zoho_subscription_id"] = sub_id
 
-    event_time = event_instant(event)
-    if is_stale(record, event_time):
-        log.info("zoho %s for %s is older than the last applied event: skipped", event.get("event_type"), sub_id)
-        return {"outcome": "stale", "record_id": record_id(record)}
-    if marks is not None and status is not None:
-        decline_marks = marks(record_id(record))
+    if decline_marks is not None and status is not None:
         if status in _SUPERSEDE_DECLINES:
             decline_marks.clear_declines()
         elif status != "Past due" and decline_marks.declined():
@@ -130,7 +146,54 @@ def sync_subscription(
             changes.pop("status", None)
             changes.pop("status_detail", None)
     written = set_subscription(attio, record, changes, event_time=event_time)
-    return {"outcome": "updated" if written else "unchanged", "record_id": record_id(record), "status": status}
+    if decline_marks is not None and read_at is not None:
+        decline_marks.note_read(read_at)  # Attio now holds Zoho's state as of read_at, newer than older events'
+    return {"outcome": "updated" if written else "unchanged", "record_id": record_id(record), "status": status,
+            "source": "zoho" if current is not None else "event"}
+
+
+def _carried_state(
+    event: Mapping[str, Any], hint: Mapping[str, Any], record: Mapping[str, Any], decline_marks: Any
+) -> bool:
+    """Whether the subscription the event carries may be written as it is, with no Zoho read.
+
+    Zoho's default payload carries the whole subscription object as it was when the event was raised (a captured
+    delivery: PipedreamHQ/pipedream ``components/zoho_subscriptions/sources/subscription-created/test-event.mjs``),
+    and ``created_time`` is that instant. The carried state is newer than Attio's when the event's instant is
+    strictly after every state Attio holds: ``last_event_at`` (the newest event applied) and the last copy of a
+    Zoho read (``DeclineMarks.read_at``: the subscriptions sweep's repair or a re-read, which write no
+    ``last_event_at``; our clock, hence ``_CLOCK_MARGIN``). Otherwise Zoho is re-read:
+
+    - no ``status``, ``next_billing_at`` or ``created_time`` (only ``event_time``, a date: every event of a day ties);
+    - the instant ties with ``last_event_at``: two events of one second cannot be ordered by it;
+    - Zoho's ``unpaid``/``dunning``: Zoho does not collect these subscriptions, so its word may predate a payment
+      the service has made since (the collection's ``Active`` writes no ``last_event_at``);
+    - no ``marks`` (no Redis): nothing says whether a Zoho read was copied after the event was raised.
+
+    With no ``last_event_at`` yet (the first event after the activation), the carried state is applied: the
+    activation wrote the state Zoho answered at creation, and every event is raised at or after it. An event
+    delivered late whose newer successors were lost leaves Attio behind until the subscriptions sweep repairs it,
+    as a lost event always did."""
+    if decline_marks is None:
+        return False
+    status, next_billing = hint.get("status"), hint.get("next_billing_at")
+    if not isinstance(status, str) or not status or not isinstance(next_billing, str):  # "" clears: still carried
+        return False
+    if ZOHO_TO_ATTIO_STATUS.get(status) == "Past due":
+        return False
+    instant = parse_time(event.get("created_time"))
+    if instant is None:
+        return False
+    applied = parse_time(value(record, "last_event_at"))
+    if applied is not None and instant <= applied:
+        return False
+    read_at = decline_marks.read_at()
+    return read_at is None or instant > read_at + _CLOCK_MARGIN
+
+
+def _not_in_zoho(sub_id: str) -> dict[str, Any]:
+    log.warning("zoho subscription %s not found (deleted since the event?)", sub_id)
+    return {"outcome": "not_in_zoho", "zoho_subscription_id": sub_id}
 
 
 # -- Zoho payment_* -------------------------------------------------------------------------------------------

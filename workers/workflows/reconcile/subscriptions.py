@@ -1,6 +1,8 @@
 """The subscriptions sweep: each managed subscription's Zoho status and next billing date against Attio; a drift
 is repaired by ``lifecycle.sync_subscription`` under the subscription's lock, as the lost lifecycle event would
-have been (a standing decline keeps ``Past due``; no ``last_event_at`` is written, so ordering stays the events')."""
+have been (a standing decline keeps ``Past due``; no ``last_event_at`` is written, so ordering stays the events';
+the time of its read is noted, ``DeclineMarks.note_read``, so an older event delivered later re-reads Zoho rather
+than write the older state it carries)."""
 
 from __future__ import annotations
 
