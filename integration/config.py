@@ -256,14 +256,10 @@ class Settings:
             reconcile_grace_minutes=integer("RECONCILE_GRACE_MINUTES", 30),
             dunning_schedule_days=dunning,
             settlement_check_after_hours=integer("SETTLEMENT_CHECK_AFTER_HOURS", 24),
-        )
-        # Zoho's daily quota (integration.clients.quota)
-        values.update(
             zoho_requests_per_day=integer("ZOHO_REQUESTS_PER_DAY", 1000, minimum=1),
             zoho_daily_reserve_percent=integer("ZOHO_DAILY_RESERVE_PERCENT", 50),
+            catalog_full_sync_hours=integer("CATALOG_FULL_SYNC_HOURS", 24),
         )
-        # The catalog's full reconcile period (workers.jobs.catalog)
-        values.update(catalog_full_sync_hours=integer("CATALOG_FULL_SYNC_HOURS", 24))
         if not 0 <= values["zoho_daily_reserve_percent"] <= 100:
             problems.append("ZOHO_DAILY_RESERVE_PERCENT must be between 0 and 100, "
                             f"got {values['zoho_daily_reserve_percent']}")

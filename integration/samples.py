@@ -43,7 +43,6 @@ def attio_event(
     record_id: str,
     attribute_id: str | None = None,
     actor_type: str = "workspace-member",
-    actor_id: str | None = None,
     workspace_id: str = "00000000-0000-4000-8000-000000000001",
 ) -> dict[str, Any]:
     """One Attio event in the delivery format (ids and actor only, as Attio sends)."""
@@ -53,7 +52,7 @@ def attio_event(
     return {
         "event_type": event_type,
         "id": ids,
-        "actor": {"type": actor_type, "id": actor_id or str(uuid.uuid4())},
+        "actor": {"type": actor_type, "id": str(uuid.uuid4())},
     }
 
 
