@@ -6,8 +6,6 @@ Each builder returns a ``SignedRequest``: the exact bytes to post and the header
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -133,9 +131,3 @@ def braintree_form(fields: Mapping[str, str]) -> SignedRequest:
     return SignedRequest(
         urlencode(dict(fields)).encode("ascii"), {"Content-Type": "application/x-www-form-urlencoded"}
     )
-
-
-def braintree_sign(public_key: str, private_key: str, payload: str) -> str:
-    """Braintree's signature of a payload: ``public|hex(HMAC-SHA1(sha1(private), payload))``."""
-    key = hashlib.sha1(private_key.encode()).digest()
-    return f"{public_key}|" + hmac.new(key, payload.encode(), hashlib.sha1).hexdigest()
