@@ -16,7 +16,7 @@ import hmac
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -53,7 +53,6 @@ _REQUIRED_BY_ALL = (
 )
 # The worker keeps the whole set: its shell is where operators run every CLI command (docs/runbook.md).
 REQUIRED: dict[Role, tuple[str, ...]] = {WEB: _REQUIRED_BY_ALL, WORKER: (*WORKER_ONLY, *_REQUIRED_BY_ALL)}
-_REQUIRED = REQUIRED[WORKER]  # every required variable of any role
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MIN_DASHBOARD_PASSWORD = 12  # characters; the dashboard is on the public internet behind basic auth
 
@@ -257,14 +256,10 @@ class Settings:
             reconcile_grace_minutes=integer("RECONCILE_GRACE_MINUTES", 30),
             dunning_schedule_days=dunning,
             settlement_check_after_hours=integer("SETTLEMENT_CHECK_AFTER_HOURS", 24),
-        )
-        # Zoho's daily quota (integration.clients.quota)
-        values.update(
             zoho_requests_per_day=integer("ZOHO_REQUESTS_PER_DAY", 1000, minimum=1),
             zoho_daily_reserve_percent=integer("ZOHO_DAILY_RESERVE_PERCENT", 50),
+            catalog_full_sync_hours=integer("CATALOG_FULL_SYNC_HOURS", 24),
         )
-        # The catalog's full reconcile period (workers.jobs.catalog)
-        values.update(catalog_full_sync_hours=integer("CATALOG_FULL_SYNC_HOURS", 24))
         if not 0 <= values["zoho_daily_reserve_percent"] <= 100:
             problems.append("ZOHO_DAILY_RESERVE_PERCENT must be between 0 and 100, "
                             f"got {values['zoho_daily_reserve_percent']}")
@@ -297,14 +292,6 @@ class Settings:
             raise ConfigError("missing required variable(s): " + ", ".join(still))
         return replace(self, **found)
 
-    def with_overrides(self, **changes: Any) -> Settings:
-        """A copy with some fields changed (tests, CLI flags)."""
-        return replace(self, **changes)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """Names of every setting."""
-        return tuple(f.name for f in fields(cls))
 
 
 def _without_password(raw: str) -> str:

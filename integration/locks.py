@@ -145,13 +145,6 @@ class Held:
         if not owned:
             raise LockLost("lock", f"lost the lock {self.name}")
 
-    def refresh(self) -> None:
-        """Verify ownership and restore the full TTL (the heartbeat does this too; kept for long loops)."""
-        try:
-            self._lock.reacquire()
-        except LockError as exc:
-            raise LockLost("lock", f"lost the lock {self.name}") from exc
-
     def fenced_set(self, key: str, value: str | bytes, *, ttl_seconds: int) -> None:
         """``SET key value EX ttl`` only while the lock is ours, atomically; ``LockLost`` (nothing written) if not."""
         written = self._connection.eval(_FENCED_SET, 2, self.key, key, self.token, value, int(ttl_seconds))

@@ -106,11 +106,6 @@ class PaymentLinks:
         assert self._connection is not None
         return bool(self._connection.set(self._used_key(link), str(time.time()), nx=True, ex=self.max_age))
 
-    def forget_use(self, link: PaymentLink) -> None:
-        """Undo ``mark_used``."""
-        assert self._connection is not None
-        self._connection.delete(self._used_key(link))
-
     def count_view(self, link: PaymentLink, kind: str, *, window: int) -> int:
         """Count one ``kind`` of request (page view, submit) for the link; how many there were in this window."""
         assert self._connection is not None

@@ -6,8 +6,6 @@ Each builder returns a ``SignedRequest``: the exact bytes to post and the header
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import json
 import uuid
 from collections.abc import Mapping, Sequence
@@ -43,7 +41,6 @@ def attio_event(
     record_id: str,
     attribute_id: str | None = None,
     actor_type: str = "workspace-member",
-    actor_id: str | None = None,
     workspace_id: str = "00000000-0000-4000-8000-000000000001",
 ) -> dict[str, Any]:
     """One Attio event in the delivery format (ids and actor only, as Attio sends)."""
@@ -53,7 +50,7 @@ def attio_event(
     return {
         "event_type": event_type,
         "id": ids,
-        "actor": {"type": actor_type, "id": actor_id or str(uuid.uuid4())},
+        "actor": {"type": actor_type, "id": str(uuid.uuid4())},
     }
 
 
@@ -134,9 +131,3 @@ def braintree_form(fields: Mapping[str, str]) -> SignedRequest:
     return SignedRequest(
         urlencode(dict(fields)).encode("ascii"), {"Content-Type": "application/x-www-form-urlencoded"}
     )
-
-
-def braintree_sign(public_key: str, private_key: str, payload: str) -> str:
-    """Braintree's signature of a payload: ``public|hex(HMAC-SHA1(sha1(private), payload))``."""
-    key = hashlib.sha1(private_key.encode()).digest()
-    return f"{public_key}|" + hmac.new(key, payload.encode(), hashlib.sha1).hexdigest()

@@ -22,7 +22,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Literal
+from typing import Literal, TypeVar
 
 __all__ = [
     "BULK",
@@ -39,6 +39,7 @@ __all__ = [
     "time_left",
 ]
 
+_T = TypeVar("_T")
 Lane = Literal["money", "bulk"]
 MONEY: Lane = "money"
 BULK: Lane = "bulk"
@@ -58,25 +59,24 @@ def current_lane() -> Lane:
 
 
 @contextlib.contextmanager
-def lane(name: Lane) -> Iterator[None]:
+def _setting(var: ContextVar[_T], value: _T) -> Iterator[None]:
+    token = var.set(value)
+    try:
+        yield
+    finally:
+        var.reset(token)
+
+
+def lane(name: Lane) -> contextlib.AbstractContextManager[None]:
     """Run the block in lane ``name``."""
     if name not in LANES:
         raise ValueError(f"lane must be one of {', '.join(LANES)}, got {name!r}")
-    token = _LANE.set(name)
-    try:
-        yield
-    finally:
-        _LANE.reset(token)
+    return _setting(_LANE, name)
 
 
-@contextlib.contextmanager
-def deadline(seconds: float | None) -> Iterator[None]:
+def deadline(seconds: float | None) -> contextlib.AbstractContextManager[None]:
     """The block must be done within ``seconds`` (None: no limit)."""
-    token = _DEADLINE.set(None if seconds is None else time.monotonic() + seconds)
-    try:
-        yield
-    finally:
-        _DEADLINE.reset(token)
+    return _setting(_DEADLINE, None if seconds is None else time.monotonic() + seconds)
 
 
 def time_left() -> float | None:
@@ -97,13 +97,8 @@ def operation_of(workflow: str) -> str:
     return head if head in OPERATIONS else "other"
 
 
-@contextlib.contextmanager
-def operation(name: str) -> Iterator[None]:
+def operation(name: str) -> contextlib.AbstractContextManager[None]:
     """Count the block's provider calls under operation ``name``."""
     if name not in OPERATIONS:
         raise ValueError(f"operation must be one of {', '.join(OPERATIONS)}, got {name!r}")
-    token = _OPERATION.set(name)
-    try:
-        yield
-    finally:
-        _OPERATION.reset(token)
+    return _setting(_OPERATION, name)

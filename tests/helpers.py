@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from typing import Any
 
 import braintree
@@ -51,3 +53,9 @@ test_gateway.__test__ = False  # type: ignore[attr-defined]
 def signed_braintree(kind: str = "transaction_settled", subject_id: str = "txn1", **keys: str) -> dict[str, str]:
     """bt_signature / bt_payload built by the SDK's webhook_testing."""
     return braintree_notification(test_gateway(**keys), kind, subject_id)
+
+
+def braintree_sign(public_key: str, private_key: str, payload: str) -> str:
+    """Braintree's signature of a payload: ``public|hex(HMAC-SHA1(sha1(private), payload))``."""
+    key = hashlib.sha1(private_key.encode()).digest()
+    return f"{public_key}|" + hmac.new(key, payload.encode(), hashlib.sha1).hexdigest()

@@ -32,7 +32,6 @@ from integration.routing import CATALOG_SYNC, RECONCILE, SWEEPS, Route
 
 __all__ = [
     "CATALOG",
-    "JOB_PREFIX",
     "PERIODIC",
     "Periodic",
     "install_schedule",
@@ -71,7 +70,6 @@ _SWEEPS = tuple(
     for sweep in SWEEPS
 )
 PERIODIC: tuple[Periodic, ...] = (CATALOG, *_SWEEPS)
-JOB_PREFIX = CATALOG.prefix
 
 
 def reconcile_periodic(sweep: str) -> Periodic:

@@ -30,7 +30,6 @@ from .budget import RateBudget
 from .quota import CallMeter
 
 __all__ = [
-    "CLEAR",
     "DEFAULT_PAGE_SIZE",
     "PROVIDER",
     "RECORD_EVENTS",
@@ -43,7 +42,6 @@ __all__ = [
 
 PROVIDER = "attio"
 DEFAULT_PAGE_SIZE = 500  # rows per records query page; Attio's default (reference/attio.md §3.1)
-CLEAR: list[Any] = []  # the one clearing form valid for every attribute type (module docstring)
 RECORD_EVENTS = ("record.created", "record.updated")  # what the service's Attio webhook subscribes to
 WEBHOOK_PAGE = 100  # GET /v2/webhooks: limit 10–100 (reference/attio.md §2.1)
 

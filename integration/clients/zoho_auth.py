@@ -55,7 +55,7 @@ THROTTLE_COOLDOWN = 600.0  # seconds without any mint after "Access Denied" (ref
 DEFAULT_LIFETIME = 3600.0  # seconds; Zoho's documented access-token lifetime, used when the answer has none
 # Seconds after a 401/57-forced refresh during which another 401/57 keeps the token: a token refused right after
 # its mint points at scope, organisation or data centre, and forced mints stay at <= 5 per 10 minutes (half the cap).
-FORCED_REFRESH_INTERVAL = 120.0
+FORCED_REFRESH_INTERVAL = 120
 _EXPIRY_SAFETY = 30.0  # seconds: a token this close to expiry could die mid-request, so it is not handed out
 
 # The refresh errors that are configuration problems, with what to fix (reference §1.2 and §6, pitfalls 2-3).
@@ -129,9 +129,6 @@ class ZohoTokens:
         organization_id: str,
         http: requests.Session,
         timeout: tuple[float, float],
-        refresh_margin: float = REFRESH_MARGIN,
-        cooldown: float = THROTTLE_COOLDOWN,
-        forced_refresh_interval: float = FORCED_REFRESH_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = connection
@@ -153,9 +150,6 @@ class ZohoTokens:
         self.cooldown_key = f"{self.key}:cooldown"
         self._lock_key = f"{self.key}:lock"
         self._forced_key = f"{self.key}:forced"
-        self._margin = refresh_margin
-        self._cooldown = cooldown
-        self._forced_interval = max(1, int(forced_refresh_interval))
         call_time = float(sum(timeout))
         self._lock_timeout = call_time + 5.0  # a holder killed mid-mint frees the lock after this
         self._lock_wait = call_time + 2.0  # how long a process with no usable token waits for another's mint
@@ -192,15 +186,15 @@ class ZohoTokens:
 
     def invalidate(self, token: str) -> bool:
         """Drop ``token`` after a 401 / code 57 if it is still the shared one and none was dropped just before."""
-        outcome = int(self._invalidate(keys=[self.key, self._forced_key], args=[token, self._forced_interval]))
+        outcome = int(self._invalidate(keys=[self.key, self._forced_key], args=[token, FORCED_REFRESH_INTERVAL]))
         if outcome < 0:
-            log.warning("zoho token refused again within %ss of a refresh: keeping it", self._forced_interval)
+            log.warning("zoho token refused again within %ss of a refresh: keeping it", FORCED_REFRESH_INTERVAL)
         return outcome == 1
 
     def cooldown_remaining(self) -> float:
         """Seconds until a throttled mint may be tried again (0.0 when not cooling down)."""
         pttl = int(self._redis.pttl(self.cooldown_key))
-        return pttl / 1000.0 if pttl > 0 else (self._cooldown if pttl == -1 else 0.0)
+        return pttl / 1000.0 if pttl > 0 else (THROTTLE_COOLDOWN if pttl == -1 else 0.0)
 
     # -- internals ------------------------------------------------------------------------------------------------
     def _read(self) -> _Token | None:
@@ -263,7 +257,7 @@ class ZohoTokens:
         if not access:
             raise ServiceUnavailable(PROVIDER, "token answer without access_token", status=resp.status_code)
         lifetime = _lifetime(body)
-        margin = min(self._margin, lifetime / 2)  # a short-lived token must not be re-minted on every call
+        margin = min(REFRESH_MARGIN, lifetime / 2)  # a short-lived token must not be re-minted on every call
         token = _Token(
             access_token=str(access),
             api_domain=str(body.get("api_domain") or "").rstrip("/"),
@@ -288,14 +282,14 @@ class ZohoTokens:
         """The service error for an Accounts error body; a throttle also starts the shared cool-down."""
         name = (error or "").strip()
         if name.lower() == "access denied" or "too many requests" in description.lower():
-            self._redis.set(self.cooldown_key, "1", ex=max(1, int(self._cooldown)))
-            log.error("zoho token refresh throttled: no mint for %ss", int(self._cooldown))
+            self._redis.set(self.cooldown_key, "1", ex=max(1, int(THROTTLE_COOLDOWN)))
+            log.error("zoho token refresh throttled: no mint for %ss", int(THROTTLE_COOLDOWN))
             return ServiceUnavailable(
                 PROVIDER,
                 "Zoho Accounts throttled the token refresh (at most 10 per 10 minutes): Access Denied",
                 status=status,
                 code=name or None,
-                retry_after=self._cooldown,
+                retry_after=THROTTLE_COOLDOWN,
             )
         if name in _CONFIG_ERRORS:
             return ServiceRejected(

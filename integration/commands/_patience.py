@@ -64,7 +64,6 @@ def patiently(
     *,
     what: str,
     patience: float = PATIENCE_SECONDS,
-    echo: Callable[[str], None] | None = None,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
@@ -72,7 +71,6 @@ def patiently(
 
     Raises ``CouldNotFinish`` (exit 2) when the patience is spent or a provider refuses a call (``ServiceRejected``).
     """
-    say = echo or (lambda line: click.echo(line, err=True))
     deadline = clock() + patience
     tries = 0
     while True:
@@ -90,7 +88,8 @@ def patiently(
                     "run it again later)"
                 ) from exc
             kind = "not now" if isinstance(exc, NotNow) else "transient"
-            say(f"{what}: {kind}: {exc}; waiting {wait:.0f}s, then try {tries + 1} ({left:.0f}s of patience left)")
+            click.echo(f"{what}: {kind}: {exc}; waiting {wait:.0f}s, then try {tries + 1} "
+                       f"({left:.0f}s of patience left)", err=True)
             _count_down(wait, sleep)
 
 

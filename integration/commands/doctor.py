@@ -16,7 +16,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -241,7 +240,6 @@ def run_checks(
     attio: AttioClient,
     braintree: BraintreeClient,
     probe_request_key: bool = False,
-    echo: Callable[[str], Any] = click.echo,
 ) -> list[Check]:
     """Every check, each line echoed as it completes; the checks."""
     checks: list[Check] = []
@@ -252,7 +250,7 @@ def run_checks(
     )
     for group in groups:
         for check in group():
-            echo(check.line())
+            click.echo(check.line())
             checks.append(check)
     return checks
 

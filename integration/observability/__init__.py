@@ -9,21 +9,18 @@ writes the lines, one per request among them; ``sentry`` sends the events.
 
 from __future__ import annotations
 
-from .context import bind, bind_job, context, job_fields, note
+from .context import bind, bind_job, note
 from .logs import init_request_logging, setup_logging
-from .redaction import redact, secret_values
+from .redaction import secret_values
 from .sentry import cron_checkin, init_sentry
 
 __all__ = [
     "bind",
     "bind_job",
-    "context",
     "cron_checkin",
     "init_request_logging",
     "init_sentry",
-    "job_fields",
     "note",
-    "redact",
     "secret_values",
     "setup_logging",
 ]

@@ -8,13 +8,13 @@ a record of ``integration.request`` like any other. A line is serialized once an
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import sys
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..jsontext import encoder
 from .context import BOUND, HIDDEN, NOTES, bound
 from .redaction import UNSAFE_FIELDS, may_need_redaction, register_secrets, scrub
 
@@ -52,7 +52,7 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-_dumps = encoder(default=_json_default)  # ASCII only: non-ASCII text is escaped ("\u00e9")
+_dumps = json.JSONEncoder(default=_json_default).encode  # ASCII only: non-ASCII text is escaped ("\u00e9")
 
 
 class _JsonLines(logging.Formatter):

@@ -52,12 +52,11 @@ from rq import Queue
 from integration import MAX_BODY_BYTES, create_app
 from integration.queueing import enqueue_job, make_queues, make_redis
 from integration.routing import routed_event_types
-from integration.samples import braintree_sign
 from integration.schemas import AttioEventSchema, BraintreeEventSchema, ZohoEventSchema
 from integration.verify import attio_signature, zoho_signature, zoho_signed_string
 
 from ..conftest import SECRETS, TEST_REDIS_URL, make_settings, run_worker
-from ..helpers import job_count, signed_attio, signed_braintree, signed_zoho
+from ..helpers import braintree_sign, job_count, signed_attio, signed_braintree, signed_zoho
 
 # Seconds per request. The heaviest legitimate request (500 events, 500 jobs) takes 0.3-0.6 s here and up to ~2 s
 # when the shared 2-CPU machine is loaded; the hangs this suite found took 12-20 s.

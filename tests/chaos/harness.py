@@ -50,7 +50,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -637,7 +637,7 @@ class ChaosRun:
             self.world = World(self.stack, opts)
             self.since = datetime.now(UTC) - timedelta(minutes=5)
             schedule = plan_schedule(self.rng, opts)
-            web = LiveServer(create_app(self.settings.with_overrides(log_level="ERROR")))
+            web = LiveServer(create_app(replace(self.settings, log_level="ERROR")))
             self.fleet = fleet = Fleet(self.settings, opts.log_dir, opts.workers)
             self.postman = postman = Postman(web.url, random.Random(self.rng.getrandbits(64)), self.stack.zoho)
             self.conn = make_redis(self.redis.url)

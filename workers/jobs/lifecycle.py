@@ -37,7 +37,6 @@ __all__ = [
     "handle_payment_event",
     "handle_subscription_event",
     "handle_transaction_event",
-    "reopen_invoice",
     "run_dispute_event",
     "run_payment_event",
     "run_subscription_event",

@@ -56,6 +56,7 @@ SERVICES = "services"
 PLAN_PREFIX = "zoho-plan:"
 ADDON_PREFIX = "zoho-addon:"
 REMOVED = "Removed"
+MAX_CHANGES = 50  # changes a sync's result lists
 # Attio clients the job writes through in parallel: Attio answers a write in ~50–150 ms, so one client alone
 # could not use a 25/s budget; the shared budget, not this number, caps the rate.
 WRITERS = 4
@@ -129,8 +130,8 @@ class SyncSummary:
             f"{self.removed} {verb}removed in {self.seconds:.1f}s"
         )
 
-    def as_dict(self, *, max_changes: int = 50) -> dict[str, Any]:
-        """A JSON-able view (the job's result), listing at most ``max_changes`` changes."""
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-able view (the job's result), listing at most ``MAX_CHANGES`` changes."""
         return {
             "created": self.created,
             "updated": self.updated,
@@ -138,7 +139,7 @@ class SyncSummary:
             "removed": self.removed,
             "seconds": round(self.seconds, 3),
             "dry_run": self.dry_run,
-            "changes": [c.describe() for c in self.changes[:max_changes]],
+            "changes": [c.describe() for c in self.changes[:MAX_CHANGES]],
         }
 
 

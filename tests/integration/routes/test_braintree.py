@@ -7,10 +7,8 @@ import base64
 import braintree
 import pytest
 
-from integration.samples import braintree_sign
-
 from ...conftest import SECRETS, make_settings
-from ...helpers import job_count, signed_braintree, test_gateway
+from ...helpers import braintree_sign, job_count, signed_braintree, test_gateway
 
 
 def post(client, fields):
