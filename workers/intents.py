@@ -16,7 +16,9 @@ declined and the time of the newest collection outcome applied to it, so a decli
 successful payment or a Zoho event that supersedes it (cancelled, expired), and an older invoice's outcome never
 overwrites a newer one's. Beside them (``subscription-read:<attio subscription id>``), when the subscription's
 Attio state was last copied from a Zoho read (a lifecycle re-read, the subscriptions sweep): a lifecycle event
-raised before then carries an older state than Attio's and must not be applied from its own payload. All are kept
+raised before then carries an older state than Attio's and must not be applied from its own payload; and
+(``subscription-event:<attio subscription id>``) the instant of the newest lifecycle event handled, which
+``last_event_at`` does not hold when the event changed nothing. All are kept
 well beyond any retry or dunning horizon.
 """
 
@@ -131,6 +133,7 @@ class DeclineMarks:
         self._redis = connection
         self._key = f"subscription-marks:{subscription_record_id}"
         self._read_key = f"subscription-read:{subscription_record_id}"
+        self._event_key = f"subscription-event:{subscription_record_id}"
 
     def read(self) -> tuple[set[str], datetime | None]:
         """(declined invoice ids, newest outcome time)."""
@@ -157,13 +160,28 @@ class DeclineMarks:
 
     def read_at(self) -> datetime | None:
         """When the subscription's Attio state was last copied from a Zoho read (our clock); None if never."""
-        raw = self._redis.get(self._read_key)
+        return self._time(self._read_key)
+
+    def note_read(self, at: datetime) -> None:
+        """Remember that Attio now holds Zoho's state as read at ``at`` (callers hold the subscription's lock)."""
+        self._raise(self._read_key, at)
+
+    def event_at(self) -> datetime | None:
+        """The instant of the newest lifecycle event handled (Zoho's clock), whether or not it changed Attio: an
+        event that found Attio already as it says writes nothing, not even ``last_event_at``."""
+        return self._time(self._event_key)
+
+    def note_event(self, at: datetime) -> None:
+        """Remember that a lifecycle event raised at ``at`` was handled (callers hold the subscription's lock)."""
+        self._raise(self._event_key, at)
+
+    def _time(self, key: str) -> datetime | None:
+        raw = self._redis.get(key)
         if raw is None:
             return None
         return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
 
-    def note_read(self, at: datetime) -> None:
-        """Remember that Attio now holds Zoho's state as read at ``at`` (callers hold the subscription's lock)."""
-        before = self.read_at()
+    def _raise(self, key: str, at: datetime) -> None:
+        before = self._time(key)
         if before is None or at > before:
-            self._redis.set(self._read_key, at.isoformat(), ex=MARKS_TTL_SECONDS)
+            self._redis.set(key, at.isoformat(), ex=MARKS_TTL_SECONDS)

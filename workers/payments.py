@@ -32,6 +32,7 @@ __all__ = [
     "dispute_status",
     "fully_refunded",
     "is_charged",
+    "refund_undecided",
     "refunded_amount",
     "refunds_of",
     "status_of",
@@ -156,6 +157,15 @@ def fully_refunded(txn: Any, find: Finder | None) -> bool:
     """Whether refunds that really moved money cover the sale's whole amount (a partial refund does not)."""
     back = refunded_amount(refunds_of(txn, find))
     return back > 0 and back >= _money(txn)
+
+
+def refund_undecided(txn: Any, find: Finder | None) -> bool:
+    """Whether the sale counts as refunded in full only through refunds not settled yet: any of them may still be
+    voided (or, for ACH, declined at settlement) and give nothing back, so whether the sale keeps its invoice's money
+    is not known yet."""
+    refunds = refunds_of(txn, find)
+    final = sum((_money(r) for r in refunds if str(getattr(r, "status", "")) in _SETTLED), Decimal(0))
+    return bool(refunds) and refunded_amount(refunds) >= _money(txn) > final
 
 
 def _money(txn: Any) -> Decimal:

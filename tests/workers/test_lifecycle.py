@@ -360,6 +360,31 @@ def test_a_standing_decline_keeps_past_due_against_a_carried_live(sims: Stack, r
     assert _zoho_reads(zoho) == reads
 
 
+def test_a_newer_event_that_changes_nothing_still_orders_the_older_one(
+    sims: Stack, live_server: LiveServer, redis_conn: redis.Redis
+) -> None:
+    """Cancelled then reactivated, delivered newest first: the reactivation carries what Attio already holds, so
+    nothing is written (not even ``last_event_at``); the older cancellation delivered after must still not be
+    applied from its payload, Zoho's subscription being live."""
+    attio, zoho = sims.attio, sims.zoho
+    sub_id, record = _known_subscription(sims, redis_conn)
+    next_billing = zoho.subscriptions[sub_id]["next_billing_at"]
+    sims.zoho.webhook_events = set()  # delivered below, newest first
+    zoho.advance_clock(60)
+    zoho.set_subscription_status(sub_id, "cancelled", next_billing_at="")
+    zoho.advance_clock(60)
+    zoho.set_subscription_status(sub_id, "live", next_billing_at=next_billing)
+    older, newer = (json.loads(e["payload"]) for e in zoho.events[-2:])
+    assert (older["event_type"], newer["event_type"]) == ("subscription_cancelled", "subscription_reactivated")
+    _post_event(live_server, zoho, newer)
+    [unchanged] = _drain(redis_conn, sims)
+    assert unchanged["outcome"] == "unchanged"
+    _post_event(live_server, zoho, older)
+    _drain(redis_conn, sims)
+    assert attio.value("subscriptions", record, "status") == "Active"  # Zoho's, not the older event's Cancelled
+    assert DeclineMarks(redis_conn, record).declined() == set()
+
+
 # -- Zoho payment_* ---------------------------------------------------------------------------------------------
 def test_payments_made_outside_the_service_are_mirrored(sims: Stack, redis_conn: redis.Redis) -> None:
     attio, zoho = sims.attio, sims.zoho

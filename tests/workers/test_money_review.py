@@ -163,7 +163,8 @@ def test_a_refunded_sale_is_not_booked_again_on_a_reopened_invoice(stack, mercha
     drain(redis_conn)
     [sale] = stack.braintree.sales_for_order(invoice_id)
     stack.braintree.settle(sale["id"])
-    assert stack.braintree.gateway().transaction.refund(sale["id"]).is_success  # the customer got the 40 back
+    refund = stack.braintree.gateway().transaction.refund(sale["id"]).transaction
+    stack.braintree.settle(refund.id)  # the customer got the 40 back (a pending refund: the next test)
     finance_deletes_the_payment(stack, redis_conn, invoice_id)  # and finance reopens the invoice to collect again
     deliver(web.url, invoice_id, "ev-h5-again")  # an operator re-runs the collection (or the spec's sweep does)
     drain(redis_conn)
@@ -438,7 +439,8 @@ def test_a_search_hit_is_read_again_before_its_status_is_trusted(stack, stale_in
         stack.braintree.decline_settlement(sale["id"])  # a card's: no webhook
     else:
         stack.braintree.settle(sale["id"])
-        assert stack.braintree.gateway().transaction.refund(sale["id"]).is_success
+        refund = stack.braintree.gateway().transaction.refund(sale["id"]).transaction
+        stack.braintree.settle(refund.id)  # settled: the money went back for good
     search = braintree.TransactionSearch
     [hit] = stack.braintree.gateway().transaction.search([search.order_id == invoice_id, search.type == "sale"]).items
     assert (hit.status, hit.refund_ids) == ("submitted_for_settlement", [])  # the index is behind
@@ -447,3 +449,34 @@ def test_a_search_hit_is_read_again_before_its_status_is_trusted(stack, stale_in
     assert sale["id"] not in references, "the invoice is booked for money that did not stay with us"
     [again] = [s for s in stack.braintree.sales_for_order(invoice_id) if s["id"] != sale["id"]]
     assert references == [again["id"]]
+
+
+def test_a_pending_refund_voided_after_the_invoice_was_reopened_is_not_a_double_charge(
+    stack, merchant, web, redis_conn, queues
+):
+    """The sale is refunded in full (the refund not yet settled), finance reopens the invoice, the collection runs;
+    then the refund is voided (Braintree allows it until it settles): the customer must not have paid twice. The
+    collection waits for the refund to settle or be voided, then books the sale that kept the money."""
+    from integration.queueing import make_queues
+
+    books = Books(stack)
+    invoice_id = books.invoice(47.0)
+    deliver(web.url, invoice_id, "ev-r4")
+    drain(redis_conn)
+    [sale] = stack.braintree.sales_for_order(invoice_id)
+    stack.braintree.settle(sale["id"])
+    refund = stack.braintree.gateway().transaction.refund(sale["id"]).transaction
+    assert refund.status == "submitted_for_settlement"
+    time.sleep(WINDOW + 0.5)  # finance reopens later than Braintree's duplicate window
+    finance_deletes_the_payment(stack, redis_conn, invoice_id)
+    deliver(web.url, invoice_id, "ev-r4-again")
+    run_worker(redis_conn)  # the collection runs once, while the refund is pending
+    kept = stack.braintree.sales_for_order(invoice_id)  # charged sales; the first kept its 47.00
+    assert len(kept) == 1, f"{len(kept)} sales of one invoice: the refund may still be voided"
+    assert stack.braintree.gateway().transaction.void(refund.id).is_success  # the refund gave nothing back
+    for queue in make_queues(redis_conn).values():  # the deferred collection, now rather than in minutes
+        for job_id in queue.scheduled_job_registry.get_job_ids():
+            queue.scheduled_job_registry.remove(job_id)
+            queue.enqueue_job(queue.fetch_job(job_id))
+    drain(redis_conn)
+    assert assert_booked_once(stack, invoice_id)["id"] == sale["id"]

@@ -693,3 +693,28 @@ def test_the_settlements_sweep_writes_what_braintree_has_once_it_holds_the_trans
     sweeper.join(timeout=30)
     assert results, "the sweep did not finish"
     assert stack.attio.value("payments", payment_record(stack, txn)["id"]["record_id"], "status") == "Refunded"
+
+
+def test_a_settlement_declined_while_the_sweep_waits_for_the_lock_is_unbooked(stack, merchant, web, redis_conn):
+    """The sweep reads "settled" (nothing to unbook), then waits for the transaction's lock; meanwhile the bank
+    returns the debit (no webhook reaches us). Written Failed under the lock without its Zoho payment deleted, the
+    payment would never be looked at again (the sweep reads only Submitted ones): the invoice paid by nothing."""
+    import threading
+
+    from integration.locks import hold, transaction_lock
+
+    configure(stack)
+    books = Books(stack)
+    txn = _collected(stack, web, redis_conn, books, 12.0)
+    stack.braintree.settle(txn)
+    time.sleep(SEARCH_LAG)
+    with hold(redis_conn, transaction_lock(txn), ttl=30.0, wait=1.0):
+        sweeper = threading.Thread(target=lambda: run_sweep("settlements", context(redis_conn)))
+        sweeper.start()
+        time.sleep(1.5)  # the sweep has read "settled" and waits for the lock
+        stack.braintree.decline_settlement(txn)
+    sweeper.join(timeout=30)
+    run_sweep("settlements", context(redis_conn))  # the next run
+    invoice_id = stack.braintree.gateway().transaction.find(txn).order_id
+    assert txn not in [p["reference_number"] for p in stack.zoho.payments_for_invoice(invoice_id)]
+    assert stack.attio.value("payments", payment_record(stack, txn)["id"]["record_id"], "status") == "Failed"

@@ -59,7 +59,7 @@ from integration.locks import Held, hold, invoice_lock, subscription_lock, trans
 
 from ..dunning import Dunning, DunningEntry
 from ..intents import DUPLICATE_WINDOW_SECONDS, ChargeIntent, ChargeIntents, DeclineMarks
-from ..payments import CHARGED, is_charged
+from ..payments import CHARGED, is_charged, refund_undecided
 from ..providers import AttioLike, BraintreeCharger, ZohoBooks
 from ..records import (
     find_company_by_zoho_customer,
@@ -79,6 +79,7 @@ log = logging.getLogger(__name__)
 OPEN_STATUSES = ("sent", "overdue", "partially_paid", "unpaid")
 _DESCRIPTION = "Braintree transaction "
 LOCK_TTL = 60.0  # seconds; a heartbeat extends it while the job runs, so only a dead holder lets it lapse
+REFUND_RECHECK_SECONDS = 600.0  # a refund settles with the next batch (hours): how often an open invoice looks again
 LOCK_WAIT = 15.0  # seconds to wait for another collection of the same invoice before retrying later
 
 
@@ -298,7 +299,7 @@ def _our_sale(braintree: BraintreeCharger, ctx: _Context, intent: ChargeIntent |
     found at once), else by an ``order_id`` search (which lags behind a new sale; its hits are read again by id). A
     sale refunded in full does not count: its money went back (``payments.is_charged``: a voided or declined refund
     moved nothing, and a partial refund leaves the sale the invoice's charge)."""
-    charged = _charged_sale_of(braintree, ctx.invoice_id)
+    charged = _charged_sale_of(braintree, ctx.invoice_id, open_invoice=ctx.is_open)
     candidates = []
     if intent is not None and intent.transaction_id:
         candidates.append(intent.transaction_id)
@@ -317,12 +318,21 @@ def _our_sale(braintree: BraintreeCharger, ctx: _Context, intent: ChargeIntent |
     return found, attempt
 
 
-def _charged_sale_of(braintree: Any, invoice_id: str) -> Callable[[Any], bool]:
-    """Whether a transaction is a sale of this invoice that took its money and keeps it (its refunds read by id)."""
+def _charged_sale_of(braintree: Any, invoice_id: str, *, open_invoice: bool = False) -> Callable[[Any], bool]:
+    """Whether a transaction is a sale of this invoice that took its money and keeps it (its refunds read by id).
+
+    For an open invoice, raises ``SaleOutcomeUnknown`` while only refunds not settled yet make the sale refunded in
+    full: one of them voided after a new sale would leave the customer charged twice (``refund_undecided``)."""
 
     def charged(txn: Any) -> bool:
-        return (str(getattr(txn, "type", "sale")) == "sale" and str(getattr(txn, "order_id", "")) == invoice_id
-                and is_charged(txn, braintree.find_transaction))
+        if str(getattr(txn, "type", "sale")) != "sale" or str(getattr(txn, "order_id", "")) != invoice_id:
+            return False
+        if (open_invoice and str(getattr(txn, "status", "")) in CHARGED
+                and refund_undecided(txn, braintree.find_transaction)):
+            raise SaleOutcomeUnknown(
+                "braintree", f"invoice {invoice_id}: sale {txn.id} is refunded by refunds not settled yet (they may "
+                "still be voided): no new sale until they settle", retry_after=REFUND_RECHECK_SECONDS)
+        return is_charged(txn, braintree.find_transaction)
 
     return charged
 

@@ -148,6 +148,10 @@ def sync_subscription(
     written = set_subscription(attio, record, changes, event_time=event_time)
     if decline_marks is not None and read_at is not None:
         decline_marks.note_read(read_at)  # Attio now holds Zoho's state as of read_at, newer than older events'
+    if decline_marks is not None and event_time is not None:
+        # Written or not (nothing is when Attio already holds it, not even last_event_at): an older event delivered
+        # later must not be applied from what it carries.
+        decline_marks.note_event(event_time)
     return {"outcome": "updated" if written else "unchanged", "record_id": record_id(record), "status": status,
             "source": "zoho" if current is not None else "event"}
 
@@ -160,7 +164,8 @@ def _carried_state(
     Zoho's default payload carries the whole subscription object as it was when the event was raised (a captured
     delivery: PipedreamHQ/pipedream ``components/zoho_subscriptions/sources/subscription-created/test-event.mjs``),
     and ``created_time`` is that instant. The carried state is newer than Attio's when the event's instant is
-    strictly after every state Attio holds: ``last_event_at`` (the newest event applied) and the last copy of a
+    strictly after every state Attio holds: ``last_event_at`` (the newest event applied), the newest event handled
+    (``DeclineMarks.event_at``: one that found Attio as it says writes no ``last_event_at``), and the last copy of a
     Zoho read (``DeclineMarks.read_at``: the subscriptions sweep's repair or a re-read, which write no
     ``last_event_at``; our clock, hence ``_CLOCK_MARGIN``). Otherwise Zoho is re-read:
 
@@ -184,9 +189,9 @@ def _carried_state(
     instant = parse_time(event.get("created_time"))
     if instant is None:
         return False
-    applied = parse_time(value(record, "last_event_at"))
-    if applied is not None and instant <= applied:
-        return False
+    for applied in (parse_time(value(record, "last_event_at")), decline_marks.event_at()):
+        if applied is not None and instant <= applied:
+            return False
     read_at = decline_marks.read_at()
     return read_at is None or instant > read_at + _CLOCK_MARGIN
 

@@ -5,7 +5,8 @@ direct debit, never for cards: this sweep is how a card payment becomes ``Settle
 settlement was declined or the sale voided (or Refunded, Disputed: whatever Braintree says now, as
 ``payments.status_of`` reads it). Each transaction is read by id (Braintree's search index may show a status as it
 was a while ago), and read again under the transaction's lock before it is applied through the settlement event's
-own code (a webhook's job may have written a newer status meanwhile); a sale whose money never arrived is
+own code (a webhook's job may have written a newer status meanwhile; one found failed only then is left
+``Submitted`` for the next run, which unbooks it first); a sale whose money never arrived is
 first taken off its Zoho invoice as that event's job does (``lifecycle.reopen_invoice``, once however many sweeps
 and late webhooks find it), so the invoices sweep collects the invoice again. A payment still
 ``Submitted`` after ``SETTLEMENT_GIVE_UP_DAYS`` is no longer looked up (one warning).
@@ -74,6 +75,12 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
         unbooked = reopen_invoice(reopen, zoho=ctx.zoho, connection=ctx.connection).get("zoho_payment_deleted")
         with hold(ctx.connection, transaction_lock(txn_id), ttl=60.0, wait=15.0):  # as the webhook's job
             txn = ctx.braintree.find_transaction(txn_id) or txn  # what a job that held the lock may have written
+            if reopening(txn, ctx.braintree.find_transaction) and not reopen:
+                # Its settlement declined since the first read: Failed written now would leave its Zoho payment for
+                # good (the sweep reads only Submitted payments); the next run unbooks first, then writes.
+                log.info("payment braintree:%s failed while the sweep waited: left for the next run", txn_id)
+                report.skipped += 1
+                return
             outcome = apply_transaction(txn, attio=ctx.attio, braintree=ctx.braintree, kind="settlements sweep")
         if outcome.get("outcome") in ("updated", "created") or unbooked:
             report.repaired += 1
