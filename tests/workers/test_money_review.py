@@ -156,13 +156,18 @@ def finance_deletes_the_payment(stack: Stack, redis_conn: Any, invoice_id: str) 
     assert build_zoho_client(stack.settings(), redis_conn).delete_payment(str(payment["payment_id"]))
 
 
-def test_a_refunded_sale_is_not_booked_again_on_a_reopened_invoice(stack, merchant, web, redis_conn, queues):
-    books = Books(stack)
-    invoice_id = books.invoice(40.0)
-    deliver(web.url, invoice_id, "ev-h5")
+
+def settled_sale(stack: Stack, web: Any, redis_conn: Any, amount: float, event_id: str) -> tuple[str, dict[str, Any]]:
+    """A new invoice of ``amount`` collected through its webhook, and its one sale, settled: ``(invoice id, sale)``."""
+    invoice_id = Books(stack).invoice(amount)
+    deliver(web.url, invoice_id, event_id)
     drain(redis_conn)
     [sale] = stack.braintree.sales_for_order(invoice_id)
     stack.braintree.settle(sale["id"])
+    return invoice_id, sale
+
+def test_a_refunded_sale_is_not_booked_again_on_a_reopened_invoice(stack, merchant, web, redis_conn, queues):
+    invoice_id, sale = settled_sale(stack, web, redis_conn, 40.0, "ev-h5")
     refund = stack.braintree.gateway().transaction.refund(sale["id"]).transaction
     stack.braintree.settle(refund.id)  # the customer got the 40 back (a pending refund: the next test)
     finance_deletes_the_payment(stack, redis_conn, invoice_id)  # and finance reopens the invoice to collect again
@@ -360,12 +365,7 @@ def test_a_refund_that_gave_nothing_back_leaves_the_sale_the_invoices_charge(sta
                                                                               fate):
     """The sale keeps a voided refund's id (or an ACH refund's the bank refused) in ``refund_ids``: the money stayed
     with us, so a reopened invoice books that sale again, it does not charge the card a second time."""
-    books = Books(stack)
-    invoice_id = books.invoice(42.0)
-    deliver(web.url, invoice_id, "ev-r1")
-    drain(redis_conn)
-    [sale] = stack.braintree.sales_for_order(invoice_id)
-    stack.braintree.settle(sale["id"])
+    invoice_id, sale = settled_sale(stack, web, redis_conn, 42.0, "ev-r1")
     refund = stack.braintree.gateway().transaction.refund(sale["id"]).transaction
     if fate == "voided":
         assert stack.braintree.gateway().transaction.void(refund.id).is_success
@@ -376,12 +376,7 @@ def test_a_refund_that_gave_nothing_back_leaves_the_sale_the_invoices_charge(sta
 
 
 def test_a_partially_refunded_sale_is_still_the_invoices_charge(stack, merchant, web, redis_conn, queues):
-    books = Books(stack)
-    invoice_id = books.invoice(43.0)
-    deliver(web.url, invoice_id, "ev-r2")
-    drain(redis_conn)
-    [sale] = stack.braintree.sales_for_order(invoice_id)
-    stack.braintree.settle(sale["id"])
+    invoice_id, sale = settled_sale(stack, web, redis_conn, 43.0, "ev-r2")
     assert stack.braintree.gateway().transaction.refund(sale["id"], "10.00").is_success  # 33.00 stayed with us
     reopened_and_collected_again(stack, web, redis_conn, invoice_id, "ev-r2-again")
     assert assert_booked_once(stack, invoice_id)["id"] == sale["id"]  # fails: the card paid 43.00 twice
@@ -390,12 +385,7 @@ def test_a_partially_refunded_sale_is_still_the_invoices_charge(stack, merchant,
 def test_an_ach_sale_returned_after_its_refund_fails_and_leaves_the_invoice(stack, merchant, web, redis_conn, queues):
     """An ACH debit may be returned by the bank after it settled, even after it was refunded: its money never
     arrived, so the payment is Failed and the Zoho invoice no longer shows it paid."""
-    books = Books(stack)
-    invoice_id = books.invoice(44.0)
-    deliver(web.url, invoice_id, "ev-r3")
-    drain(redis_conn)
-    [sale] = stack.braintree.sales_for_order(invoice_id)
-    stack.braintree.settle(sale["id"])
+    invoice_id, sale = settled_sale(stack, web, redis_conn, 44.0, "ev-r3")
     credit = stack.braintree.gateway().transaction.refund(sale["id"]).transaction
     stack.braintree.settle(credit.id)
     notify = stack.braintree.notification
@@ -459,12 +449,7 @@ def test_a_pending_refund_voided_after_the_invoice_was_reopened_is_not_a_double_
     collection waits for the refund to settle or be voided, then books the sale that kept the money."""
     from integration.queueing import make_queues
 
-    books = Books(stack)
-    invoice_id = books.invoice(47.0)
-    deliver(web.url, invoice_id, "ev-r4")
-    drain(redis_conn)
-    [sale] = stack.braintree.sales_for_order(invoice_id)
-    stack.braintree.settle(sale["id"])
+    invoice_id, sale = settled_sale(stack, web, redis_conn, 47.0, "ev-r4")
     refund = stack.braintree.gateway().transaction.refund(sale["id"]).transaction
     assert refund.status == "submitted_for_settlement"
     time.sleep(WINDOW + 0.5)  # finance reopens later than Braintree's duplicate window
