@@ -12,7 +12,7 @@ counts every call this service sends, in every process, in one Redis hash per or
   (``ZOHO_REQUESTS_PER_DAY``).
 
 Zoho answering "daily cap reached" (code 44, or any rate-limit answer once we have used ``LATE_SHARE`` of the
-day's quota, or a ``Retry-After`` over an hour) closes the day for every process (``quota:zoho:<org>:capped:<day>``):
+day's quota, or a ``Retry-After`` over an hour) closes the day for every process (``quota:zoho:<org>:<day>:capped``):
 money work is deferred until the reset, never failed. The day is the organization's (its ``time_zone`` from
 ``GET /organizations``, stored by the client when seen), UTC until it is known. The client asks for it by itself
 at most once a day across processes (``time_zone_due``; an hour after an ask that failed), as bulk work.

@@ -67,6 +67,7 @@ from ..records import (
     is_stale,
     iso,
     ref,
+    sale_key,
     set_subscription,
     subscription_by_reference,
     upsert_payment,
@@ -539,7 +540,7 @@ def _record_success(attio: AttioLike, ctx: _Context, txn_id: str, amount: Decima
     with hold(ctx.connection, transaction_lock(txn_id), ttl=60.0, wait=15.0):
         upsert_payment(
             attio,
-            f"braintree:{txn_id}",
+            sale_key(txn_id),
             {**ctx.base_fields(), "amount": str(amount), "status": "Submitted", "failure_reason": "",
              "occurred_at": iso(now)},
         )
@@ -552,7 +553,7 @@ def _record_failure(
     now: datetime, transaction_id: str | None = None, amount: Any = None,
 ) -> None:
     generation = intent.generation if intent is not None else 0
-    external_id = f"braintree:{transaction_id}" if transaction_id else f"zoho-invoice:{ctx.invoice_id}:g{generation}"
+    external_id = sale_key(transaction_id) if transaction_id else f"zoho-invoice:{ctx.invoice_id}:g{generation}"
     upsert_payment(
         attio,
         external_id,

@@ -1,8 +1,9 @@
 """Workflow 4: Zoho subscription and payment events and Braintree settlement and dispute events → Attio.
 
-Each handler re-reads the resource its event names (the Zoho subscription or payment; the Braintree transaction and
-its disputes), then writes through ``workers.records``, so a duplicate is harmless and an older event never undoes a
-newer one:
+Each handler re-reads the resource its event names (the Zoho subscription or payment; the Braintree transaction, its
+disputes and refunds), except a Zoho subscription event newer than anything applied, which is written from the
+subscription it carries (``sync_subscription``); then it writes through ``workers.records``, so a duplicate is
+harmless and an older event never undoes a newer one:
 
 - ``subscriptions`` carry ``last_event_at`` (``set_subscription``); a Zoho subscription event is applied from the
   subscription it carries, with no re-read, only when it is newer than every state Attio holds (``_carried_state``);

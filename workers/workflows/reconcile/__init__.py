@@ -14,7 +14,8 @@ through the very code a webhook would have run, so a sweep and a late webhook ne
 - ``activations``: Attio subscriptions ``Requested`` for longer than the grace, with no activation running →
   the activation job of an Attio record event;
 - ``settlements``: Attio payments ``Submitted`` for ``SETTLEMENT_CHECK_AFTER_HOURS`` → their Braintree
-  transactions, looked up together → ``Settled`` or ``Failed`` (settlement declined, voided) through the Braintree
+  transactions, each read by id → the status Braintree has now (``Settled``, ``Failed`` when settlement was
+  declined or the sale voided, Refunded, a dispute's) through the Braintree
   settlement event's own code (a Failed sale's Zoho payment deleted first, as that event's job does); Braintree
   sends those webhooks only for ACH and SEPA, so this is how a card payment becomes Settled. After
   ``SETTLEMENT_GIVE_UP_DAYS`` a payment is no longer looked at (one warning);

@@ -34,7 +34,7 @@ SETTLEMENT_GIVE_UP_DAYS = 30
 
 
 def sweep_settlements(ctx: SweepContext) -> SweepReport:
-    """Move card payments ``Submitted`` past the threshold to what Braintree says: Settled or Failed."""
+    """Move card payments ``Submitted`` past the threshold to the status Braintree has now (``status_of``)."""
     report = SweepReport("settlements", dry_run=ctx.dry_run)
     cutoff, give_up = ctx.now - ctx.settlement_after, ctx.now - timedelta(days=SETTLEMENT_GIVE_UP_DAYS)
     records = ctx.attio.query_records("payments", {"status": "Submitted"})
