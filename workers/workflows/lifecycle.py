@@ -333,8 +333,11 @@ def apply_transaction_event(
     return apply_transaction(txn, attio=attio, braintree=braintree, kind=kind)
 
 
-def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader, kind: str) -> dict[str, Any]:
-    """Write a Braintree transaction's status now (``payments.status_of``) to its payment record.
+def apply_transaction(
+    txn: Any, *, attio: AttioLike, braintree: BraintreeReader, kind: str, status: PaymentStatus | None = None
+) -> dict[str, Any]:
+    """Write a Braintree transaction's status now (``payments.status_of``, or ``status`` when the caller has just
+    read it from this same ``txn``) to its payment record.
 
     A declined settlement (or a voided sale) means the money never arrived: the result names the sale's invoice as
     ``reopen_invoice`` (``reopening``), and the caller then takes the sale's payment off that Zoho invoice
@@ -343,12 +346,13 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
     if str(getattr(txn, "type", "sale")) == "credit":
         return _refund_event(attio, braintree, kind, txn)
     txn_id = str(txn.id)
-    status = status_of(txn, braintree.find_transaction)
+    if status is None:
+        status = status_of(txn, braintree.find_transaction)
     if status is None:
         log.warning("braintree %s: transaction %s has unmapped status %r: left as is", kind, txn_id,
                     getattr(txn, "status", None))
         return {"outcome": "ignored", "transaction_id": txn_id}
-    reopen = reopening(txn, braintree.find_transaction)
+    reopen = reopening(txn, status)
     external_id = sale_key(txn_id)
     record = find_one(attio, "payments", "external_id", external_id)
     if record is None:
@@ -358,10 +362,10 @@ def apply_transaction(txn: Any, *, attio: AttioLike, braintree: BraintreeReader,
             **reopen}
 
 
-def reopening(txn: Any, find: Callable[[str], Any]) -> dict[str, str]:
+def reopening(txn: Any, status: PaymentStatus | None) -> dict[str, str]:
     """``{"reopen_invoice": invoice id, "transaction_id": ...}`` when ``txn`` is a sale of ours whose money never
-    arrived (Braintree says Failed: settlement declined, voided), else ``{}``: what ``reopen_invoice`` acts on."""
-    if str(getattr(txn, "type", "sale")) == "credit" or status_of(txn, find) is not PaymentStatus.FAILED:
+    arrived (its ``status_of`` is Failed: settlement declined, voided), else ``{}``: what ``reopen_invoice`` acts on."""
+    if str(getattr(txn, "type", "sale")) == "credit" or status is not PaymentStatus.FAILED:
         return {}
     order_id = getattr(txn, "order_id", None)
     return {"reopen_invoice": str(order_id), "transaction_id": str(txn.id)} if order_id else {}

@@ -64,7 +64,7 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
         if status in (None, PaymentStatus.SUBMITTED):
             report.skipped += 1  # submitted_for_settlement, settling, settlement_pending: not decided yet
             return
-        reopen = reopening(txn, ctx.braintree.find_transaction)
+        reopen = reopening(txn, status)
         if ctx.dry_run:
             unbook = f" (its Zoho payment on invoice {reopen['reopen_invoice']} deleted)" if reopen else ""
             report.planned.append(f"payment braintree:{txn_id} → {status}{unbook}")
@@ -75,13 +75,15 @@ def sweep_settlements(ctx: SweepContext) -> SweepReport:
         unbooked = reopen_invoice(reopen, zoho=ctx.zoho, connection=ctx.connection).get("zoho_payment_deleted")
         with hold(ctx.connection, transaction_lock(txn_id), ttl=60.0, wait=15.0):  # as the webhook's job
             txn = ctx.braintree.find_transaction(txn_id) or txn  # what a job that held the lock may have written
-            if reopening(txn, ctx.braintree.find_transaction) and not reopen:
+            status = status_of(txn, ctx.braintree.find_transaction)
+            if reopening(txn, status) and not reopen:
                 # Its settlement declined since the first read: Failed written now would leave its Zoho payment for
                 # good (the sweep reads only Submitted payments); the next run unbooks first, then writes.
                 log.info("payment braintree:%s failed while the sweep waited: left for the next run", txn_id)
                 report.skipped += 1
                 return
-            outcome = apply_transaction(txn, attio=ctx.attio, braintree=ctx.braintree, kind="settlements sweep")
+            outcome = apply_transaction(txn, attio=ctx.attio, braintree=ctx.braintree, kind="settlements sweep",
+                                        status=status)
         if outcome.get("outcome") in ("updated", "created") or unbooked:
             report.repaired += 1
         else:
