@@ -55,24 +55,23 @@ class PaymentStatus(StrEnum):
 
 
 _S = PaymentStatus
-_DISPUTE_OUTCOMES = frozenset({_S.DISPUTED, _S.DISPUTE_WON, _S.DISPUTE_LOST})
-DISPUTE_STATUSES = _DISPUTE_OUTCOMES
+DISPUTE_STATUSES = frozenset({_S.DISPUTED, _S.DISPUTE_WON, _S.DISPUTE_LOST})
 
 # current status → the statuses it can move to. A status is never listed as its own successor: writing the status
 # a record already has is not a move, and is always allowed (its other fields may still change).
 TRANSITIONS: Mapping[PaymentStatus, frozenset[PaymentStatus]] = {
     # Settlement or its decline (a voided sale too), or any later fate whose earlier steps were never written
     # (cards get no settlement webhook: a dispute or refund may be the first news after the sale).
-    _S.SUBMITTED: frozenset({_S.SETTLED, _S.FAILED, _S.REFUNDED, *_DISPUTE_OUTCOMES}),
+    _S.SUBMITTED: frozenset({_S.SETTLED, _S.FAILED, _S.REFUNDED, *DISPUTE_STATUSES}),
     # An ACH debit may be returned after it settled (Settled → Failed); refunds and disputes follow settlement.
-    _S.SETTLED: frozenset({_S.FAILED, _S.REFUNDED, *_DISPUTE_OUTCOMES}),
+    _S.SETTLED: frozenset({_S.FAILED, _S.REFUNDED, *DISPUTE_STATUSES}),
     # Final: a refused sale never moves money; a declined settlement or a voided sale is never settled or disputed.
     _S.DECLINED: frozenset(),
     _S.FAILED: frozenset(),
     # A customer may dispute a sale that was refunded (the chargeback then decides, not the refund). A refund may
     # be voided or its settlement declined after it was written (the sale is Settled again), and an ACH sale may be
     # returned by the bank after its refund (Failed: its money never arrived).
-    _S.REFUNDED: frozenset({_S.SETTLED, _S.FAILED, *_DISPUTE_OUTCOMES}),
+    _S.REFUNDED: frozenset({_S.SETTLED, _S.FAILED, *DISPUTE_STATUSES}),
     _S.DISPUTED: frozenset({_S.DISPUTE_WON, _S.DISPUTE_LOST}),
     # A won dispute may be followed by another one on the same sale (pre-arbitration, a second chargeback).
     _S.DISPUTE_WON: frozenset({_S.DISPUTED, _S.DISPUTE_LOST}),
